@@ -1,0 +1,302 @@
+"""The simulated world, described once: frozen dataclasses named like Ray Serve's own.
+
+``SimConfig`` holds a ``DeploymentConfig`` (``num_replicas``, ``num_cpus`` from
+``ray_actor_options``, ``max_ongoing_requests``, ``max_queued_requests``, the handler
+kind and its ``WorkModel``), a ``ClusterConfig`` (nodes with logical CPUs and physical
+cores), a ``RouterConfig`` (Ray 2.60's routing constants), ``Overheads`` (what Ray's
+own machinery costs per request) and a ``WorkloadConfig``.
+
+Every check lives in this module, and each failure raises ``ConfigError`` naming the
+field and the value, so the command line can turn it into a one-line message.
+Configurations are inert: nothing here runs a simulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from simserve.distributions import KINDS, Distribution
+
+SEGMENT_KINDS = ("io", "gil", "native")
+HANDLERS = ("async", "sync")
+ROUTERS = ("pow2", "round_robin", "ideal")
+INGRESSES = ("handle", "http")
+PLACEMENTS = ("spread", "pack")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; ``field`` uses Ray's (snake_case) name."""
+
+    def __init__(self, field: str, value, message: str):
+        self.field = field
+        self.value = value
+        self.message = message
+        super().__init__(f"{field}={value!r}: {message}")
+
+
+def _number(field: str, value, *, low=None, low_open=False, integer=False, allow=()):
+    """Check one numeric field; ``allow`` lists extra accepted sentinel values."""
+    if value in allow:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(field, value, "must be a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(field, value, "must be a finite number")
+    if integer and int(value) != value:
+        raise ConfigError(field, value, "must be a whole number")
+    if low is not None and (value <= low if low_open else value < low):
+        bound = f"> {low}" if low_open else f">= {low}"
+        extra = f" or one of {list(allow)}" if allow else ""
+        raise ConfigError(field, value, f"must be {bound}{extra}")
+
+
+def _choice(field: str, value, choices):
+    if value not in choices:
+        raise ConfigError(field, value, f"must be one of {', '.join(choices)}")
+
+
+def check_distribution(field: str, dist: Distribution) -> None:
+    _choice(f"{field}.kind", dist.kind, KINDS)
+    if dist.kind == "empirical":
+        if not dist.samples_s:
+            raise ConfigError(field, dist.samples_s, "empirical samples are empty")
+        for s in dist.samples_s:
+            _number(f"{field}.samples_s", s, low=0)
+        return
+    _number(f"{field}.mean_s", dist.mean_s, low=0)
+    _number(f"{field}.cv", dist.cv, low=0)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One phase of a request's work.
+
+    ``io`` waits without CPU (sleep, remote call); ``gil`` is pure-Python CPU that holds
+    its process's GIL; ``native`` is CPU that releases the GIL and runs on up to
+    ``OMP_NUM_THREADS`` threads. ``duration`` is the time the segment takes alone on an
+    idle core (for ``native``: its single-thread CPU time, split evenly over threads).
+    """
+
+    kind: str
+    duration: Distribution
+
+    def __post_init__(self):
+        _choice("work.kind", self.kind, SEGMENT_KINDS)
+        check_distribution(f"work.{self.kind}", self.duration)
+
+
+@dataclass(frozen=True)
+class WorkModel:
+    """The handler's work per request: segments run in order."""
+
+    segments: tuple[Segment, ...] = (Segment("io", Distribution("deterministic", 0.1)),)
+
+    def __post_init__(self):
+        if not self.segments:
+            raise ConfigError("work", (), "needs at least one segment")
+
+    @classmethod
+    def single(cls, kind: str, dist: Distribution) -> "WorkModel":
+        return cls((Segment(kind, dist),))
+
+    @property
+    def mean_s(self) -> float:
+        return sum(s.duration.mean_s for s in self.segments)
+
+    def mean_of(self, kind: str) -> float:
+        return sum(s.duration.mean_s for s in self.segments if s.kind == kind)
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """One Serve deployment (``@serve.deployment`` arguments, Ray's names and defaults)."""
+
+    name: str = "Model"
+    num_replicas: int = 1
+    num_cpus: float = 1.0  # ray_actor_options.num_cpus
+    max_ongoing_requests: int = 5  # DEFAULT_MAX_ONGOING_REQUESTS (serve/_private/constants.py)
+    max_queued_requests: int = -1  # serve/_private/config.py: -1 is unlimited
+    handler: str = "async"  # async def or plain def (sync runs in a threadpool)
+    work: WorkModel = field(default_factory=WorkModel)
+
+    def __post_init__(self):
+        _number("num_replicas", self.num_replicas, low=0, integer=True)
+        _number("num_cpus", self.num_cpus, low=0)
+        _number("max_ongoing_requests", self.max_ongoing_requests, low=1, integer=True)
+        _number("max_queued_requests", self.max_queued_requests, low=1, integer=True, allow=(-1,))
+        _choice("handler", self.handler, HANDLERS)
+
+    @property
+    def omp_num_threads(self) -> int:
+        """What Ray sets for an actor when unset: max(floor(num_cpus), 1) (_private/utils.py)."""
+        return max(int(math.floor(self.num_cpus)), 1)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Identical nodes; ``num_cpus`` is Ray's logical CPUs per node (``ray.init(num_cpus=)``),
+    ``physical_cores`` what the OS time-shares. ``placement`` is Serve's replica
+    scheduling strategy: SPREAD by default, PACK with RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY=1."""
+
+    nodes: int = 1
+    num_cpus: float = 8.0
+    physical_cores: float = 8.0
+    placement: str = "spread"
+
+    def __post_init__(self):
+        _number("nodes", self.nodes, low=1, integer=True)
+        _number("cluster_cpus", self.num_cpus, low=0)
+        _number("physical_cores", self.physical_cores, low=0, low_open=True)
+        _choice("placement", self.placement, PLACEMENTS)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """The caller-side request router and Ray 2.60's constants for it.
+
+    ``pow2`` is ``PowerOfTwoChoicesRequestRouter``; ``round_robin`` samples one replica
+    in turn with the same cache, probe and back-off machinery; ``ideal`` is no Ray
+    router at all but the reference point: the oldest waiting request goes to the first
+    free slot at once.
+    """
+
+    policy: str = "pow2"
+    queue_len_cache_timeout_s: float = 10.0  # RAY_SERVE_QUEUE_LENGTH_CACHE_TIMEOUT_S
+    initial_backoff_s: float = 0.025  # RAY_SERVE_ROUTER_RETRY_INITIAL_BACKOFF_S
+    backoff_multiplier: float = 2.0  # RAY_SERVE_ROUTER_RETRY_BACKOFF_MULTIPLIER
+    max_backoff_s: float = 0.5  # RAY_SERVE_ROUTER_RETRY_MAX_BACKOFF_S
+    max_num_routing_tasks_cap: int = 50  # RequestRouter.max_num_routing_tasks_cap
+
+    def __post_init__(self):
+        _choice("router", self.policy, ROUTERS)
+        _number("queue_len_cache_timeout_s", self.queue_len_cache_timeout_s, low=0)
+        _number("initial_backoff_s", self.initial_backoff_s, low=0)
+        _number("backoff_multiplier", self.backoff_multiplier, low=1)
+        _number("max_backoff_s", self.max_backoff_s, low=0)
+        _number("max_num_routing_tasks_cap", self.max_num_routing_tasks_cap, low=1, integer=True)
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """What Ray Serve's own machinery costs per request, beside the user's handler.
+
+    CPU costs run as GIL-holding work in the process that pays them (the caller, the
+    HTTP proxy, the replica), so they compete for the same cores as the handlers.
+    ``cpu_speed`` scales them: 0.5 means the host runs at half the speed the costs
+    were measured at. The defaults are ``validate``'s measurements on the project's
+    machine (see ``simserve/calibration.py`` for the file and the command).
+    """
+
+    ingress: str = "handle"
+    hop_s: float = 0.0  # one way, caller <-> replica, per Ray actor-call message
+    http_hop_s: float = 0.0  # one way, HTTP client <-> proxy
+    client_cpu_s: float = 0.0  # caller-side CPU per request: client loop + handle call + reply
+    router_cpu_s: float = 0.0  # caller-side CPU per routing attempt (choose, probe bookkeeping)
+    replica_cpu_s: float = 0.0  # replica-side Ray CPU per request (admit, (de)serialise, reply)
+    proxy_cpu_s: float = 0.0  # HTTP proxy CPU per request (uvicorn, ASGI, pickling)
+    cpu_speed: float = 1.0
+
+    def __post_init__(self):
+        _choice("ingress", self.ingress, INGRESSES)
+        for name in ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s"):
+            _number(name, getattr(self, name), low=0)
+        _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
+
+    @property
+    def is_zero(self) -> bool:
+        return all(
+            getattr(self, n) == 0.0
+            for n in ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s")
+        )
+
+    def cpu(self, name: str) -> float:
+        """A CPU cost in seconds at this run's host speed."""
+        return getattr(self, name) / self.cpu_speed
+
+
+@dataclass(frozen=True)
+class WorkloadConfig:
+    """Who sends requests, and for how long.
+
+    Exactly one of ``concurrent`` (closed loop: each client sends its next request when
+    the previous answer arrives, after ``think_time_s``), ``rps`` (open loop, Poisson)
+    or ``trace_arrivals_s`` (replayed arrival times). The run ends at ``duration_s`` of
+    simulated time, or, with ``requests``, once that many have been sent and answered.
+    Requests sent before ``warmup_s`` are left out of the statistics.
+    """
+
+    concurrent: int | None = None
+    think_time_s: float = 0.0
+    rps: float | None = None
+    trace_arrivals_s: tuple[float, ...] | None = None
+    duration_s: float | None = 60.0
+    requests: int | None = None
+    warmup_s: float = 0.0
+
+    def __post_init__(self):
+        given = [n for n in ("concurrent", "rps", "trace_arrivals_s") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ConfigError("workload", given, "give exactly one of concurrent, rps or a trace")
+        if self.concurrent is not None:
+            _number("concurrent", self.concurrent, low=1, integer=True)
+        if self.rps is not None:
+            _number("rps", self.rps, low=0, low_open=True)
+        if self.trace_arrivals_s is not None:
+            if not self.trace_arrivals_s:
+                raise ConfigError("trace", (), "has no arrivals")
+            prev = 0.0
+            for t in self.trace_arrivals_s:
+                _number("trace.arrival_s", t, low=0)
+                if t < prev:
+                    raise ConfigError("trace.arrival_s", t, f"arrival times must not decrease (after {prev})")
+                prev = t
+        _number("think_time_s", self.think_time_s, low=0)
+        if self.duration_s is None and self.requests is None:
+            raise ConfigError("duration_s", None, "give duration_s or requests")
+        if self.duration_s is not None:
+            _number("duration_s", self.duration_s, low=0, low_open=True)
+        if self.requests is not None:
+            _number("requests", self.requests, low=1, integer=True)
+        _number("warmup_s", self.warmup_s, low=0)
+        if self.duration_s is not None and self.requests is None and self.warmup_s >= self.duration_s:
+            raise ConfigError("warmup_s", self.warmup_s, f"must be below duration_s ({self.duration_s})")
+
+    @property
+    def kind(self) -> str:
+        if self.concurrent is not None:
+            return "closed"
+        return "poisson" if self.rps is not None else "trace"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything one simulation run needs; ``seed`` makes it reproducible."""
+
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    overheads: Overheads = field(default_factory=Overheads)
+    workload: WorkloadConfig = field(default_factory=lambda: WorkloadConfig(concurrent=1))
+    seed: int = 0
+    keep_requests: bool = True
+
+    def __post_init__(self):
+        _number("seed", self.seed, low=0, integer=True)
+
+    def to_dict(self) -> dict:
+        """The effective configuration as plain JSON-able data."""
+        d = asdict(self)
+        d["deployment"]["work"] = [
+            {"kind": s.kind, **_dist_dict(s.duration)} for s in self.deployment.work.segments
+        ]
+        if self.workload.trace_arrivals_s is not None:
+            d["workload"]["trace_arrivals_s"] = f"<{len(self.workload.trace_arrivals_s)} arrivals>"
+        return d
+
+
+def _dist_dict(dist: Distribution) -> dict:
+    d = {"dist": dist.kind, "mean_s": dist.mean_s, "cv": dist.effective_cv}
+    if dist.kind == "empirical":
+        d["samples"] = len(dist.samples_s)
+    return d

@@ -1,0 +1,147 @@
+"""One Serve replica: an actor process with ``max_ongoing_requests`` slots.
+
+Ray 2.60 admits a request only while its semaphore of ``max_ongoing_requests`` slots
+is not locked, and rejects it otherwise (``handle_request_with_rejection`` in
+``serve/_private/replica.py``); the slot is held until the response is complete.
+
+What runs where:
+* Ray's own per-request work (admission, (de)serialisation) runs on the replica's
+  main loop thread and holds the GIL (``Overheads.replica_cpu_s``).
+* An ``async def`` handler runs on the user-code event loop: its CPU segments (``gil``
+  and ``native`` alike, since a blocking call blocks the loop) run one at a time in
+  arrival order, while ``io`` segments (awaits) interleave freely.
+* A plain ``def`` handler runs in a thread pool of ``max_ongoing_requests`` threads
+  (``RAY_SERVE_RUN_SYNC_IN_THREADPOOL=1``): every admitted request has a thread, its
+  ``gil`` segments share the process's GIL, ``native`` segments run in parallel.
+* ``native`` work uses ``OMP_NUM_THREADS = max(floor(num_cpus), 1)`` threads.
+
+Left out: start-up, health checks, graceful drain and failures (the autoscaling and
+failure issues add them), ``@serve.batch``, and outbound calls to other deployments.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from simserve.cpu import Node
+
+RUNNING = "RUNNING"
+PENDING = "PENDING_ALLOCATION"
+
+
+class Replica:
+    def __init__(self, sim, index: int, node: Node | None, deployment, replica_cpu_s: float):
+        self.sim = sim
+        self.env = sim.env
+        self.index = index
+        self.node = node
+        self.state = RUNNING if node is not None else PENDING
+        self.max_ongoing_requests = deployment.max_ongoing_requests
+        self.is_async = deployment.handler == "async"
+        self.omp_num_threads = deployment.omp_num_threads
+        self.kinds = tuple(s.kind for s in deployment.work.segments)
+        self.replica_cpu_s = replica_cpu_s
+        self.process = node.process(f"replica-{index}") if node is not None else None
+        self.ongoing = 0
+        self.completed = 0
+        self.rejected = 0
+        # The async user loop: busy while a CPU segment runs; FIFO of those waiting.
+        self._loop_busy = False
+        self._loop_waiting: deque = deque()
+        self.loop_busy_s = 0.0
+        self._loop_since = 0.0
+        # Time integrals for utilisation and mean ongoing requests.
+        self._last = 0.0
+        self.ongoing_area = 0.0
+        self.busy_s = 0.0
+
+    # -- admission --------------------------------------------------------------
+    def _account(self) -> None:
+        now = self.env.now
+        dt = now - self._last
+        if dt > 0.0 and self.ongoing:
+            self.ongoing_area += dt * self.ongoing
+            self.busy_s += dt
+        self._last = now
+
+    def try_admit(self, req) -> bool:
+        """Admit ``req`` if a slot is free (Ray: ``not semaphore.locked()``)."""
+        if self.ongoing >= self.max_ongoing_requests:
+            self.rejected += 1
+            return False
+        self._account()
+        self.ongoing += 1
+        req.replica = self.index
+        req.dispatch_s = self.env.now
+        req.segment = 0
+        if self.replica_cpu_s > 0.0:
+            self.process.run_gil(self.replica_cpu_s, self._start, req)
+        else:
+            self._start(req)
+        return True
+
+    # -- the handler --------------------------------------------------------------
+    def _start(self, req) -> None:
+        req.start_s = self.env.now
+        self._next_segment(req)
+
+    def _next_segment(self, req) -> None:
+        i = req.segment
+        if i == len(self.kinds):
+            self._finish(req)
+            return
+        req.segment = i + 1
+        kind = self.kinds[i]
+        duration = req.demand[i]
+        if kind == "io":
+            ev = self.env.timeout(duration, req)
+            ev.callbacks.append(self._after_io)
+        elif self.is_async:
+            if self._loop_busy:
+                self._loop_waiting.append(req)
+            else:
+                self._loop_busy = True
+                self._loop_since = self.env.now
+                self._run_cpu(req, kind, duration, self._after_loop_cpu)
+        else:
+            self._run_cpu(req, kind, duration, self._next_segment)
+
+    def _run_cpu(self, req, kind: str, duration: float, callback) -> None:
+        if kind == "gil":
+            self.process.run_gil(duration, callback, req)
+        else:
+            self.process.run_native(self.omp_num_threads, duration, callback, req)
+
+    def _after_io(self, ev) -> None:
+        self._next_segment(ev._value)
+
+    def _after_loop_cpu(self, req) -> None:
+        if self._loop_waiting:
+            nxt = self._loop_waiting.popleft()
+            i = nxt.segment - 1
+            self._run_cpu(nxt, self.kinds[i], nxt.demand[i], self._after_loop_cpu)
+        else:
+            self._loop_busy = False
+            self.loop_busy_s += self.env.now - self._loop_since
+        self._next_segment(req)
+
+    def _finish(self, req) -> None:
+        self._account()
+        self.ongoing -= 1
+        self.completed += 1
+        self.sim.on_replica_done(self, req)
+
+    # -- statistics ----------------------------------------------------------------
+    def stats_now(self) -> dict:
+        """Cumulative integrals up to now (differences of two snapshots give a window)."""
+        self._account()
+        loop = self.loop_busy_s + (self.env.now - self._loop_since if self._loop_busy else 0.0)
+        gil = self.node.busy_s(self.process.gil) if self.node is not None else 0.0
+        return {
+            "completed": self.completed,
+            "rejected": self.rejected,
+            "busy_s": self.busy_s,
+            "ongoing_area": self.ongoing_area,
+            "loop_busy_s": loop,
+            "gil_busy_s": gil,
+        }

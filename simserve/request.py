@@ -1,0 +1,44 @@
+"""One request's life: created by a client, routed, admitted by a replica, answered.
+
+A plain record with ``__slots__``; the simulation moves it along with callbacks rather
+than a generator per request, which is what keeps a million requests cheap.
+"""
+
+from __future__ import annotations
+
+OK = "ok"
+REJECTED = "rejected"  # max_queued_requests overflow: BackPressureError, HTTP 503
+IN_FLIGHT = "in_flight"
+
+
+class Request:
+    __slots__ = (
+        "id",
+        "client",
+        "created_s",
+        "dispatch_s",
+        "start_s",
+        "end_s",
+        "replica",
+        "status",
+        "demand",
+        "segment",
+        "fulfilled",
+        "task",
+        "attempts",
+    )
+
+    def __init__(self, rid: int, client: int, created_s: float, demand: list):
+        self.id = rid
+        self.client = client  # closed-loop client index, -1 for open-loop arrivals
+        self.created_s = created_s  # sent by the client
+        self.dispatch_s = float("nan")  # accepted by a replica
+        self.start_s = float("nan")  # handler starts
+        self.end_s = float("nan")  # answer back at the client
+        self.replica = -1
+        self.status = IN_FLIGHT
+        self.demand = demand  # per-segment durations, sampled at creation
+        self.segment = 0
+        self.fulfilled = False  # the router has picked a replica for it
+        self.task = None  # the routing task that owns it
+        self.attempts = 0  # times sent to a replica (rejections + 1)

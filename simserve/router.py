@@ -1,0 +1,399 @@
+"""The caller-side request router of Ray Serve 2.60, and an ideal one to compare with.
+
+``RayRouter`` follows ``serve/_private/request_router/request_router.py`` and
+``pow_2_router.py``:
+
+* Requests wait in the caller's FIFO (two deques, ``to_route`` and ``to_fulfill``, as
+  in Ray). Routing tasks run ``min(pending, min(50, 2 * replicas))`` at a time; each
+  takes the oldest request it does not yet own and loops until that request has a
+  replica, but every replica it finds goes to the *oldest* waiting request (FIFO), and
+  a task whose request was served by another task is cancelled.
+* Each attempt samples two distinct replicas (``pow2``) or the next in turn
+  (``round_robin``), takes the lowest cached queue length below
+  ``max_ongoing_requests`` (cache entries expire after 10 s), and otherwise probes the
+  candidates (one round trip) and takes the lowest probed length below the limit.
+* When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
+  before the next attempt. A freed slot wakes nobody: under saturation dispatch is
+  polling.
+* The cache is bumped on send, overwritten by the replica's answer (accepted or
+  rejected, with its true queue length) and decremented when the response arrives.
+* A rejected request goes back into both deques at its original position.
+* ``max_queued_requests`` counts requests in their routing phase; an arrival that
+  finds the count at the limit is rejected at once (``BackPressureError``, HTTP 503).
+
+``IdealRouter`` is no Ray component: it knows every replica's exact occupancy and
+hands the oldest waiting request to the least-loaded free slot the instant one frees,
+so the difference between the two is what polling and probing cost.
+
+Left out: locality (same node, same AZ) and multiplexed-model preferences, probe
+deadlines and failures (probes always answer within their 0.1 s deadline here), and
+request timeouts and client disconnects.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from collections import deque
+
+
+class _Task:
+    __slots__ = ("own", "yields", "alive")
+
+    def __init__(self):
+        self.own = None
+        self.yields = 0  # candidate sets tried for ``own``
+        self.alive = True
+
+
+def _insert_sorted(queue: deque, req) -> None:
+    """Reinsert a retried request at its ``created_s`` position (Ray's retry path)."""
+    if not queue or req.created_s >= queue[-1].created_s:
+        queue.append(req)
+        return
+    keys = [r.created_s for r in queue]
+    queue.insert(bisect.bisect_right(keys, req.created_s), req)
+
+
+class RayRouter:
+    """Power of two choices (or round robin) with cache, probes and back-off polling."""
+
+    def __init__(self, sim, config, process, rng: random.Random, hop_s: float, router_cpu_s: float, max_queued_requests: int):
+        self.sim = sim
+        self.env = sim.env
+        self.cfg = config
+        self.round_robin = config.policy == "round_robin"
+        self.process = process  # where the router's CPU is spent (driver or proxy)
+        self.rng = rng
+        self.hop_s = hop_s
+        self.router_cpu_s = router_cpu_s
+        self.max_queued_requests = max_queued_requests
+        self.replicas: list = []
+        self.to_route: deque = deque()
+        self.to_fulfill: deque = deque()
+        self.unfulfilled = 0
+        self.tasks: set = set()
+        self.cache: dict = {}  # replica index -> (queue length, time of the entry)
+        self.num_queued = 0  # requests in their routing phase (for max_queued_requests)
+        self.queued_area = 0.0  # integral of num_queued dt
+        self._queued_last = 0.0
+        self._rr_next = 0
+        self._waiting_for_replicas: list = []
+        self.probes = 0
+        self.attempts = 0
+
+    # -- the replica set -------------------------------------------------------------
+    def update_replicas(self, replicas: list) -> None:
+        self.replicas = list(replicas)
+        live = {r.index for r in self.replicas}
+        self.cache = {k: v for k, v in self.cache.items() if k in live}
+        waiting, self._waiting_for_replicas = self._waiting_for_replicas, []
+        for task in waiting:
+            if task.alive:
+                self._attempt(task)
+        self._maybe_start_tasks()
+
+    # -- queue accounting ----------------------------------------------------------------
+    def _set_queued(self, delta: int) -> None:
+        now = self.env.now
+        self.queued_area += self.num_queued * (now - self._queued_last)
+        self._queued_last = now
+        self.num_queued += delta
+
+    def queued_area_now(self) -> float:
+        self._set_queued(0)
+        return self.queued_area
+
+    # -- entry ----------------------------------------------------------------------------
+    def submit(self, req) -> None:
+        if self.max_queued_requests != -1 and self.num_queued >= self.max_queued_requests:
+            self.sim.on_backpressure(req)
+            return
+        self._enqueue(req, retry=False)
+
+    def _enqueue(self, req, retry: bool) -> None:
+        self._set_queued(+1)
+        req.fulfilled = False
+        req.task = None
+        self.unfulfilled += 1
+        if retry:
+            _insert_sorted(self.to_fulfill, req)
+            _insert_sorted(self.to_route, req)
+        else:
+            self.to_fulfill.append(req)
+            self.to_route.append(req)
+        self._maybe_start_tasks()
+
+    # -- routing tasks ----------------------------------------------------------------------
+    def _target_tasks(self) -> int:
+        return min(self.unfulfilled, self.cfg.max_num_routing_tasks_cap, 2 * len(self.replicas))
+
+    def _maybe_start_tasks(self) -> None:
+        for _ in range(self._target_tasks() - len(self.tasks)):
+            task = _Task()
+            self.tasks.add(task)
+            # asyncio runs a new task after the current callback, not inside it.
+            ev = self.env.timeout(0.0, task)
+            ev.callbacks.append(self._task_begin)
+
+    def _task_begin(self, ev) -> None:
+        self._next_own(ev._value)
+
+    def _next_own(self, task: _Task) -> None:
+        """The outer loop of ``_fulfill_pending_requests``: pick the next request to own."""
+        if task.alive and len(self.tasks) <= self._target_tasks():
+            while self.to_route:
+                req = self.to_route.popleft()
+                if not req.fulfilled:
+                    task.own = req
+                    task.yields = 0
+                    req.task = task
+                    self._attempt(task)
+                    return
+        self._exit(task)
+
+    def _exit(self, task: _Task) -> None:
+        if task.alive:
+            task.alive = False
+            self.tasks.discard(task)
+        if self.to_route:
+            self._maybe_start_tasks()
+
+    def _attempt(self, task: _Task) -> None:
+        """One pass of ``_choose_replicas_with_backoff``, sleeping first if due."""
+        if not self.replicas:
+            self._waiting_for_replicas.append(task)
+            return
+        task.yields += 1
+        k = task.yields
+        # Sleep before candidate set k: none for the 1st and 2nd, then 0.025 * 2**(k-3).
+        if k >= 3:
+            cfg = self.cfg
+            delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
+            ev = self.env.timeout(delay, task)
+            ev.callbacks.append(self._after_sleep)
+        else:
+            self._charge_and_choose(task)
+
+    def _after_sleep(self, ev) -> None:
+        task = ev._value
+        if task.alive:
+            self._charge_and_choose(task)
+
+    def _charge_and_choose(self, task: _Task) -> None:
+        self.attempts += 1
+        if self.router_cpu_s > 0.0:
+            self.process.run_gil(self.router_cpu_s, self._choose, task)
+        else:
+            self._choose(task)
+
+    def _candidates(self) -> list:
+        reps = self.replicas
+        n = len(reps)
+        if self.round_robin:
+            r = reps[self._rr_next % n]
+            self._rr_next += 1
+            return [r]
+        if n == 1:
+            return [reps[0]]
+        i = self.rng.randrange(n)
+        j = self.rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        return [reps[i], reps[j]]
+
+    def _choose(self, task: _Task) -> None:
+        if not task.alive:
+            return
+        if task.own.fulfilled:
+            self._next_own(task)
+            return
+        if not self.replicas:
+            self._waiting_for_replicas.append(task)
+            return
+        now = self.env.now
+        ttl = self.cfg.queue_len_cache_timeout_s
+        best = None
+        best_len = None
+        to_probe = []
+        for r in self._candidates():
+            entry = self.cache.get(r.index)
+            if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
+                to_probe.append(r)
+            elif best is None or entry[0] < best_len:
+                best, best_len = r, entry[0]
+        if best is not None:
+            if to_probe:
+                self._probe(to_probe, None)  # background refresh of the cache
+            self._fulfill(task, best)
+        else:
+            self._probe(to_probe, task)
+
+    # -- probes -------------------------------------------------------------------------------
+    def _probe(self, replicas: list, task: _Task | None) -> None:
+        """``get_num_ongoing_requests`` RPCs: read at the replica, answered one hop later."""
+        self.probes += len(replicas)
+        if self.hop_s == 0.0:
+            self._probed(task, [(r, r.ongoing) for r in replicas])
+            return
+        ev = self.env.timeout(self.hop_s, (task, replicas))
+        ev.callbacks.append(self._probe_arrives)
+
+    def _probe_arrives(self, ev) -> None:
+        task, replicas = ev._value
+        back = self.env.timeout(self.hop_s, (task, [(r, r.ongoing) for r in replicas]))
+        back.callbacks.append(self._probe_answered)
+
+    def _probe_answered(self, ev) -> None:
+        self._probed(*ev._value)
+
+    def _probed(self, task: _Task | None, answers: list) -> None:
+        if task is not None and not task.alive:
+            return  # a cancelled task never records its probe results
+        now = self.env.now
+        best = None
+        best_len = None
+        for r, qlen in answers:
+            if r.state != "RUNNING":
+                continue
+            self.cache[r.index] = (qlen, now)
+            if qlen < r.max_ongoing_requests and (best is None or qlen < best_len):
+                best, best_len = r, qlen
+        if task is None:
+            return
+        if task.own.fulfilled:
+            self._next_own(task)
+        elif best is not None:
+            self._fulfill(task, best)
+        else:
+            self._attempt(task)
+
+    # -- assignment ----------------------------------------------------------------------------
+    def _fulfill(self, task: _Task, replica) -> None:
+        """FIFOMixin: the chosen replica goes to the oldest unfulfilled request."""
+        while True:
+            req = self.to_fulfill.popleft()
+            if not req.fulfilled:
+                break
+        req.fulfilled = True
+        self.unfulfilled -= 1
+        self._set_queued(-1)
+        owner = req.task
+        if owner is not None and owner is not task and owner.alive:
+            self._exit(owner)  # _cancel_routing_task_for_pending_request
+        entry = self.cache.get(replica.index)
+        self.cache[replica.index] = ((entry[0] if entry else 0) + 1, self.env.now)
+        self.sim.send(req, replica, self)
+        if task.own.fulfilled:
+            self._next_own(task)
+        else:
+            self._attempt(task)
+
+    # -- answers from replicas -------------------------------------------------------------------
+    def on_accepted(self, req, replica, qlen: int) -> None:
+        self.cache[replica.index] = (qlen, self.env.now)
+
+    def on_rejected(self, req, replica, qlen: int) -> None:
+        self.cache[replica.index] = (qlen, self.env.now)
+        self._enqueue(req, retry=True)
+
+    def on_response(self, req, replica) -> None:
+        entry = self.cache.get(replica.index)
+        if entry is not None:
+            self.cache[replica.index] = (max(0, entry[0] - 1), self.env.now)
+
+    def on_slot_freed(self, replica) -> None:
+        """Ray's router is not told when a slot frees: it finds out by polling."""
+
+
+class IdealRouter:
+    """Exact occupancy, instant hand-off of the oldest waiting request to a free slot."""
+
+    def __init__(self, sim, max_queued_requests: int):
+        self.sim = sim
+        self.env = sim.env
+        self.max_queued_requests = max_queued_requests
+        self.replicas: list = []
+        self.waiting: deque = deque()
+        self.reserved: dict = {}  # replica index -> slots promised (sent, not finished)
+        # free[k]: replicas with k reserved slots and room for more (dicts keep order).
+        self.free: list = []
+        self.queued_area = 0.0
+        self._queued_last = 0.0
+        self.probes = 0
+        self.attempts = 0
+
+    def update_replicas(self, replicas: list) -> None:
+        self.replicas = list(replicas)
+        limit = max((r.max_ongoing_requests for r in replicas), default=0)
+        self.free = [dict() for _ in range(limit + 1)]
+        for r in replicas:
+            k = self.reserved.setdefault(r.index, 0)
+            if k < r.max_ongoing_requests:
+                self.free[k][r] = None
+        self._drain()
+
+    def _area(self) -> None:
+        now = self.env.now
+        self.queued_area += len(self.waiting) * (now - self._queued_last)
+        self._queued_last = now
+
+    def queued_area_now(self) -> float:
+        self._area()
+        return self.queued_area
+
+    @property
+    def num_queued(self) -> int:
+        return len(self.waiting)
+
+    def _least_loaded_free(self):
+        for bucket in self.free:
+            if bucket:
+                return next(iter(bucket))
+        return None
+
+    def submit(self, req) -> None:
+        replica = self._least_loaded_free() if not self.waiting else None
+        if replica is not None:
+            self._send(req, replica)
+            return
+        if self.max_queued_requests != -1 and len(self.waiting) >= self.max_queued_requests:
+            self.sim.on_backpressure(req)
+            return
+        self._area()
+        self.waiting.append(req)
+
+    def _send(self, req, replica) -> None:
+        k = self.reserved[replica.index]
+        del self.free[k][replica]
+        k += 1
+        self.reserved[replica.index] = k
+        if k < replica.max_ongoing_requests:
+            self.free[k][replica] = None
+        self.sim.send(req, replica, self)
+
+    def _drain(self) -> None:
+        while self.waiting:
+            replica = self._least_loaded_free()
+            if replica is None:
+                return
+            self._area()
+            self._send(self.waiting.popleft(), replica)
+
+    def on_slot_freed(self, replica) -> None:
+        k = self.reserved[replica.index]
+        if k < replica.max_ongoing_requests:
+            del self.free[k][replica]
+        k -= 1
+        self.reserved[replica.index] = k
+        self.free[k][replica] = None
+        self._drain()
+
+    def on_accepted(self, req, replica, qlen: int) -> None:
+        pass
+
+    def on_rejected(self, req, replica, qlen: int) -> None:
+        raise AssertionError("the ideal router never over-sends")
+
+    def on_response(self, req, replica) -> None:
+        pass

@@ -1,0 +1,313 @@
+"""One run: build the cluster, place replicas, wire clients, router and replicas, go.
+
+The request path, with the costs ``Overheads`` names (all zero with ``--no-overheads``):
+
+    client --client_cpu_s--> [http: --http_hop_s--> proxy --proxy_cpu_s-->]
+    router (FIFO; routing attempts cost router_cpu_s; probes cost 2 hop_s)
+    --hop_s--> replica admits or rejects (answer back after hop_s)
+    replica: replica_cpu_s, then the handler's segments
+    --hop_s--> router (cache decrement) [--http_hop_s--> client]
+
+The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
+process on the first node; with HTTP ingress the router and proxy costs run in the
+proxy process and the client's in a load-generator process, both on the first node.
+Randomness comes from one ``SeedSequence`` split into independent streams for
+arrivals, service demand and routing, so changing the router leaves the arrivals and
+the demands untouched.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from simserve.bottleneck import diagnose
+from simserve.config import SimConfig
+from simserve.cpu import Node
+from simserve.metrics import Recorder
+from simserve.placement import place
+from simserve.replica import RUNNING, Replica
+from simserve.request import IN_FLIGHT, OK, REJECTED, Request
+from simserve.router import IdealRouter, RayRouter
+from simserve.workload import make_source
+
+# A closed-loop client that gets a 503 pauses this long before sending again (a load
+# tester's behaviour, not Ray's); without it a zero-cost rejection would loop forever.
+CLIENT_RETRY_PAUSE_S = 0.01
+
+
+@dataclass
+class SimResult:
+    """What one run produced: ``summary`` (the JSON document), and tidy tables."""
+
+    summary: dict
+    requests: pd.DataFrame | None
+    replicas: pd.DataFrame
+    nodes: pd.DataFrame
+    config: SimConfig
+
+
+def streams(seed: int) -> dict:
+    """Independent random streams, one per concern, from one seed."""
+    arrivals, service, routing = np.random.SeedSequence(seed).spawn(3)
+    return {
+        "arrivals": np.random.default_rng(arrivals),
+        "service": np.random.default_rng(service),
+        # The router draws one or two small integers per attempt: Python's Mersenne
+        # Twister does that ten times faster than a NumPy call, and is as portable.
+        "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
+    }
+
+
+class Simulation:
+    def __init__(self, config: SimConfig):
+        self.cfg = config
+        self.env = simpy.Environment()
+        rngs = streams(config.seed)
+        d = config.deployment
+        oh = config.overheads
+        c = config.cluster
+        self.nodes = [Node(self.env, i, c.num_cpus, c.physical_cores) for i in range(c.nodes)]
+        head = self.nodes[0]
+        self.http = oh.ingress == "http"
+        self.hop_s = oh.hop_s
+        self.http_hop_s = oh.http_hop_s if self.http else 0.0
+        self.client_cpu_s = oh.cpu("client_cpu_s")
+        self.proxy_cpu_s = oh.cpu("proxy_cpu_s") if self.http else 0.0
+        self.client_process = head.process("http-client" if self.http else "driver")
+        router_process = head.process("proxy") if self.http else self.client_process
+        self.proxy_process = router_process
+
+        placed = place(d.num_replicas, d.num_cpus, self.nodes, c.placement)
+        self.replicas = [Replica(self, i, node, d, oh.cpu("replica_cpu_s")) for i, node in enumerate(placed)]
+        if config.router.policy == "ideal":
+            self.router = IdealRouter(self, d.max_queued_requests)
+        else:
+            self.router = RayRouter(
+                self, config.router, router_process, rngs["routing"], self.hop_s, oh.cpu("router_cpu_s"), d.max_queued_requests
+            )
+        self.router.update_replicas([r for r in self.replicas if r.state == RUNNING])
+
+        segments = d.work.segments
+        self._samplers = [s.duration.sampler(rngs["service"]) for s in segments]
+        self.source = make_source(self, config.workload, rngs["arrivals"])
+        self.recorder = Recorder(config.workload.warmup_s, config.keep_requests)
+        self.in_flight: dict[int, Request] = {}
+        self._next_id = 0
+        self.answered = 0
+        self.done = self.env.event()
+        self._snapshot = None
+
+    # -- the request path ---------------------------------------------------------------
+    def issue(self, client: int) -> None:
+        req = Request(self._next_id, client, self.env.now, [s() for s in self._samplers])
+        self._next_id += 1
+        self.in_flight[req.id] = req
+        if self.client_cpu_s > 0.0:
+            self.client_process.run_gil(self.client_cpu_s, self._to_ingress, req)
+        else:
+            self._to_ingress(req)
+
+    def _to_ingress(self, req) -> None:
+        if not self.http:
+            self.router.submit(req)
+        elif self.http_hop_s > 0.0:
+            self._after(self.http_hop_s, self._at_proxy, req)
+        else:
+            self._at_proxy(req)
+
+    def _at_proxy(self, req) -> None:
+        if self.proxy_cpu_s > 0.0:
+            self.proxy_process.run_gil(self.proxy_cpu_s, self.router.submit, req)
+        else:
+            self.router.submit(req)
+
+    def send(self, req, replica, router) -> None:
+        """The router's actor call; the replica answers accepted or rejected."""
+        req.attempts += 1
+        if self.hop_s > 0.0:
+            self._after(self.hop_s, self._arrive, (req, replica))
+        else:
+            self._arrive((req, replica))
+
+    def _arrive(self, pair) -> None:
+        req, replica = pair
+        accepted = replica.state == RUNNING and replica.try_admit(req)
+        qlen = replica.ongoing
+        if accepted:
+            answer = self.router.on_accepted
+        else:
+            answer = self.router.on_rejected
+        if self.hop_s > 0.0:
+            self._after(self.hop_s, self._answer, (answer, req, replica, qlen))
+        else:
+            answer(req, replica, qlen)
+
+    @staticmethod
+    def _answer(args) -> None:
+        answer, req, replica, qlen = args
+        answer(req, replica, qlen)
+
+    def on_replica_done(self, replica, req) -> None:
+        self.router.on_slot_freed(replica)
+        if self.hop_s > 0.0:
+            self._after(self.hop_s, self._at_router, (req, replica))
+        else:
+            self._at_router((req, replica))
+
+    def _at_router(self, pair) -> None:
+        req, replica = pair
+        self.router.on_response(req, replica)
+        if self.http_hop_s > 0.0:
+            self._after(self.http_hop_s, self._at_client, req)
+        else:
+            self._at_client(req)
+
+    def _at_client(self, req) -> None:
+        req.end_s = self.env.now
+        req.status = OK
+        self._finish(req)
+        self.source.on_answer(req)
+
+    def on_backpressure(self, req) -> None:
+        """``max_queued_requests`` overflow: a 503 straight back to the client."""
+        req.status = REJECTED
+        if self.http_hop_s > 0.0:
+            self._after(self.http_hop_s, self._rejected_at_client, req)
+        else:
+            # Through an event, so a closed-loop client's next try is not a recursion.
+            self._after(0.0, self._rejected_at_client, req)
+
+    def _rejected_at_client(self, req) -> None:
+        req.end_s = self.env.now
+        self._finish(req)
+        if self.source.w.kind == "closed":
+            self._after(CLIENT_RETRY_PAUSE_S, self.source.on_answer, req)
+
+    def _finish(self, req) -> None:
+        del self.in_flight[req.id]
+        self.recorder.record(req)
+        self.answered += 1
+        w = self.cfg.workload
+        if w.requests is not None and self.answered >= self._total_requests() and not self.done.triggered:
+            self.done.succeed()
+
+    def _total_requests(self) -> int:
+        total = getattr(self.source, "total", None)
+        return total if total is not None else self.cfg.workload.requests
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _after(self, delay: float, fn, arg) -> None:
+        ev = self.env.timeout(delay, (fn, arg))
+        ev.callbacks.append(_call)
+
+    def _take_snapshot(self, _=None) -> None:
+        self._snapshot = self._measure()
+
+    def _measure(self) -> dict:
+        return {
+            "t": self.env.now,
+            "replicas": [r.stats_now() if r.state == RUNNING else None for r in self.replicas],
+            "cores": [n.core_busy_until_now() for n in self.nodes],
+            "queued": self.router.queued_area_now(),
+            "probes": self.router.probes,
+            "attempts": self.router.attempts,
+        }
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        wall0 = time.perf_counter()
+        w = self.cfg.workload
+        if w.warmup_s > 0.0:
+            self._after(w.warmup_s, self._take_snapshot, None)
+        else:
+            self._take_snapshot()
+        self.source.start()
+        if w.requests is not None:
+            until = self.done if w.duration_s is None else simpy.AnyOf(self.env, [self.done, self.env.timeout(w.duration_s)])
+            if self._total_requests() > 0:
+                self.env.run(until=until)
+        else:
+            self.env.run(until=w.duration_s)
+        if self._snapshot is None:  # the run ended inside the warm-up
+            self._take_snapshot()
+        end = self._measure()
+        return self._result(self._snapshot, end, time.perf_counter() - wall0)
+
+    def _result(self, start: dict, end: dict, wall_s: float) -> SimResult:
+        cfg = self.cfg
+        d = cfg.deployment
+        window = end["t"] - start["t"]
+        rec = self.recorder
+        rep_rows = []
+        for r, a, b in zip(self.replicas, start["replicas"], end["replicas"]):
+            row = {"replica": r.index, "node": r.node.index if r.node is not None else -1, "state": r.state}
+            if a is None or window <= 0:
+                row.update(completed=0, rejected=0, utilisation=0.0, mean_ongoing=0.0, loop_busy=0.0, gil_busy=0.0)
+            else:
+                row.update(
+                    completed=b["completed"] - a["completed"],
+                    rejected=b["rejected"] - a["rejected"],
+                    utilisation=(b["busy_s"] - a["busy_s"]) / window,
+                    mean_ongoing=(b["ongoing_area"] - a["ongoing_area"]) / window,
+                    loop_busy=(b["loop_busy_s"] - a["loop_busy_s"]) / window if r.is_async else float("nan"),
+                    gil_busy=(b["gil_busy_s"] - a["gil_busy_s"]) / window,
+                )
+            rep_rows.append(row)
+        replicas = pd.DataFrame(rep_rows)
+        node_rows = []
+        for n, a, b in zip(self.nodes, start["cores"], end["cores"]):
+            node_rows.append(
+                {
+                    "node": n.index,
+                    "logical_cpus": n.num_cpus,
+                    "logical_reserved_cpus": n.reserved_cpus,
+                    "logical_reserved": n.reserved_cpus / n.num_cpus if n.num_cpus else float("nan"),
+                    "physical_cores": n.physical_cores,
+                    "physical_busy": (b - a) / (n.physical_cores * window) if window > 0 else float("nan"),
+                }
+            )
+        nodes = pd.DataFrame(node_rows)
+        running = int((replicas["state"] == RUNNING).sum()) if len(replicas) else 0
+        routed = max(1, rec.completed_in_window)
+        summary = {
+            "throughput_rps": rec.completed_in_window / window if window > 0 else float("nan"),
+            "latency_ms": rec.latency_ms(),
+            "queue_wait_ms": {"mean": 1e3 * rec.wait_sum_s / rec.completed if rec.completed else float("nan")},
+            "completed": rec.completed,
+            "rejected": rec.rejected,
+            "in_flight": len(self.in_flight),
+            "replicas": {"requested": d.num_replicas, "running": running, "pending": d.num_replicas - running},
+            "nodes": node_rows,
+            "router": {
+                "policy": cfg.router.policy,
+                "mean_queued": (end["queued"] - start["queued"]) / window if window > 0 else float("nan"),
+                "probes_per_request": (end["probes"] - start["probes"]) / routed,
+                "attempts_per_request": (end["attempts"] - start["attempts"]) / routed,
+            },
+            "sim_time_s": self.env.now,
+            "window_s": window,
+            "wall_time_s": wall_s,
+            "seed": cfg.seed,
+        }
+        summary["bottleneck"] = diagnose(cfg, summary, replicas)
+        summary["config"] = cfg.to_dict()
+        requests = None
+        if cfg.keep_requests:
+            requests = rec.requests_frame(sorted(self.in_flight.values(), key=lambda r: r.id))
+        return SimResult(summary, requests, replicas, nodes, cfg)
+
+
+def _call(ev) -> None:
+    fn, arg = ev._value
+    fn(arg)
+
+
+def simulate(config: SimConfig) -> SimResult:
+    """Run one simulation of ``config`` and return its summary and tables."""
+    return Simulation(config).run()
