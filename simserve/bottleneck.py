@@ -1,8 +1,8 @@
 """Name the resource that limits a run, in one line a Ray Serve user can act on.
 
 The checks go from the hardest limit to the softest: replicas that could not be
-placed, saturated physical cores, a saturated GIL, an async handler's event loop
-blocked by CPU work, replicas full at ``max_ongoing_requests`` with requests queued in
+placed, saturated physical cores, an async handler's event loop blocked by CPU work
+(which serialises even GIL-free work), a saturated GIL, replicas full at ``max_ongoing_requests`` with requests queued in
 the router, and finally the clients (or an open-loop load below capacity). The
 thresholds (90% busy, 80% of the slots) are judgement, not Ray constants.
 """
@@ -39,12 +39,6 @@ def diagnose(cfg, summary: dict, replicas) -> str:
             f"physical cores saturated: node {hot['node']}'s {hot['physical_cores']:g} cores are "
             f"{_pct(hot['physical_busy'])} busy" + pending_note
         )
-    gil = running["gil_busy"].max()
-    if gil >= BUSY:
-        return (
-            f"GIL-bound: each replica's Python work holds its GIL up to {_pct(gil)} of the time; "
-            "more num_cpus per replica will not help, more replicas will" + pending_note
-        )
     if d.handler == "async":
         loop = running["loop_busy"].max()
         if loop >= BUSY:
@@ -52,6 +46,12 @@ def diagnose(cfg, summary: dict, replicas) -> str:
                 f"async handler CPU-bound: the user event loop is busy {_pct(loop)} of the time, "
                 "so requests run one at a time per replica" + pending_note
             )
+    gil = running["gil_busy"].max()
+    if gil >= BUSY:
+        return (
+            f"GIL-bound: each replica's Python work holds its GIL up to {_pct(gil)} of the time; "
+            "more num_cpus per replica will not help, more replicas will" + pending_note
+        )
     fill = running["mean_ongoing"].mean() / d.max_ongoing_requests
     queued = summary["router"]["mean_queued"]
     if queued >= 0.5 and fill >= FULL:

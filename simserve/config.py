@@ -283,6 +283,11 @@ class SimConfig:
 
     def __post_init__(self):
         _number("seed", self.seed, low=0, integer=True)
+        w = self.workload
+        if w.kind == "closed" and w.think_time_s == 0 and self.deployment.work.mean_s == 0 and self.overheads.is_zero:
+            # Each answer would come back at the instant of its request: infinitely
+            # many requests in zero simulated time.
+            raise ConfigError("service_ms", 0, "a closed loop needs some work, think time or overhead per request")
 
     def to_dict(self) -> dict:
         """The effective configuration as plain JSON-able data."""

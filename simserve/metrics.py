@@ -66,7 +66,7 @@ class LatencyHistogram:
 class Recorder:
     """Collects answered and rejected requests as they finish."""
 
-    COLUMNS = ("request_id", "client", "replica", "arrival_s", "dispatch_s", "start_s", "end_s", "status")
+    COLUMNS = ("request_id", "client", "replica", "arrival_s", "dispatch_s", "start_s", "done_s", "end_s", "status")
 
     def __init__(self, warmup_s: float, keep_requests: bool):
         self.warmup_s = warmup_s
@@ -81,17 +81,21 @@ class Recorder:
         self.hist = LatencyHistogram()
         self.latencies_s: list[float] = []
 
+    def _append(self, req) -> None:
+        c = self.cols
+        c["request_id"].append(req.id)
+        c["client"].append(req.client)
+        c["replica"].append(req.replica)
+        c["arrival_s"].append(req.created_s)
+        c["dispatch_s"].append(req.dispatch_s)
+        c["start_s"].append(req.start_s)
+        c["done_s"].append(req.done_s)
+        c["end_s"].append(req.end_s)
+        c["status"].append(req.status)
+
     def record(self, req) -> None:
         if self.keep:
-            c = self.cols
-            c["request_id"].append(req.id)
-            c["client"].append(req.client)
-            c["replica"].append(req.replica)
-            c["arrival_s"].append(req.created_s)
-            c["dispatch_s"].append(req.dispatch_s)
-            c["start_s"].append(req.start_s)
-            c["end_s"].append(req.end_s)
-            c["status"].append(req.status)
+            self._append(req)
         if req.status == OK and req.end_s >= self.warmup_s:
             self.completed_in_window += 1
         if req.created_s < self.warmup_s:
@@ -125,17 +129,10 @@ class Recorder:
         return out
 
     def requests_frame(self, in_flight) -> pd.DataFrame:
-        cols = {k: list(v) for k, v in self.cols.items()}
+        """The request table: recorded requests, then those still in flight."""
         for req in in_flight:
-            cols["request_id"].append(req.id)
-            cols["client"].append(req.client)
-            cols["replica"].append(req.replica)
-            cols["arrival_s"].append(req.created_s)
-            cols["dispatch_s"].append(req.dispatch_s)
-            cols["start_s"].append(req.start_s)
-            cols["end_s"].append(req.end_s)
-            cols["status"].append(req.status)
-        df = pd.DataFrame(cols)
+            self._append(req)
+        df = pd.DataFrame(self.cols)
         df["queue_wait_s"] = df["dispatch_s"] - df["arrival_s"]
         df["latency_s"] = df["end_s"] - df["arrival_s"]
         return df.sort_values("request_id", kind="stable").reset_index(drop=True)

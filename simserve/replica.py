@@ -126,6 +126,7 @@ class Replica:
         self._next_segment(req)
 
     def _finish(self, req) -> None:
+        req.done_s = self.env.now
         self._account()
         self.ongoing -= 1
         self.completed += 1

@@ -18,6 +18,7 @@ class Request:
         "created_s",
         "dispatch_s",
         "start_s",
+        "done_s",
         "end_s",
         "replica",
         "status",
@@ -34,6 +35,7 @@ class Request:
         self.created_s = created_s  # sent by the client
         self.dispatch_s = float("nan")  # accepted by a replica
         self.start_s = float("nan")  # handler starts
+        self.done_s = float("nan")  # handler done, slot freed
         self.end_s = float("nan")  # answer back at the client
         self.replica = -1
         self.status = IN_FLIGHT

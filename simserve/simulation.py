@@ -40,6 +40,8 @@ from simserve.workload import make_source
 # tester's behaviour, not Ray's); without it a zero-cost rejection would loop forever.
 CLIENT_RETRY_PAUSE_S = 0.01
 
+REPLICA_COLUMNS = ["replica", "node", "state", "completed", "rejected", "utilisation", "mean_ongoing", "loop_busy", "gil_busy"]
+
 
 @dataclass
 class SimResult:
@@ -259,7 +261,7 @@ class Simulation:
                     gil_busy=(b["gil_busy_s"] - a["gil_busy_s"]) / window,
                 )
             rep_rows.append(row)
-        replicas = pd.DataFrame(rep_rows)
+        replicas = pd.DataFrame(rep_rows, columns=REPLICA_COLUMNS)
         node_rows = []
         for n, a, b in zip(self.nodes, start["cores"], end["cores"]):
             node_rows.append(
@@ -273,7 +275,7 @@ class Simulation:
                 }
             )
         nodes = pd.DataFrame(node_rows)
-        running = int((replicas["state"] == RUNNING).sum()) if len(replicas) else 0
+        running = int((replicas["state"] == RUNNING).sum())
         routed = max(1, rec.completed_in_window)
         summary = {
             "throughput_rps": rec.completed_in_window / window if window > 0 else float("nan"),

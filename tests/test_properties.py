@@ -1,0 +1,83 @@
+"""Invariants that hold for every configuration, checked over generated ones."""
+
+import numpy as np
+from hypothesis import given
+
+from simserve import simulate
+from strategies import sim_configs
+
+TOL = 1e-9
+
+
+def _max_overlap(starts, ends) -> int:
+    """Largest number of [start, end) intervals open at once."""
+    events = sorted([(e, -1) for e in ends] + [(s, 1) for s in starts])
+    best = cur = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def _floor_s(cfg) -> float:
+    """The least time a request can take: its demand alone on idle cores."""
+    threads = cfg.deployment.omp_num_threads
+    return sum(s.duration.mean_s / (threads if s.kind == "native" else 1) for s in cfg.deployment.work.segments)
+
+
+@given(sim_configs)
+def test_invariants(cfg):
+    """Conservation, slot limits, core limits, latency floors, Little's law and pending replicas hold."""
+    res = simulate(cfg)
+    s, req, reps = res.summary, res.requests, res.replicas
+    d = cfg.deployment
+
+    # Every request sent is answered, rejected or still in flight, exactly once.
+    assert req["request_id"].is_unique
+    assert set(req["status"]) <= {"ok", "rejected", "in_flight"}
+    assert (req["status"] == "in_flight").sum() == s["in_flight"]
+
+    # No replica ever holds more than max_ongoing_requests.
+    served = req[req["replica"] >= 0]
+    for _, g in served.groupby("replica"):
+        ends = g["done_s"].fillna(np.inf)
+        assert _max_overlap(g["dispatch_s"], ends) <= d.max_ongoing_requests
+
+    # Pending replicas serve nothing.
+    pending = set(reps.loc[reps["state"] != "RUNNING", "replica"])
+    assert not pending & set(served["replica"])
+    assert (reps.loc[reps["state"] != "RUNNING", "completed"] == 0).all()
+    assert s["replicas"]["running"] + s["replicas"]["pending"] == d.num_replicas
+
+    # Cores are never more than 100% busy; logical reservations never exceed the node.
+    for n in s["nodes"]:
+        assert n["physical_busy"] <= 1 + TOL
+        assert n["logical_reserved_cpus"] <= n["logical_cpus"] + TOL
+
+    ok = req[req["status"] == "ok"]
+    # Deterministic work: no latency below the demand alone on an idle machine.
+    if all(seg.duration.kind == "deterministic" for seg in d.work.segments):
+        assert (ok["latency_s"] >= _floor_s(cfg) - TOL).all()
+    assert (ok["dispatch_s"] >= ok["arrival_s"] - TOL).all()
+    assert (ok["end_s"] >= ok["done_s"] - TOL).all()
+
+    # Little's law per replica: mean ongoing (integrated by the replica) equals the
+    # total time requests held its slots in the window (from the request table) / window.
+    t0, t1 = s["sim_time_s"] - s["window_s"], s["sim_time_s"]
+    if s["window_s"] > 0:
+        for _, row in reps[reps["state"] == "RUNNING"].iterrows():
+            g = served[served["replica"] == row["replica"]]
+            held = (np.minimum(g["done_s"].fillna(t1), t1) - np.maximum(g["dispatch_s"], t0)).clip(lower=0).sum()
+            assert row["mean_ongoing"] * s["window_s"] == np.float64(held) or abs(row["mean_ongoing"] * s["window_s"] - held) < 1e-6
+
+    # Throughput stays under the slot bound and the physical-core bound.
+    if s["window_s"] > 0 and s["replicas"]["running"]:
+        slots = s["replicas"]["running"] * d.max_ongoing_requests
+        floor = _floor_s(cfg)
+        in_window = ((ok["end_s"] >= t0)).sum()
+        if floor > 0 and all(seg.duration.kind == "deterministic" for seg in d.work.segments):
+            assert in_window <= slots * (s["window_s"] / floor + 1)
+        cpu_per_req = sum(seg.duration.mean_s for seg in d.work.segments if seg.kind != "io")
+        if cpu_per_req > 0 and all(seg.duration.kind == "deterministic" for seg in d.work.segments):
+            cores = cfg.cluster.physical_cores * cfg.cluster.nodes
+            assert in_window <= cores * s["window_s"] / cpu_per_req + slots

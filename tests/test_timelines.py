@@ -1,0 +1,112 @@
+"""Exact event timelines for tiny deterministic scenarios, the seed article's claims,
+and determinism."""
+
+import pandas as pd
+import pytest
+
+from helpers import config
+from simserve import simulate
+
+
+def _timeline(cfg):
+    df = simulate(cfg).requests
+    return [tuple(r) for r in df[["request_id", "arrival_s", "dispatch_s", "done_s"]].round(9).itertuples(index=False)]
+
+
+def test_ideal_router_two_one_slot_replicas_four_clients():
+    """Ideal router, 2 one-slot replicas, 0.5 s gil, 4 clients: pairs of requests run in lock-step."""
+    cfg = config(kind="gil", mean_s=0.5, replicas=2, max_ongoing=1, router="ideal", concurrent=4, requests=8, duration_s=None)
+    assert _timeline(cfg) == [
+        (0, 0.0, 0.0, 0.5),
+        (1, 0.0, 0.0, 0.5),
+        (2, 0.0, 0.5, 1.0),  # waited for the first free slot
+        (3, 0.0, 0.5, 1.0),
+        (4, 0.5, 1.0, 1.5),  # sent at 0.5 by a client answered then; behind 2 and 3
+        (5, 0.5, 1.0, 1.5),
+        (6, 1.0, 1.5, 2.0),
+        (7, 1.0, 1.5, 2.0),
+    ]
+
+
+def test_sync_handlers_share_the_gil_pairwise():
+    """Ray's router spreads 4 clients 2 and 2 over 2 sync replicas; each pair shares one GIL and ends together at 1.0 s."""
+    cfg = config(kind="gil", mean_s=0.5, replicas=2, max_ongoing=5, handler="sync", concurrent=4, requests=8, duration_s=None)
+    df = simulate(cfg).requests
+    first = df[df["arrival_s"] == 0.0]
+    assert sorted(first.groupby("replica").size()) == [2, 2]
+    assert list(first["done_s"]) == [1.0, 1.0, 1.0, 1.0]
+    assert list(df["latency_s"]) == [1.0] * 8
+
+
+def test_ray_router_polls_until_a_new_arrival_finds_the_freed_slot():
+    """Ray's router, 2 one-slot replicas, 3 clients: request 2 waits from 0 s in back-off, and the
+    routing task of the request sent at 0.5 s finds the freed slot and gives it to request 2 (FIFO)."""
+    cfg = config(kind="gil", mean_s=0.5, replicas=2, max_ongoing=1, concurrent=3, requests=6, duration_s=None)
+    assert _timeline(cfg) == [
+        (0, 0.0, 0.0, 0.5),
+        (1, 0.0, 0.0, 0.5),
+        (2, 0.0, 0.5, 1.0),
+        (3, 0.5, 0.5, 1.0),
+        (4, 0.5, 1.0, 1.5),
+        (5, 1.0, 1.0, 1.5),
+    ]
+
+
+def test_ray_router_backoff_schedule_when_nothing_else_arrives():
+    """With one open-loop request stuck behind a busy one-slot replica, dispatch waits for the back-off
+    poll after the slot frees: polls at 0, 0, 0.025, 0.075, 0.175, 0.375, 0.775 s -> dispatched at 0.775 s."""
+    cfg = config(kind="io", mean_s=0.5, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0, 0.0), requests=2, duration_s=None)
+    assert _timeline(cfg) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.775, 1.275)]
+
+
+# -- the seed article's scenarios -------------------------------------------------------------
+
+
+def test_seed_two_cpu_bound_replicas_give_about_four_rps():
+    """500 ms CPU-bound requests on 2 replicas of 1 CPU give about 4 requests/s."""
+    s = simulate(config(kind="gil", mean_s=0.5, replicas=2, num_cpus=1, concurrent=4, duration_s=120, warmup_s=5)).summary
+    assert s["throughput_rps"] == pytest.approx(4.0, rel=0.02)
+
+
+def test_seed_ten_replicas_on_eight_cpus_leave_two_pending():
+    """num_replicas=10, num_cpus=1 on 8 logical CPUs: 8 run, 2 stay pending and serve nothing."""
+    res = simulate(config(kind="gil", mean_s=0.5, replicas=10, num_cpus=1, cluster_cpus=8, concurrent=20, duration_s=20))
+    assert res.summary["replicas"] == {"requested": 10, "running": 8, "pending": 2}
+    assert res.replicas.loc[res.replicas["state"] != "RUNNING", "completed"].tolist() == [0, 0]
+    assert res.requests["replica"].max() < 8
+
+
+def test_seed_four_two_cpu_replicas_process_four_at_once_while_six_wait():
+    """num_replicas=4, num_cpus=2, 10 clients, max_ongoing_requests=1: at most 4 run at once, the other 6 wait."""
+    res = simulate(config(kind="gil", mean_s=0.5, replicas=4, num_cpus=2, max_ongoing=1, concurrent=10, duration_s=30))
+    df = res.requests
+    times = sorted(set(df["dispatch_s"].dropna()) | set(df["done_s"].dropna()))
+    for t in times:
+        running = ((df["dispatch_s"] <= t) & ~(df["done_s"] <= t)).sum()
+        waiting = ((df["arrival_s"] <= t) & ~(df["dispatch_s"] <= t)).sum()
+        assert running <= 4
+        assert running + waiting == 10  # closed loop, no think time: every client has a request out
+    assert max(((df["dispatch_s"] <= t) & ~(df["done_s"] <= t)).sum() for t in times) == 4
+
+
+# -- determinism ----------------------------------------------------------------------------------
+
+
+def test_same_seed_same_results():
+    """The same configuration and seed give an identical summary and request table."""
+    cfg = config(kind="gil", dist="lognormal", cv=1.0, mean_s=0.05, replicas=3, concurrent=8, duration_s=20, seed=42)
+    a, b = simulate(cfg), simulate(cfg)
+    sa, sb = dict(a.summary), dict(b.summary)
+    sa.pop("wall_time_s"), sb.pop("wall_time_s")
+    assert sa == sb
+    pd.testing.assert_frame_equal(a.requests, b.requests)
+    c = simulate(config(kind="gil", dist="lognormal", cv=1.0, mean_s=0.05, replicas=3, concurrent=8, duration_s=20, seed=43))
+    assert not a.requests["latency_s"].equals(c.requests["latency_s"])
+
+
+def test_changing_the_router_leaves_arrivals_and_demands_alone():
+    """Random streams are per concern: another router policy sees the same Poisson arrivals."""
+    base = dict(kind="io", dist="exponential", mean_s=0.05, replicas=3, rps=30, duration_s=10, seed=7)
+    a = simulate(config(router="pow2", **base)).requests
+    b = simulate(config(router="ideal", **base)).requests
+    assert a["arrival_s"].tolist() == b["arrival_s"].tolist()
