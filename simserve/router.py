@@ -79,8 +79,26 @@ class RayRouter:
         self._queued_last = 0.0
         self._rr_next = 0
         self._waiting_for_replicas: list = []
+        self._ready: deque = deque()  # continuations run by _soon
+        self._draining = False
         self.probes = 0
         self.attempts = 0
+
+    def _soon(self, step, task: _Task) -> None:
+        """Run ``step(task)`` once the current step returns: a loop, not a recursion.
+
+        With zero costs one routing task can serve thousands of queued requests at one
+        instant; chaining the steps as calls would exhaust Python's stack."""
+        self._ready.append((step, task))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._ready:
+                step, task = self._ready.popleft()
+                step(task)
+        finally:
+            self._draining = False
 
     # -- the replica set -------------------------------------------------------------
     def update_replicas(self, replicas: list) -> None:
@@ -262,11 +280,11 @@ class RayRouter:
         if task is None:
             return
         if task.own.fulfilled:
-            self._next_own(task)
+            self._soon(self._next_own, task)
         elif best is not None:
             self._fulfill(task, best)
         else:
-            self._attempt(task)
+            self._soon(self._attempt, task)
 
     # -- assignment ----------------------------------------------------------------------------
     def _fulfill(self, task: _Task, replica) -> None:
@@ -284,10 +302,7 @@ class RayRouter:
         entry = self.cache.get(replica.index)
         self.cache[replica.index] = ((entry[0] if entry else 0) + 1, self.env.now)
         self.sim.send(req, replica, self)
-        if task.own.fulfilled:
-            self._next_own(task)
-        else:
-            self._attempt(task)
+        self._soon(self._next_own if task.own.fulfilled else self._attempt, task)
 
     # -- answers from replicas -------------------------------------------------------------------
     def on_accepted(self, req, replica, qlen: int) -> None:
