@@ -17,12 +17,14 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from simserve.distributions import KINDS, Distribution
+from simserve.load_shape import LoadShape
 
 SEGMENT_KINDS = ("io", "gil", "native")
 HANDLERS = ("async", "sync")
 ROUTERS = ("pow2", "round_robin", "ideal")
 INGRESSES = ("handle", "http")
 PLACEMENTS = ("spread", "pack")
+PER_REQUEST_COSTS = ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s")
 
 
 class ConfigError(ValueError):
@@ -119,6 +121,9 @@ class DeploymentConfig:
     max_queued_requests: int = -1  # serve/_private/config.py: -1 is unlimited
     handler: str = "async"  # async def or plain def (sync runs in a threadpool)
     work: WorkModel = field(default_factory=WorkModel)
+    init_s: float = 0.0  # the user's __init__ (model loading), on top of Ray's start-up
+    graceful_shutdown_wait_loop_s: float = 2.0  # DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
+    graceful_shutdown_timeout_s: float = 20.0  # DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
 
     def __post_init__(self):
         _number("num_replicas", self.num_replicas, low=0, integer=True)
@@ -126,6 +131,9 @@ class DeploymentConfig:
         _number("max_ongoing_requests", self.max_ongoing_requests, low=1, integer=True)
         _number("max_queued_requests", self.max_queued_requests, low=1, integer=True, allow=(-1,))
         _choice("handler", self.handler, HANDLERS)
+        _number("init_s", self.init_s, low=0)
+        _number("graceful_shutdown_wait_loop_s", self.graceful_shutdown_wait_loop_s, low=0, low_open=True)
+        _number("graceful_shutdown_timeout_s", self.graceful_shutdown_timeout_s, low=0)
 
     @property
     def omp_num_threads(self) -> int:
@@ -195,20 +203,19 @@ class Overheads:
     router_cpu_s: float = 0.0  # caller-side CPU per routing attempt (choose, probe bookkeeping)
     replica_cpu_s: float = 0.0  # replica-side Ray CPU per request (admit, (de)serialise, reply)
     proxy_cpu_s: float = 0.0  # HTTP proxy CPU per request (uvicorn, ASGI, pickling)
+    replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        for name in ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s"):
+        for name in PER_REQUEST_COSTS + ("replica_startup_s",):
             _number(name, getattr(self, name), low=0)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
 
     @property
     def is_zero(self) -> bool:
-        return all(
-            getattr(self, n) == 0.0
-            for n in ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s")
-        )
+        """No per-request cost at all: the pure queueing model."""
+        return all(getattr(self, n) == 0.0 for n in PER_REQUEST_COSTS)
 
     def cpu(self, name: str) -> float:
         """A CPU cost in seconds at this run's host speed."""
@@ -223,7 +230,9 @@ class WorkloadConfig:
     the previous answer arrives, after ``think_time_s``), ``rps`` (open loop, Poisson)
     or ``trace_arrivals_s`` (replayed arrival times). The run ends at ``duration_s`` of
     simulated time, or, with ``requests``, once that many have been sent and answered.
-    Requests sent before ``warmup_s`` are left out of the statistics.
+    Requests sent before ``warmup_s`` are left out of the statistics. A ``shape``
+    makes the level (clients, or requests per second) change over time; then
+    ``concurrent`` or ``rps`` is its peak and only says which loop it is.
     """
 
     concurrent: int | None = None
@@ -233,6 +242,7 @@ class WorkloadConfig:
     duration_s: float | None = 60.0
     requests: int | None = None
     warmup_s: float = 0.0
+    shape: LoadShape | None = None
 
     def __post_init__(self):
         given = [n for n in ("concurrent", "rps", "trace_arrivals_s") if getattr(self, n) is not None]
@@ -261,6 +271,15 @@ class WorkloadConfig:
         _number("warmup_s", self.warmup_s, low=0)
         if self.duration_s is not None and self.requests is None and self.warmup_s >= self.duration_s:
             raise ConfigError("warmup_s", self.warmup_s, f"must be below duration_s ({self.duration_s})")
+        if self.shape is not None:
+            if self.trace_arrivals_s is not None:
+                raise ConfigError("shape", self.shape.kind, "cannot be combined with a trace")
+            if self.concurrent is not None and self.shape.kind == "bursts":
+                raise ConfigError("shape", "bursts", "bursts are an open-loop shape (give rps)")
+            if self.concurrent is not None and self.shape.kind == "steps":
+                for _, level in self.shape.steps:
+                    if level != int(level):
+                        raise ConfigError("load_steps", level, "clients must be whole numbers")
 
     @property
     def kind(self) -> str:
@@ -280,9 +299,11 @@ class SimConfig:
     workload: WorkloadConfig = field(default_factory=lambda: WorkloadConfig(concurrent=1))
     seed: int = 0
     keep_requests: bool = True
+    timeline_interval_s: float = 1.0  # one timeline row per this much simulated time
 
     def __post_init__(self):
         _number("seed", self.seed, low=0, integer=True)
+        _number("timeline_interval_s", self.timeline_interval_s, low=0, low_open=True)
         w = self.workload
         if w.kind == "closed" and w.think_time_s == 0 and self.deployment.work.mean_s == 0 and self.overheads.is_zero:
             # Each answer would come back at the instant of its request: infinitely

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from simserve.request import OK, REJECTED
+from simserve.request import FAILED, OK, REJECTED
 
 PERCENTILES = (50, 90, 99)
 
@@ -75,11 +75,14 @@ class Recorder:
         self.completed_in_window = 0  # answers received at or after warmup_s
         self.completed = 0  # answered requests sent at or after warmup_s
         self.rejected = 0
+        self.failed = 0
         self.latency_sum_s = 0.0
         self.latency_max_s = 0.0
         self.wait_sum_s = 0.0
         self.hist = LatencyHistogram()
         self.latencies_s: list[float] = []
+        self._tick_done = 0  # answers since the last timeline row
+        self._tick_latencies_s: list[float] = []
 
     def _append(self, req) -> None:
         c = self.cols
@@ -93,15 +96,27 @@ class Recorder:
         c["end_s"].append(req.end_s)
         c["status"].append(req.status)
 
+    def take_tick(self) -> tuple[int, list[float]]:
+        """Answers and their latencies since the previous call."""
+        out = (self._tick_done, self._tick_latencies_s)
+        self._tick_done, self._tick_latencies_s = 0, []
+        return out
+
     def record(self, req) -> None:
         if self.keep:
             self._append(req)
-        if req.status == OK and req.end_s >= self.warmup_s:
-            self.completed_in_window += 1
+        if req.status == OK:
+            self._tick_done += 1
+            self._tick_latencies_s.append(req.end_s - req.created_s)
+            if req.end_s >= self.warmup_s:
+                self.completed_in_window += 1
         if req.created_s < self.warmup_s:
             return
         if req.status == REJECTED:
             self.rejected += 1
+            return
+        if req.status == FAILED:
+            self.failed += 1
             return
         lat = req.end_s - req.created_s
         self.completed += 1

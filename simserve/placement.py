@@ -22,29 +22,42 @@ def _units(cpus: float) -> int:
     return round(cpus * _UNIT)
 
 
-def place(num_replicas: int, num_cpus: float, nodes: list, strategy: str = "spread") -> list:
-    """Return each replica's node (or None when it stays pending); reserves on the nodes."""
-    need = _units(num_cpus)
-    free = [_units(n.num_cpus) - _units(n.reserved_cpus) for n in nodes]
-    out = []
-    turn = 0
-    for _ in range(num_replicas):
+class Placer:
+    """Ray's scheduler as far as replicas care: reserve on a node, release on exit."""
+
+    def __init__(self, nodes: list, strategy: str = "spread"):
+        self.nodes = nodes
+        self.strategy = strategy
+        self._turn = 0
+
+    def place(self, num_cpus: float):
+        """The node that now hosts a replica of ``num_cpus``, or None if none has room."""
+        need = _units(num_cpus)
+        free = [_units(n.num_cpus) - _units(n.reserved_cpus) for n in self.nodes]
         chosen = None
-        if strategy == "pack":
-            fitting = [i for i in range(len(nodes)) if free[i] >= need]
+        if self.strategy == "pack":
+            fitting = [i for i in range(len(self.nodes)) if free[i] >= need]
             if fitting:
                 chosen = min(fitting, key=lambda i: (free[i], i))
         else:
-            for step in range(len(nodes)):
-                i = (turn + step) % len(nodes)
+            for step in range(len(self.nodes)):
+                i = (self._turn + step) % len(self.nodes)
                 if free[i] >= need:
                     chosen = i
-                    turn = i + 1
+                    self._turn = i + 1
                     break
         if chosen is None:
-            out.append(None)
-            continue
-        free[chosen] -= need
-        nodes[chosen].reserved_cpus += num_cpus
-        out.append(nodes[chosen])
-    return out
+            return None
+        node = self.nodes[chosen]
+        node.reserved_cpus += num_cpus
+        return node
+
+    @staticmethod
+    def release(node, num_cpus: float) -> None:
+        node.reserved_cpus = (_units(node.reserved_cpus) - _units(num_cpus)) / _UNIT
+
+
+def place(num_replicas: int, num_cpus: float, nodes: list, strategy: str = "spread") -> list:
+    """Each of ``num_replicas`` replicas' node (None when it stays pending)."""
+    placer = Placer(nodes, strategy)
+    return [placer.place(num_cpus) for _ in range(num_replicas)]

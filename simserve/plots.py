@@ -87,3 +87,25 @@ def pareto_front(candidates: pd.DataFrame, slo_ms: float | None = None, latency:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     return fig
+
+
+def replicas_over_time(timeline: pd.DataFrame) -> Figure:
+    """Replica counts (target, running, starting, stopping) above latency and throughput,
+    against simulated time, from ``SimResult.timeline``."""
+    fig = Figure(figsize=(8, 6))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    t = timeline["time_s"]
+    ax1.step(t, timeline["target_replicas"], where="post", label="target", linestyle="--")
+    for col, label in (("running_replicas", "running"), ("starting_replicas", "starting"), ("stopping_replicas", "stopping")):
+        ax1.step(t, timeline[col], where="post", label=label)
+    ax1.set_ylabel("replicas")
+    ax1.legend(loc="upper left")
+    ax2.plot(t, timeline["latency_p50_ms"], label="p50 latency")
+    ax2.plot(t, timeline["latency_p99_ms"], label="p99 latency")
+    ax2.set_ylabel("latency (ms)")
+    ax2.set_xlabel("time (s)")
+    twin = ax2.twinx()
+    twin.plot(t, timeline["throughput_rps"], color="grey", alpha=0.5, label="throughput")
+    twin.set_ylabel("throughput (req/s)")
+    ax2.legend(loc="upper left")
+    return fig

@@ -15,8 +15,14 @@ What runs where:
   ``gil`` segments share the process's GIL, ``native`` segments run in parallel.
 * ``native`` work uses ``OMP_NUM_THREADS = max(floor(num_cpus), 1)`` threads.
 
-Left out: start-up, health checks, graceful drain and failures (the autoscaling and
-failure issues add them), ``@serve.batch``, and outbound calls to other deployments.
+The lifecycle (``controller.py`` drives it): ``PENDING_ALLOCATION`` until a node has
+the logical CPUs, ``STARTING`` while Ray creates the actor and runs ``__init__``,
+``RUNNING`` (routable), ``STOPPING`` while it drains, ``STOPPED`` once it exits and
+frees its CPUs. Only a ``RUNNING`` replica admits requests; any other rejects them,
+and the router sends them elsewhere.
+
+Left out: health checks and failures, ``@serve.batch``, and outbound calls to other
+deployments.
 """
 
 from __future__ import annotations
@@ -24,24 +30,29 @@ from __future__ import annotations
 from collections import deque
 
 from simserve.cpu import Node
+from simserve.request import FAILED
 
-RUNNING = "RUNNING"
 PENDING = "PENDING_ALLOCATION"
+STARTING = "STARTING"
+RUNNING = "RUNNING"
+STOPPING = "STOPPING"
+STOPPED = "STOPPED"
 
 
 class Replica:
-    def __init__(self, sim, index: int, node: Node | None, deployment, replica_cpu_s: float):
+    def __init__(self, sim, index: int, deployment, replica_cpu_s: float):
         self.sim = sim
         self.env = sim.env
         self.index = index
-        self.node = node
-        self.state = RUNNING if node is not None else PENDING
+        self.node: Node | None = None
+        self.process = None
+        self.state = PENDING
+        self.created_s = sim.env.now
         self.max_ongoing_requests = deployment.max_ongoing_requests
         self.is_async = deployment.handler == "async"
         self.omp_num_threads = deployment.omp_num_threads
         self.kinds = tuple(s.kind for s in deployment.work.segments)
         self.replica_cpu_s = replica_cpu_s
-        self.process = node.process(f"replica-{index}") if node is not None else None
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -55,6 +66,13 @@ class Replica:
         self.ongoing_area = 0.0
         self.busy_s = 0.0
 
+    # -- lifecycle (driven by the controller) -------------------------------------
+    def allocate(self, node: Node) -> None:
+        self.node = node
+        self.process = node.process(f"replica-{self.index}")
+        self.state = STARTING
+        self._last = self.env.now
+
     # -- admission --------------------------------------------------------------
     def _account(self) -> None:
         now = self.env.now
@@ -65,8 +83,8 @@ class Replica:
         self._last = now
 
     def try_admit(self, req) -> bool:
-        """Admit ``req`` if a slot is free (Ray: ``not semaphore.locked()``)."""
-        if self.ongoing >= self.max_ongoing_requests:
+        """Admit ``req`` if running with a slot free (Ray: ``not semaphore.locked()``)."""
+        if self.state != RUNNING or self.ongoing >= self.max_ongoing_requests:
             self.rejected += 1
             return False
         self._account()
@@ -127,6 +145,8 @@ class Replica:
 
     def _finish(self, req) -> None:
         req.done_s = self.env.now
+        if self.state == STOPPED:
+            req.status = FAILED  # the controller force-stopped us mid-request
         self._account()
         self.ongoing -= 1
         self.completed += 1
@@ -135,9 +155,11 @@ class Replica:
     # -- statistics ----------------------------------------------------------------
     def stats_now(self) -> dict:
         """Cumulative integrals up to now (differences of two snapshots give a window)."""
+        if self.node is None:
+            return {k: 0 for k in ("completed", "rejected", "busy_s", "ongoing_area", "loop_busy_s", "gil_busy_s")}
         self._account()
         loop = self.loop_busy_s + (self.env.now - self._loop_since if self._loop_busy else 0.0)
-        gil = self.node.busy_s(self.process.gil) if self.node is not None else 0.0
+        gil = self.node.busy_s(self.process.gil)
         return {
             "completed": self.completed,
             "rejected": self.rejected,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 OK = "ok"
 REJECTED = "rejected"  # max_queued_requests overflow: BackPressureError, HTTP 503
+FAILED = "failed"  # held by a replica that was force-stopped: HTTP 500
 IN_FLIGHT = "in_flight"
 
 

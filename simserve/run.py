@@ -30,6 +30,7 @@ from simserve.config import (
     WorkModel,
 )
 from simserve.distributions import KINDS, Distribution
+from simserve.load_shape import LoadShape, parse_pairs
 from simserve.simulation import simulate
 from simserve.workload import read_trace
 
@@ -44,6 +45,8 @@ FLAG_OF = {
     "trace.arrival_s": "--trace",
     "serve_config": "--serve-config",
     "calibration": "--calibration",
+    "steps.duration_s": "--load-steps/--rps-steps",
+    "steps.level": "--load-steps/--rps-steps",
 }
 
 
@@ -90,6 +93,11 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--think-time-s", type=float, default=0.0, help="mean (exponential) pause between a client's requests")
     g.add_argument("--rps", type=float, help="open-loop Poisson arrivals per second")
     g.add_argument("--trace", metavar="CSV", help="replay arrival times (column arrival_s, seconds)")
+    g.add_argument("--load-steps", metavar="D:N,...", help="closed loop in steps of duration_s:clients, e.g. 15:1,30:8,30:1")
+    g.add_argument("--rps-steps", metavar="D:R,...", help="open loop in steps of duration_s:rate")
+    g.add_argument("--rps-ramp", metavar="START:END:RAMP_S", help="open loop rate rising linearly, then flat")
+    g.add_argument("--rps-sine", metavar="MEAN:AMPLITUDE:PERIOD_S", help="open loop rate following a sine (diurnal)")
+    g.add_argument("--rps-bursts", metavar="LOW:HIGH:MEAN_LOW_S:MEAN_HIGH_S", help="open loop bursts (two-state MMPP)")
     g.add_argument("--duration-s", type=float, help="simulated seconds (default 60; with --requests or --trace: until done)")
     g.add_argument("--requests", type=int, help="stop after this many requests are sent and answered")
     g.add_argument("--warmup-s", type=float, default=None, help="left out of the statistics (default 5, or a tenth of a shorter --duration-s; 0 when the run has no duration)")
@@ -109,6 +117,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     g.add_argument("--csv", metavar="PATH", help="write the per-request table")
     g.add_argument("--no-requests", action="store_true", help="keep no per-request table (flat memory)")
+    g.add_argument("--timeline", metavar="PATH", help="write the timeline CSV (replica counts, throughput, latency per interval)")
+    g.add_argument("--timeline-interval-s", type=float, default=1.0, help="timeline row spacing (default 1)")
+    g.add_argument("--plot", metavar="PATH", help="write a PNG of replicas and latency over time")
     return p
 
 
@@ -213,22 +224,30 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
             raise ConfigError("trace", args.trace, f"cannot be read ({e.strerror})") from None
         except ValueError as e:
             raise ConfigError("trace", args.trace, str(e)) from None
-    concurrent = args.concurrent
-    if concurrent is None and args.rps is None and trace is None:
+    concurrent, rps = args.concurrent, args.rps
+    shape = _shape(args)
+    if shape is not None:
+        if args.load_steps:
+            concurrent, rps = int(shape.peak), None
+        else:
+            concurrent, rps = None, shape.peak
+    if concurrent is None and rps is None and trace is None:
         concurrent = 1  # no load given: one client sending requests back to back
     bounded = args.requests is not None or trace is not None
-    duration = _pick(args.duration_s, None if bounded else 60.0)
+    natural = shape.length_s if shape is not None else None
+    duration = _pick(args.duration_s, None if bounded else _pick(natural, 60.0))
     requests = args.requests
     if trace is not None and requests is None and duration is None:
         requests = len(trace)
     workload = WorkloadConfig(
         concurrent=concurrent,
         think_time_s=args.think_time_s,
-        rps=args.rps,
+        rps=rps,
         trace_arrivals_s=trace,
         duration_s=duration,
         requests=requests,
-        warmup_s=_pick(args.warmup_s, 0.0 if duration is None else min(5.0, duration / 10)),
+        warmup_s=_pick(args.warmup_s, 0.0 if duration is None or shape is not None else min(5.0, duration / 10)),
+        shape=shape,
     )
     return SimConfig(
         deployment=deployment,
@@ -238,7 +257,43 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
         workload=workload,
         seed=args.seed,
         keep_requests=not args.no_requests and (args.csv is not None or not args.json),
+        timeline_interval_s=args.timeline_interval_s,
     )
+
+
+SHAPE_FLAGS = {
+    "load_steps": ("--load-steps", None),
+    "rps_steps": ("--rps-steps", None),
+    "rps_ramp": ("--rps-ramp", ("start", "end", "ramp_s")),
+    "rps_sine": ("--rps-sine", ("mean", "amplitude", "period_s")),
+    "rps_bursts": ("--rps-bursts", ("low", "high", "mean_low_s", "mean_high_s")),
+}
+
+
+def _shape(args) -> LoadShape | None:
+    given = [k for k in SHAPE_FLAGS if getattr(args, k)]
+    if not given:
+        return None
+    if len(given) > 1 or args.concurrent is not None or args.rps is not None or args.trace:
+        flags = [SHAPE_FLAGS[k][0] for k in given]
+        raise ConfigError("load_steps", None, f"give one load: {', '.join(flags)} cannot be combined with other loads")
+    key = given[0]
+    flag, names = SHAPE_FLAGS[key]
+    text = getattr(args, key)
+    if names is None:
+        try:
+            steps = parse_pairs(text, flag)
+        except ValueError as e:
+            raise ConfigError(key, text, str(e)) from None
+        return LoadShape("steps", steps=steps)
+    parts = text.split(":")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != len(names):
+        raise ConfigError(key, text, f"expected {':'.join(n.upper() for n in names)}")
+    return LoadShape(key.removeprefix("rps_"), **dict(zip(names, values)))
 
 
 def _fmt(x: float, digits: int = 1) -> str:
@@ -250,7 +305,17 @@ def report(summary: dict) -> str:
     d, c, w = cfg["deployment"], cfg["cluster"], cfg["workload"]
     reps = summary["replicas"]
     work = ", ".join(f"{s['kind']} {1e3 * s['mean_s']:g} ms {s['dist']}" for s in d["work"])
-    if w["concurrent"] is not None:
+    shape = w.get("shape")
+    if shape is not None:
+        unit = "clients" if w["concurrent"] is not None else "req/s"
+        load = {
+            "steps": lambda: "steps " + ",".join(f"{d:g}s:{v:g}" for d, v in shape["steps"]) + f" {unit}",
+            "ramp": lambda: f"ramp {shape['start']:g} to {shape['end']:g} req/s over {shape['ramp_s']:g} s",
+            "sine": lambda: f"sine {shape['mean']:g} +/- {shape['amplitude']:g} req/s, period {shape['period_s']:g} s",
+            "bursts": lambda: f"bursts {shape['low']:g}/{shape['high']:g} req/s "
+            f"(mean {shape['mean_low_s']:g} s / {shape['mean_high_s']:g} s)",
+        }[shape["kind"]]()
+    elif w["concurrent"] is not None:
         load = f"{w['concurrent']} concurrent clients"
     elif w["rps"] is not None:
         load = f"Poisson {w['rps']:g} req/s"
@@ -293,6 +358,16 @@ def _jsonable(x):
     return x
 
 
+def _write_timeline(result, path: str) -> None:
+    result.timeline.to_csv(path, index=False)
+
+
+def _write_plot(result, path: str) -> None:
+    from simserve.plots import replicas_over_time
+
+    replicas_over_time(result.timeline).savefig(path, dpi=100)
+
+
 def main(argv=None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -307,6 +382,13 @@ def main(argv=None) -> int:
             result.requests.to_csv(args.csv, index=False)
         except OSError as e:
             p.exit(2, f"{p.prog}: error: --csv {args.csv!r}: cannot be written ({e.strerror})\n")
+    for path, write in ((args.timeline, _write_timeline), (args.plot, _write_plot)):
+        if path:
+            try:
+                write(result, path)
+            except OSError as e:
+                flag = "--timeline" if path == args.timeline else "--plot"
+                p.exit(2, f"{p.prog}: error: {flag} {path!r}: cannot be written ({e.strerror})\n")
     if args.json:
         print(json.dumps(_jsonable(result.summary)))
     else:

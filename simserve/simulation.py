@@ -30,8 +30,9 @@ from simserve.bottleneck import diagnose
 from simserve.config import SimConfig
 from simserve.cpu import Node
 from simserve.metrics import Recorder
-from simserve.placement import place
-from simserve.replica import RUNNING, Replica
+from simserve.controller import Controller
+from simserve.placement import Placer
+from simserve.replica import PENDING, RUNNING, STARTING, STOPPING
 from simserve.request import IN_FLIGHT, OK, REJECTED, Request
 from simserve.router import IdealRouter, RayRouter
 from simserve.workload import make_source
@@ -40,6 +41,19 @@ from simserve.workload import make_source
 # tester's behaviour, not Ray's); without it a zero-cost rejection would loop forever.
 CLIENT_RETRY_PAUSE_S = 0.01
 
+TIMELINE_COLUMNS = [
+    "time_s",
+    "target_replicas",
+    "running_replicas",
+    "starting_replicas",
+    "stopping_replicas",
+    "pending_replicas",
+    "ongoing_requests",
+    "queued_requests",
+    "throughput_rps",
+    "latency_p50_ms",
+    "latency_p99_ms",
+]
 REPLICA_COLUMNS = ["replica", "node", "state", "completed", "rejected", "utilisation", "mean_ongoing", "loop_busy", "gil_busy"]
 
 
@@ -51,6 +65,7 @@ class SimResult:
     requests: pd.DataFrame | None
     replicas: pd.DataFrame
     nodes: pd.DataFrame
+    timeline: pd.DataFrame
     config: SimConfig
 
 
@@ -85,15 +100,15 @@ class Simulation:
         router_process = head.process("proxy") if self.http else self.client_process
         self.proxy_process = router_process
 
-        placed = place(d.num_replicas, d.num_cpus, self.nodes, c.placement)
-        self.replicas = [Replica(self, i, node, d, oh.cpu("replica_cpu_s")) for i, node in enumerate(placed)]
+        self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement))
         if config.router.policy == "ideal":
             self.router = IdealRouter(self, d.max_queued_requests)
         else:
             self.router = RayRouter(
                 self, config.router, router_process, rngs["routing"], self.hop_s, oh.cpu("router_cpu_s"), d.max_queued_requests
             )
-        self.router.update_replicas([r for r in self.replicas if r.state == RUNNING])
+        self.controller.routers.append(self.router)
+        self.controller.start(d.num_replicas)
 
         segments = d.work.segments
         self._samplers = [s.duration.sampler(rngs["service"]) for s in segments]
@@ -104,6 +119,7 @@ class Simulation:
         self.answered = 0
         self.done = self.env.event()
         self._snapshot = None
+        self._timeline: list[tuple] = []
 
     # -- the request path ---------------------------------------------------------------
     def issue(self, client: int) -> None:
@@ -139,7 +155,7 @@ class Simulation:
 
     def _arrive(self, pair) -> None:
         req, replica = pair
-        accepted = replica.state == RUNNING and replica.try_admit(req)
+        accepted = replica.try_admit(req)
         qlen = replica.ongoing
         if accepted:
             answer = self.router.on_accepted
@@ -172,7 +188,8 @@ class Simulation:
 
     def _at_client(self, req) -> None:
         req.end_s = self.env.now
-        req.status = OK
+        if req.status == IN_FLIGHT:
+            req.status = OK
         self._finish(req)
         self.source.on_answer(req)
 
@@ -204,9 +221,38 @@ class Simulation:
         return total if total is not None else self.cfg.workload.requests
 
     # -- helpers ----------------------------------------------------------------------------
+    def at(self, t: float, fn, arg) -> None:
+        """Call ``fn(arg)`` at simulated time ``t``."""
+        self._after(max(t - self.env.now, 0.0), fn, arg)
+
     def _after(self, delay: float, fn, arg) -> None:
         ev = self.env.timeout(delay, (fn, arg))
         ev.callbacks.append(_call)
+
+    def _sample_timeline(self, _=None) -> None:
+        """One row per ``timeline_interval_s``: the replica counts now, and the answers
+        received since the previous row."""
+        ctl = self.controller
+        dt = self.cfg.timeline_interval_s
+        done, lats = self.recorder.take_tick()
+        p50, p99 = np.percentile(lats, (50, 99)) * 1e3 if lats else (float("nan"), float("nan"))
+        self._timeline.append(
+            (
+                self.env.now,
+                ctl.target,
+                ctl.count(RUNNING),
+                ctl.count(STARTING),
+                ctl.count(STOPPING),
+                ctl.count(PENDING),
+                sum(r.ongoing for r in ctl.replicas),
+                self.router.num_queued,
+                done / dt,
+                p50,
+                p99,
+            )
+        )
+        if self.env.peek() < float("inf"):  # stop sampling once nothing else can happen
+            self._after(dt, self._sample_timeline, None)
 
     def _take_snapshot(self, _=None) -> None:
         self._snapshot = self._measure()
@@ -214,7 +260,7 @@ class Simulation:
     def _measure(self) -> dict:
         return {
             "t": self.env.now,
-            "replicas": [r.stats_now() if r.state == RUNNING else None for r in self.replicas],
+            "replicas": [r.stats_now() for r in self.controller.replicas],
             "cores": [n.core_busy_until_now() for n in self.nodes],
             "queued": self.router.queued_area_now(),
             "probes": self.router.probes,
@@ -230,10 +276,17 @@ class Simulation:
         else:
             self._take_snapshot()
         self.source.start()
+        self._after(self.cfg.timeline_interval_s, self._sample_timeline, None)
         if w.requests is not None:
             until = self.done if w.duration_s is None else simpy.AnyOf(self.env, [self.done, self.env.timeout(w.duration_s)])
             if self._total_requests() > 0:
-                self.env.run(until=until)
+                try:
+                    self.env.run(until=until)
+                except RuntimeError as e:
+                    # Nothing left to happen (no replica can ever serve): end here, with
+                    # the unserved requests in flight, as a real run would hang.
+                    if "No scheduled events left" not in str(e):
+                        raise
         else:
             self.env.run(until=w.duration_s)
         if self._snapshot is None:  # the run ended inside the warm-up
@@ -247,11 +300,14 @@ class Simulation:
         window = end["t"] - start["t"]
         rec = self.recorder
         rep_rows = []
-        for r, a, b in zip(self.replicas, start["replicas"], end["replicas"]):
+        n_start = len(start["replicas"])
+        for r, b in zip(self.controller.replicas, end["replicas"]):
+            a = start["replicas"][r.index] if r.index < n_start else None
             row = {"replica": r.index, "node": r.node.index if r.node is not None else -1, "state": r.state}
-            if a is None or window <= 0:
+            if window <= 0:
                 row.update(completed=0, rejected=0, utilisation=0.0, mean_ongoing=0.0, loop_busy=0.0, gil_busy=0.0)
             else:
+                a = a or dict.fromkeys(b, 0)  # created after the window opened
                 row.update(
                     completed=b["completed"] - a["completed"],
                     rejected=b["rejected"] - a["rejected"],
@@ -275,7 +331,8 @@ class Simulation:
                 }
             )
         nodes = pd.DataFrame(node_rows)
-        running = int((replicas["state"] == RUNNING).sum())
+        ctl = self.controller
+        running = ctl.count(RUNNING)
         routed = max(1, rec.completed_in_window)
         summary = {
             "throughput_rps": rec.completed_in_window / window if window > 0 else float("nan"),
@@ -283,8 +340,9 @@ class Simulation:
             "queue_wait_ms": {"mean": 1e3 * rec.wait_sum_s / rec.completed if rec.completed else float("nan")},
             "completed": rec.completed,
             "rejected": rec.rejected,
+            "failed": rec.failed,
             "in_flight": len(self.in_flight),
-            "replicas": {"requested": d.num_replicas, "running": running, "pending": d.num_replicas - running},
+            "replicas": {"requested": ctl.target, "running": running, "pending": ctl.count(PENDING)},
             "nodes": node_rows,
             "router": {
                 "policy": cfg.router.policy,
@@ -302,7 +360,8 @@ class Simulation:
         requests = None
         if cfg.keep_requests:
             requests = rec.requests_frame(sorted(self.in_flight.values(), key=lambda r: r.id))
-        return SimResult(summary, requests, replicas, nodes, cfg)
+        timeline = pd.DataFrame(self._timeline, columns=TIMELINE_COLUMNS)
+        return SimResult(summary, requests, replicas, nodes, timeline, cfg)
 
 
 def _call(ev) -> None:

@@ -16,6 +16,9 @@ import numpy as np
 
 from simserve.distributions import Distribution
 
+# How often a closed loop re-reads a ramp or sine level (clients are whole numbers).
+SHAPE_TICK_S = 0.1
+
 
 def read_trace(path: str) -> tuple[float, ...]:
     """Arrival times (seconds) from a CSV: a header naming ``arrival_s`` (or ``time_s``),
@@ -77,43 +80,108 @@ class Source:
 
 
 class ClosedLoop(Source):
-    """``concurrent`` clients, each with at most one request outstanding."""
+    """Closed-loop clients, each with at most one request outstanding.
+
+    With a shape, clients 0..n(t)-1 are active: new ones start at once, and a client
+    above n(t) finishes its outstanding request and then stops. Ramp and sine levels
+    are re-read every ``SHAPE_TICK_S``; steps change exactly at their boundaries.
+    """
 
     def start(self) -> None:
         w = self.w
         self._think = Distribution("exponential", w.think_time_s).sampler(self.rng) if w.think_time_s > 0 else None
-        for c in range(w.concurrent):
-            if self._may_issue():
-                self._issue(c)
+        self._busy: set[int] = set()
+        self.active = w.concurrent if w.shape is None else round(w.shape.level(0.0))
+        self._grow(self.active)
+        if w.shape is not None:
+            horizon = w.duration_s if w.duration_s is not None else float("inf")
+            if w.shape.kind == "steps":
+                for t in w.shape.change_times(horizon):
+                    self.sim.at(t, self._relevel, None)
+            else:
+                self.sim.at(SHAPE_TICK_S, self._tick, None)
+
+    def _grow(self, n: int) -> None:
+        for c in range(n):
+            if c not in self._busy and self._may_issue():
+                self._send(c)
+
+    def _send(self, client: int) -> None:
+        self._busy.add(client)
+        self._issue(client)
+
+    def _relevel(self, _=None) -> None:
+        self.active = round(self.w.shape.level(self.env.now))
+        self._grow(self.active)
+
+    def _tick(self, _=None) -> None:
+        self._relevel()
+        self.sim.at(self.env.now + SHAPE_TICK_S, self._tick, None)
 
     def on_answer(self, req) -> None:
+        c = req.client
+        self._busy.discard(c)
+        if c >= self.active:
+            return  # the shape has retired this client
         if self._think is None:
             if self._may_issue():
-                self._issue(req.client)
+                self._send(c)
             return
-        ev = self.env.timeout(self._think(), req.client)
+        self._busy.add(c)  # thinking counts as busy: it will send when done
+        ev = self.env.timeout(self._think(), c)
         ev.callbacks.append(self._after_think)
 
     def _after_think(self, ev) -> None:
-        if self._may_issue():
-            self._issue(ev._value)
+        c = ev._value
+        self._busy.discard(c)
+        if c < self.active and self._may_issue():
+            self._send(c)
 
 
 class PoissonArrivals(Source):
-    """Exponential gaps at ``rps`` per second."""
+    """Poisson arrivals at ``rps``, or at a shape's rate by thinning.
+
+    With a shape, candidates arrive at the peak rate and each is kept with probability
+    rate(t) / peak, which gives exactly a Poisson process of rate rate(t). Bursts keep
+    their two-state Markov chain here, switching at exponential times.
+    """
 
     def start(self) -> None:
-        self._gap = Distribution("exponential", 1.0 / self.w.rps).sampler(self.rng)
-        self._schedule()
+        w = self.w
+        shape = w.shape
+        self._peak = w.rps if shape is None else shape.peak
+        self._gap = Distribution("exponential", 1.0 / self._peak).sampler(self.rng) if self._peak > 0 else None
+        self._burst_high = False
+        if shape is not None and shape.kind == "bursts":
+            self._switch()
+        if self._gap is not None:
+            self._schedule()
+
+    def _rate(self) -> float:
+        shape = self.w.shape
+        if shape is None:
+            return self._peak
+        if shape.kind == "bursts":
+            return shape.high if self._burst_high else shape.low
+        return shape.level(self.env.now)
+
+    def _switch(self, _=None) -> None:
+        shape = self.w.shape
+        if _ is not None:
+            self._burst_high = not self._burst_high
+        mean = shape.mean_high_s if self._burst_high else shape.mean_low_s
+        self.sim.at(self.env.now + float(self.rng.exponential(mean)), self._switch, True)
 
     def _schedule(self) -> None:
         ev = self.env.timeout(self._gap())
         ev.callbacks.append(self._arrive)
 
     def _arrive(self, ev) -> None:
-        if self._may_issue():
+        if not self._may_issue():
+            return
+        if self.w.shape is None or self.rng.random() * self._peak < self._rate():
             self._issue(-1)
-            self._schedule()
+        self._schedule()
 
 
 class TraceArrivals(Source):
