@@ -115,7 +115,7 @@ class DeploymentConfig:
     """One Serve deployment (``@serve.deployment`` arguments, Ray's names and defaults)."""
 
     name: str = "Model"
-    num_replicas: int = 1
+    num_replicas: int | str | None = 1  # an int, or "auto"/None with autoscaling
     num_cpus: float = 1.0  # ray_actor_options.num_cpus
     max_ongoing_requests: int = 5  # DEFAULT_MAX_ONGOING_REQUESTS (serve/_private/constants.py)
     max_queued_requests: int = -1  # serve/_private/config.py: -1 is unlimited
@@ -124,9 +124,15 @@ class DeploymentConfig:
     init_s: float = 0.0  # the user's __init__ (model loading), on top of Ray's start-up
     graceful_shutdown_wait_loop_s: float = 2.0  # DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
     graceful_shutdown_timeout_s: float = 20.0  # DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
+    autoscaling_config: "AutoscalingConfig | None" = None  # simserve.autoscaling
 
     def __post_init__(self):
-        _number("num_replicas", self.num_replicas, low=0, integer=True)
+        from simserve.autoscaling import check_deployment
+
+        if not isinstance(self.num_replicas, str) and self.num_replicas is not None:
+            _number("num_replicas", self.num_replicas, low=1, integer=True)
+        # Ray's rule for num_replicas beside autoscaling_config; keep the effective config.
+        object.__setattr__(self, "autoscaling_config", check_deployment(self.num_replicas, self.autoscaling_config))
         _number("num_cpus", self.num_cpus, low=0)
         _number("max_ongoing_requests", self.max_ongoing_requests, low=1, integer=True)
         _number("max_queued_requests", self.max_queued_requests, low=1, integer=True, allow=(-1,))
@@ -134,6 +140,12 @@ class DeploymentConfig:
         _number("init_s", self.init_s, low=0)
         _number("graceful_shutdown_wait_loop_s", self.graceful_shutdown_wait_loop_s, low=0, low_open=True)
         _number("graceful_shutdown_timeout_s", self.graceful_shutdown_timeout_s, low=0)
+
+    @property
+    def initial_replicas(self) -> int:
+        """Replicas deployed at t=0: num_replicas, or the autoscaler's initial target."""
+        a = self.autoscaling_config
+        return a.initial_target if a is not None else self.num_replicas
 
     @property
     def omp_num_threads(self) -> int:

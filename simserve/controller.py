@@ -23,6 +23,7 @@ Left out: constructor failures and retries, health checks, rolling updates.
 
 from __future__ import annotations
 
+from simserve.autoscaling import ReplicaRecord, choose_downscale_victims
 from simserve.placement import Placer
 from simserve.replica import PENDING, RUNNING, STARTING, STOPPED, STOPPING, Replica
 
@@ -59,8 +60,12 @@ class Controller:
             node = self.placer.place(self.d.num_cpus)
             if node is not None:
                 r.allocate(node)
-                r.state = RUNNING
+                self._run(r)
         self._publish()
+
+    def _run(self, r: Replica) -> None:
+        r.state = RUNNING
+        r.running_since_s = self.env.now
 
     def set_target(self, n: int) -> None:
         self.target = n
@@ -70,10 +75,18 @@ class Controller:
                 self._new_replica()
             self._allocate_pending()
         elif n < len(live):
-            from simserve.autoscaling import choose_downscale_victims
-
-            for r in choose_downscale_victims(live, len(live) - n):
-                self._stop(r)
+            records = [
+                ReplicaRecord(
+                    r.index,
+                    r.state,
+                    r.node.index if r.node is not None else -1,
+                    r.node is not None and r.node.index == 0,
+                    r.running_since_s if r.state == RUNNING else r.created_s,
+                )
+                for r in live
+            ]
+            for index in choose_downscale_victims(records, len(live) - n):
+                self._stop(self.replicas[index])
 
     def _new_replica(self) -> Replica:
         r = Replica(self.sim, len(self.replicas), self.d, self.replica_cpu_s)
@@ -93,7 +106,7 @@ class Controller:
     def _started(self, r: Replica) -> None:
         if r.state != STARTING:
             return  # stopped while starting
-        r.state = RUNNING
+        self._run(r)
         self._publish()
 
     def _publish(self) -> None:

@@ -307,14 +307,9 @@ def parser() -> argparse.ArgumentParser:
     SLO and the search space. ``--cpus`` or ``--max-ongoing-requests`` pin one value."""
     from simserve import run
 
-    p = run.parser()
-    p.prog = "python -m simserve.plan"
-    p.description = "Find the fewest reserved CPUs that meet a latency SLO at a given load."
-    for action in p._actions:
-        if action.dest == "json":
-            action.help = "print the plan as one JSON object"
-        elif action.dest == "csv":
-            action.help = "write every simulated candidate as CSV"
+    p = run.parser("python -m simserve.plan", "Find the fewest reserved CPUs that meet a latency SLO at a given load.", outputs=False)
+    p.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    p.add_argument("--csv", metavar="PATH", help="write every simulated candidate as CSV")
     g = p.add_argument_group("plan")
     g.add_argument("--slo-p99-ms", type=float, required=True, help="p99 latency target, ms")
     g.add_argument("--cpus-options", type=_floats, default=[0.5, 1, 2, 4], help="num_cpus values to try (default 0.5,1,2,4)")

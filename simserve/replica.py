@@ -48,6 +48,7 @@ class Replica:
         self.process = None
         self.state = PENDING
         self.created_s = sim.env.now
+        self.running_since_s = float("nan")
         self.max_ongoing_requests = deployment.max_ongoing_requests
         self.is_async = deployment.handler == "async"
         self.omp_num_threads = deployment.omp_num_threads

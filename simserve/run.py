@@ -11,8 +11,10 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import fields
 
 from simserve import calibration, serve_yaml
+from simserve.autoscaling import AutoscalingConfig
 from simserve.config import (
     HANDLERS,
     INGRESSES,
@@ -50,6 +52,18 @@ FLAG_OF = {
 }
 
 
+AUTOSCALING_FLAGS = tuple(f.name for f in fields(AutoscalingConfig))
+
+
+def _replicas(text: str):
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r} is not a whole number or "auto"') from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + message
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -67,16 +81,25 @@ def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m simserve.run", description="Simulate one Ray Serve 2.60 deployment under a load.")
+def parser(prog: str = "python -m simserve.run", description: str = "Simulate one Ray Serve 2.60 deployment under a load.", outputs: bool = True) -> argparse.ArgumentParser:
+    """The flags that describe a configuration; ``outputs=False`` leaves out this
+    command's output flags, for commands (sweep, plan) that have their own."""
+    p = _Parser(prog=prog, description=description)
     g = p.add_argument_group("deployment (Ray's @serve.deployment arguments)")
-    g.add_argument("--replicas", "--num-replicas", dest="num_replicas", type=int, help="num_replicas (default 1)")
+    g.add_argument("--replicas", "--num-replicas", dest="num_replicas", type=_replicas, help='num_replicas: a count, or "auto" (default 1)')
     g.add_argument("--cpus", "--num-cpus", dest="num_cpus", type=float, help="ray_actor_options.num_cpus per replica (default 1)")
     g.add_argument("--max-ongoing-requests", type=int, help="slots per replica (Ray's default 5)")
     g.add_argument("--max-queued-requests", type=int, help="caller-side queue limit, -1 for none (default -1)")
     g.add_argument("--handler", choices=HANDLERS, default="async", help="async def or plain def (default async)")
+    g.add_argument("--init-s", type=float, help="the user's __init__ time per new replica, seconds (default 0)")
+    g.add_argument("--graceful-shutdown-wait-loop-s", type=float, help="drain check period of a stopping replica (default 2)")
+    g.add_argument("--graceful-shutdown-timeout-s", type=float, help="force-stop a draining replica after this (default 20)")
     g.add_argument("--serve-config", metavar="FILE", help="a Serve config YAML (applications[].deployments[]); flags override it")
     g.add_argument("--deployment", metavar="NAME", help="which deployment of --serve-config")
+    g = p.add_argument_group("autoscaling_config (any of these turns autoscaling on)")
+    for name in AUTOSCALING_FLAGS:
+        kind = str if name == "aggregation_function" else float
+        g.add_argument("--" + name.replace("_", "-"), type=kind, help=f"default {getattr(AutoscalingConfig, name)}")
     g = p.add_argument_group("work per request")
     g.add_argument("--work", default="gil", help="gil | native | io, or a mix of fractions such as io=0.3,gil=0.7 (default gil)")
     g.add_argument("--service-ms", type=float, default=100.0, help="mean work per request, ms (default 100)")
@@ -112,13 +135,15 @@ def parser() -> argparse.ArgumentParser:
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"seconds (default {getattr(Overheads, name)})")
     g.add_argument("--cpu-speed", type=float, default=1.0, help="this host's speed relative to the calibration's")
     g.add_argument("--no-overheads", action="store_true", help="all platform costs zero: the pure queueing model")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--timeline-interval-s", type=float, default=1.0, help="timeline row spacing (default 1)")
+    if not outputs:
+        return p
     g = p.add_argument_group("output")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     g.add_argument("--csv", metavar="PATH", help="write the per-request table")
     g.add_argument("--no-requests", action="store_true", help="keep no per-request table (flat memory)")
     g.add_argument("--timeline", metavar="PATH", help="write the timeline CSV (replica counts, throughput, latency per interval)")
-    g.add_argument("--timeline-interval-s", type=float, default=1.0, help="timeline row spacing (default 1)")
     g.add_argument("--plot", metavar="PATH", help="write a PNG of replicas and latency over time")
     return p
 
@@ -174,6 +199,24 @@ def _read_samples(path: str) -> list[float]:
     return out
 
 
+def _autoscaling(args, from_file: dict):
+    """The autoscaling_config from the Serve YAML, overridden field by field by flags."""
+    fields_given = dict(from_file.get("autoscaling_config") or {})
+    for name in AUTOSCALING_FLAGS:
+        v = getattr(args, name)
+        if v is not None:
+            if name in ("min_replicas", "max_replicas", "initial_replicas"):
+                if v != int(v):
+                    raise ConfigError(name, v, "must be a whole number")
+                v = int(v)
+            fields_given[name] = v
+    if not fields_given:
+        return None
+    num_replicas = _pick(args.num_replicas, from_file.get("num_replicas"))
+    cfg, _ = AutoscalingConfig.from_dict(fields_given, auto=num_replicas == "auto")
+    return cfg
+
+
 def _pick(*values):
     return next((v for v in values if v is not None), None)
 
@@ -185,9 +228,15 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
         from_file, ignored = serve_yaml.load_deployment(args.serve_config, args.deployment)
         if ignored:
             warn(f"not modelled, ignored: {', '.join(ignored)}")
+    autoscaling = _autoscaling(args, from_file)
+    num_replicas = _pick(args.num_replicas, from_file.get("num_replicas"), None if autoscaling else 1)
     deployment = DeploymentConfig(
         name=from_file.get("name", "Model"),
-        num_replicas=_pick(args.num_replicas, from_file.get("num_replicas"), 1),
+        num_replicas=num_replicas,
+        autoscaling_config=autoscaling,
+        init_s=_pick(args.init_s, 0.0),
+        graceful_shutdown_wait_loop_s=_pick(args.graceful_shutdown_wait_loop_s, from_file.get("graceful_shutdown_wait_loop_s"), 2.0),
+        graceful_shutdown_timeout_s=_pick(args.graceful_shutdown_timeout_s, from_file.get("graceful_shutdown_timeout_s"), 20.0),
         num_cpus=_pick(args.num_cpus, from_file.get("num_cpus"), 1.0),
         max_ongoing_requests=_pick(args.max_ongoing_requests, from_file.get("max_ongoing_requests"), 5),
         max_queued_requests=_pick(args.max_queued_requests, from_file.get("max_queued_requests"), -1),
@@ -256,7 +305,7 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
         overheads=overheads,
         workload=workload,
         seed=args.seed,
-        keep_requests=not args.no_requests and (args.csv is not None or not args.json),
+        keep_requests=not getattr(args, "no_requests", True) and (args.csv is not None or not args.json),
         timeline_interval_s=args.timeline_interval_s,
     )
 
@@ -333,6 +382,14 @@ def report(summary: dict) -> str:
         f"p99 {_fmt(lat['p99'])}  max {_fmt(lat['max'])}",
         f"queue wait   mean {_fmt(summary['queue_wait_ms']['mean'])} ms before a replica accepted the request",
     ]
+    auto = summary.get("autoscaling")
+    if auto is not None:
+        a = d["autoscaling_config"]
+        lines.append(
+            f"autoscaling  {a['min_replicas']}..{a['max_replicas']} replicas, target_ongoing_requests="
+            f"{a['target_ongoing_requests']:g}: peak {auto['peak_running_replicas']} running, "
+            f"final target {auto['final_target']} (see --timeline/--plot)"
+        )
     for n in summary["nodes"]:
         lines.append(
             f"node {n['node']}       logical {n['logical_reserved_cpus']:g}/{n['logical_cpus']:g} CPUs reserved, "

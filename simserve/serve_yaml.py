@@ -3,8 +3,8 @@
 The file is ``applications[].deployments[]`` as Ray writes it. We take the fields the
 simulator models (``num_replicas``, ``max_ongoing_requests``, ``max_queued_requests``,
 ``ray_actor_options.num_cpus``) and name every other key once, so that a user sees
-what was ignored rather than a crash. Autoscaling is not simulated yet: a deployment
-that asks for it is an error rather than a silently fixed replica count.
+what was ignored rather than a crash; ``autoscaling_config`` and ``num_replicas:
+auto`` load as Ray reads them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,16 @@ import yaml
 
 from simserve.config import ConfigError
 
-MODELLED = {"name", "num_replicas", "max_ongoing_requests", "max_queued_requests", "ray_actor_options"}
+MODELLED = {
+    "name",
+    "num_replicas",
+    "max_ongoing_requests",
+    "max_queued_requests",
+    "ray_actor_options",
+    "autoscaling_config",
+    "graceful_shutdown_wait_loop_s",
+    "graceful_shutdown_timeout_s",
+}
 
 
 def load_deployment(path: str, name: str | None = None) -> tuple[dict, list[str]]:
@@ -51,9 +60,14 @@ def load_deployment(path: str, name: str | None = None) -> tuple[dict, list[str]
         if not matches:
             raise ConfigError("deployment", name, f"not in {path} ({', '.join(d['name'] for d in found)})")
         dep = matches[0]
-    if "autoscaling_config" in dep or dep.get("num_replicas") == "auto":
-        raise ConfigError("autoscaling_config", dep.get("autoscaling_config", "auto"), "autoscaling is not simulated yet; give num_replicas")
-    out = {k: dep[k] for k in ("name", "num_replicas", "max_ongoing_requests", "max_queued_requests") if k in dep}
+    out = {k: dep[k] for k in MODELLED - {"ray_actor_options"} if k in dep}
+    if "autoscaling_config" in dep:
+        if not isinstance(dep["autoscaling_config"], dict):
+            raise ConfigError("autoscaling_config", dep["autoscaling_config"], "must be a mapping")
+        from simserve.autoscaling import AutoscalingConfig
+
+        _, unknown = AutoscalingConfig.from_dict(dep["autoscaling_config"], auto=dep.get("num_replicas") == "auto")
+        ignored += [f"{dep['name']}.autoscaling_config.{k}" for k in unknown]
     opts = dep.get("ray_actor_options") or {}
     if not isinstance(opts, dict):
         raise ConfigError("ray_actor_options", opts, "must be a mapping")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S, Autoscaler
 from simserve.bottleneck import diagnose
 from simserve.config import SimConfig
 from simserve.cpu import Node
@@ -54,7 +55,7 @@ TIMELINE_COLUMNS = [
     "latency_p50_ms",
     "latency_p99_ms",
 ]
-REPLICA_COLUMNS = ["replica", "node", "state", "completed", "rejected", "utilisation", "mean_ongoing", "loop_busy", "gil_busy"]
+REPLICA_COLUMNS = ["replica", "node", "state", "created_s", "running_since_s", "completed", "rejected", "utilisation", "mean_ongoing", "loop_busy", "gil_busy"]
 
 
 @dataclass
@@ -108,7 +109,11 @@ class Simulation:
                 self, config.router, router_process, rngs["routing"], self.hop_s, oh.cpu("router_cpu_s"), d.max_queued_requests
             )
         self.controller.routers.append(self.router)
-        self.controller.start(d.num_replicas)
+        self.controller.start(d.initial_replicas)
+        self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
+        self.sent: dict[int, int] = {}  # the router's sent-but-unfinished requests per replica
+        self._decision = None  # the autoscaler's last target, applied on the next tick
+        self.peak_running = self.controller.count(RUNNING)
 
         segments = d.work.segments
         self._samplers = [s.duration.sampler(rngs["service"]) for s in segments]
@@ -131,9 +136,16 @@ class Simulation:
         else:
             self._to_ingress(req)
 
+    def _submit(self, req) -> None:
+        self.router.submit(req)
+        if self.autoscaler is not None and not self.router.replicas:
+            a = self.autoscaler
+            if a.metrics.should_push_now(0, self.router.num_queued):
+                a.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
+
     def _to_ingress(self, req) -> None:
         if not self.http:
-            self.router.submit(req)
+            self._submit(req)
         elif self.http_hop_s > 0.0:
             self._after(self.http_hop_s, self._at_proxy, req)
         else:
@@ -141,9 +153,9 @@ class Simulation:
 
     def _at_proxy(self, req) -> None:
         if self.proxy_cpu_s > 0.0:
-            self.proxy_process.run_gil(self.proxy_cpu_s, self.router.submit, req)
+            self.proxy_process.run_gil(self.proxy_cpu_s, self._submit, req)
         else:
-            self.router.submit(req)
+            self._submit(req)
 
     def send(self, req, replica, router) -> None:
         """The router's actor call; the replica answers accepted or rejected."""
@@ -158,13 +170,17 @@ class Simulation:
         accepted = replica.try_admit(req)
         qlen = replica.ongoing
         if accepted:
-            answer = self.router.on_accepted
+            answer = self._accepted
         else:
             answer = self.router.on_rejected
         if self.hop_s > 0.0:
             self._after(self.hop_s, self._answer, (answer, req, replica, qlen))
         else:
             answer(req, replica, qlen)
+
+    def _accepted(self, req, replica, qlen: int) -> None:
+        self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
+        self.router.on_accepted(req, replica, qlen)
 
     @staticmethod
     def _answer(args) -> None:
@@ -180,6 +196,7 @@ class Simulation:
 
     def _at_router(self, pair) -> None:
         req, replica = pair
+        self.sent[replica.index] -= 1
         self.router.on_response(req, replica)
         if self.http_hop_s > 0.0:
             self._after(self.http_hop_s, self._at_client, req)
@@ -254,6 +271,28 @@ class Simulation:
         if self.env.peek() < float("inf"):  # stop sampling once nothing else can happen
             self._after(dt, self._sample_timeline, None)
 
+    # -- autoscaling ---------------------------------------------------------------------------
+    def _record_metrics(self, _=None) -> None:
+        """The router's metrics sample, every ``sample_interval_s``."""
+        running = {r.index for r in self.controller.running()}
+        self.sent = {k: n for k, n in self.sent.items() if n or k in running}
+        self.autoscaler.metrics.record(0, self.env.now, self.router.num_queued, self.sent)
+        self._after(self.autoscaler.config.sample_interval_s, self._record_metrics, None)
+
+    def _push_metrics(self, _=None) -> None:
+        self.autoscaler.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
+        self._after(self.autoscaler.config.push_interval_s, self._push_metrics, None)
+
+    def _control_loop(self, _=None) -> None:
+        """The controller's loop: apply the last decision, then decide again."""
+        ctl = self.controller
+        if self._decision is not None and self._decision != ctl.target:
+            ctl.set_target(self._decision)
+        running = [r.index for r in ctl.running()]
+        self.peak_running = max(self.peak_running, len(running))
+        self._decision = self.autoscaler.step(self.env.now, running, ctl.target)
+        self._after(CONTROL_LOOP_INTERVAL_S, self._control_loop, None)
+
     def _take_snapshot(self, _=None) -> None:
         self._snapshot = self._measure()
 
@@ -275,6 +314,10 @@ class Simulation:
             self._after(w.warmup_s, self._take_snapshot, None)
         else:
             self._take_snapshot()
+        if self.autoscaler is not None:
+            self._record_metrics()  # a router's first sample, then its first push
+            self._push_metrics()
+            self._control_loop()
         self.source.start()
         self._after(self.cfg.timeline_interval_s, self._sample_timeline, None)
         if w.requests is not None:
@@ -303,7 +346,13 @@ class Simulation:
         n_start = len(start["replicas"])
         for r, b in zip(self.controller.replicas, end["replicas"]):
             a = start["replicas"][r.index] if r.index < n_start else None
-            row = {"replica": r.index, "node": r.node.index if r.node is not None else -1, "state": r.state}
+            row = {
+                "replica": r.index,
+                "node": r.node.index if r.node is not None else -1,
+                "state": r.state,
+                "created_s": r.created_s,
+                "running_since_s": r.running_since_s,
+            }
             if window <= 0:
                 row.update(completed=0, rejected=0, utilisation=0.0, mean_ongoing=0.0, loop_busy=0.0, gil_busy=0.0)
             else:
@@ -355,6 +404,12 @@ class Simulation:
             "wall_time_s": wall_s,
             "seed": cfg.seed,
         }
+        if self.autoscaler is not None:
+            summary["autoscaling"] = {
+                "peak_running_replicas": self.peak_running,
+                "final_target": self.controller.target,
+                "last_total_ongoing": self.autoscaler.last_total,
+            }
         summary["bottleneck"] = diagnose(cfg, summary, replicas)
         summary["config"] = cfg.to_dict()
         requests = None

@@ -350,14 +350,9 @@ def parser() -> argparse.ArgumentParser:
     """``simserve.run``'s flags give the base configuration; these add the sweep."""
     from simserve import run
 
-    p = run.parser()
-    p.prog = "python -m simserve.sweep"
-    p.description = "Run a grid of Ray Serve configurations, replicated, into one table."
-    for action in p._actions:  # reuse run's output flags with a sweep's meaning
-        if action.dest == "csv":
-            action.help = "write one row per run (or per configuration with --aggregate)"
-        elif action.dest == "json":
-            action.help = "print the table as JSON records instead of text"
+    p = run.parser("python -m simserve.sweep", "Run a grid of Ray Serve configurations, replicated, into one table.", outputs=False)
+    p.add_argument("--csv", metavar="PATH", help="write one row per run (or per configuration with --aggregate)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON records instead of text")
     g = p.add_argument_group("sweep")
     g.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2", help="values to try, e.g. deployment.num_replicas=1,2,4 (repeatable)")
     g.add_argument("--grid-file", metavar="YAML", help="a mapping of configuration path to list of values")

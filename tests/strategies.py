@@ -74,7 +74,7 @@ sim_configs = (
         dict(
             deployment=st.builds(
                 DeploymentConfig,
-                num_replicas=st.integers(0, 5),
+                num_replicas=st.integers(1, 5),
                 num_cpus=st.sampled_from([0.0, 0.5, 1.0, 2.0, 3.0]),
                 max_ongoing_requests=st.integers(1, 6),
                 max_queued_requests=st.sampled_from([-1, -1, 1, 4]),

@@ -72,7 +72,7 @@ def test_serve_config_yaml_loads_and_flags_override(tmp_path):
         (["--trace", "TRACE_BAD"], "line 3"),
         (["--trace", "/no/such/file.csv"], "--trace"),
         (["--serve-config", "YAML_BAD"], "not valid YAML"),
-        (["--serve-config", "YAML_AUTO"], "autoscaling"),
+        (["--serve-config", "YAML_AUTO"], "Manually setting num_replicas"),
         (["--replicas", "two"], "--replicas"),
     ],
 )
@@ -83,7 +83,7 @@ def test_bad_input_exits_2_with_one_line_naming_the_flag(tmp_path, args, needle)
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("applications: [\n")
     auto_yaml = tmp_path / "auto.yaml"
-    auto_yaml.write_text("applications:\n- deployments:\n  - name: M\n    num_replicas: auto\n")
+    auto_yaml.write_text("applications:\n- deployments:\n  - name: M\n    num_replicas: 2\n    autoscaling_config: {max_replicas: 4}\n")
     subst = {"TRACE_BAD": str(bad_trace), "YAML_BAD": str(bad_yaml), "YAML_AUTO": str(auto_yaml)}
     p = run(*[subst.get(a, a) for a in args])
     assert p.returncode == 2

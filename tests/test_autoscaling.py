@@ -1,0 +1,99 @@
+"""Autoscaling in the simulation: the controller loop, the replica lifecycle and the
+load shapes together (the policy and metric pipeline alone: test_autoscaling_policy.py)."""
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simserve import DeploymentConfig, Distribution, Overheads, SimConfig, WorkloadConfig, WorkModel, simulate
+from simserve.autoscaling import AutoscalingConfig
+from simserve.load_shape import LoadShape
+
+
+def _run(autoscaling, steps, *, service_s=0.05, startup_s=0.5, interval_s=0.1, max_ongoing=5):
+    cfg = SimConfig(
+        deployment=DeploymentConfig(
+            num_replicas=None,
+            autoscaling_config=autoscaling,
+            max_ongoing_requests=max_ongoing,
+            work=WorkModel.single("io", Distribution("deterministic", service_s)),
+        ),
+        overheads=Overheads(replica_startup_s=startup_s),
+        workload=WorkloadConfig(
+            concurrent=int(max(n for _, n in steps)), duration_s=sum(d for d, _ in steps), shape=LoadShape("steps", steps=steps)
+        ),
+        timeline_interval_s=interval_s,
+    )
+    return simulate(cfg)
+
+
+def test_two_clients_scale_one_replica_to_two_on_the_expected_ticks():
+    """1 s io, 2 clients, target 1: the first push with load (t=1) makes the policy want 2
+    from the 1.1 s tick; after upscale_delay_s=1 it decides at 2.1 s, the controller acts at
+    2.2 s, and the new replica runs 0.5 s later; 2 ongoing over 2 replicas then holds."""
+    a = AutoscalingConfig(
+        min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=1, downscale_delay_s=2,
+        metrics_interval_s=1, look_back_period_s=1,
+    )
+    res = _run(a, ((8.0, 2),), service_s=1.0)
+    reps = res.replicas
+    assert len(reps) == 2
+    assert math.isclose(reps.loc[1, "created_s"], 2.2, abs_tol=1e-9)
+    assert math.isclose(reps.loc[1, "running_since_s"], 2.7, abs_tol=1e-9)
+    tl = res.timeline
+    assert (tl.loc[tl["time_s"] < 2.2 - 1e-9, "target_replicas"] == 1).all()
+    assert (tl.loc[tl["time_s"] > 2.2 + 1e-9, "target_replicas"] == 2).all()
+
+
+autoscaling_configs = st.builds(
+    AutoscalingConfig,
+    min_replicas=st.integers(1, 2),
+    max_replicas=st.integers(2, 5),
+    target_ongoing_requests=st.sampled_from([1, 2, 3]),
+    upscale_delay_s=st.sampled_from([0.5, 2.0, 5.0]),
+    downscale_delay_s=st.sampled_from([1.0, 4.0, 8.0]),
+    metrics_interval_s=st.sampled_from([0.5, 1.0, 2.0]),
+    look_back_period_s=st.sampled_from([1.0, 3.0]),
+)
+
+
+@settings(max_examples=25)
+@given(autoscaling_configs, st.integers(1, 12), st.sampled_from([5.0, 10.0]))
+def test_replicas_stay_in_bounds_and_respect_the_delays(a, peak, quiet_s):
+    """Target replicas stay within [min, max]; no scale-up comes sooner than upscale_delay_s
+    after the load rises, and no scale-down sooner than downscale_delay_s after it falls."""
+    rise_at, fall_at = 2.0, 2.0 + 15.0
+    res = _run(a, ((rise_at, 0), (15.0, peak), (quiet_s, 0)))
+    tl = res.timeline
+    assert tl["target_replicas"].between(a.min_replicas, a.max_replicas).all()
+    assert (tl["running_replicas"] + tl["starting_replicas"] <= a.max_replicas).all()
+    up = tl[tl["target_replicas"].diff() > 0]
+    if len(up):
+        assert up["time_s"].iloc[0] >= rise_at + a.upscale_delay_s - 1e-9
+    after_fall = tl[tl["time_s"] >= fall_at]
+    down = after_fall[after_fall["target_replicas"].diff() < 0]
+    if len(down):
+        assert down["time_s"].iloc[0] >= fall_at + a.downscale_delay_s - 1e-9
+
+
+@settings(max_examples=15)
+@given(st.sampled_from([2, 3, 4]), st.sampled_from([0.5, 1.0]))
+def test_constant_load_below_target_never_scales_up(target, delay):
+    """One client (at most one request ongoing) against target_ongoing_requests >= 2 never scales up."""
+    a = AutoscalingConfig(
+        min_replicas=1, max_replicas=4, target_ongoing_requests=target, upscale_delay_s=delay, metrics_interval_s=0.5,
+        look_back_period_s=1.0,
+    )
+    tl = _run(a, ((30.0, 1),)).timeline
+    assert (tl["target_replicas"] == 1).all()
+
+
+def test_issue_example_step_load_scales_up_then_down():
+    """The README example: 1, then 8, then 1 client of 50 ms io with target 2 scales 1 -> 4 -> fewer."""
+    a = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2, upscale_delay_s=2, downscale_delay_s=10)
+    res = _run(a, ((15.0, 1), (30.0, 8), (30.0, 1)))
+    tl = res.timeline
+    assert tl["running_replicas"].max() == 4
+    assert tl.loc[tl["time_s"] < 15 + 2, "target_replicas"].max() == 1
+    assert res.summary["autoscaling"]["final_target"] < 4
