@@ -15,7 +15,7 @@ from dataclasses import fields
 
 from simserve.config import ConfigError, Overheads
 
-COST_FIELDS = tuple(f.name for f in fields(Overheads) if f.name.endswith("_s"))
+COST_FIELDS = tuple(f.name for f in fields(Overheads) if f.name not in ("ingress", "cpu_speed"))
 
 
 def load(path: str) -> dict:

@@ -24,7 +24,21 @@ HANDLERS = ("async", "sync")
 ROUTERS = ("pow2", "round_robin", "ideal")
 INGRESSES = ("handle", "http")
 PLACEMENTS = ("spread", "pack")
-PER_REQUEST_COSTS = ("hop_s", "http_hop_s", "client_cpu_s", "router_cpu_s", "replica_cpu_s", "proxy_cpu_s")
+PER_REQUEST_COSTS = (
+    "hop_s",
+    "http_hop_s",
+    "client_cpu_s",
+    "router_cpu_s",
+    "probe_cpu_s",
+    "replica_cpu_s",
+    "replica_probe_cpu_s",
+    "proxy_cpu_s",
+    "http_client_cpu_s",
+    "client_native_cpu_s",
+    "proxy_native_cpu_s",
+    "replica_native_cpu_s",
+    "ray_background_cpu_per_request_s",
+)
 
 
 class ConfigError(ValueError):
@@ -199,28 +213,46 @@ class RouterConfig:
 
 @dataclass(frozen=True)
 class Overheads:
-    """What Ray Serve's own machinery costs per request, beside the user's handler.
+    """What Ray Serve's own machinery costs, beside the user's handler.
 
-    CPU costs run as GIL-holding work in the process that pays them (the caller, the
-    HTTP proxy, the replica), so they compete for the same cores as the handlers.
-    ``cpu_speed`` scales them: 0.5 means the host runs at half the speed the costs
-    were measured at. The defaults are ``validate``'s measurements on the project's
-    machine (see ``simserve/calibration.py`` for the file and the command).
+    Costs with ``cpu`` in the name are CPU seconds. Python-level costs (no ``native``)
+    run as GIL-holding work in the process that pays them (the driver or HTTP load
+    generator, the proxy, the replica), so they compete with the handlers for the GIL
+    and the cores; ``native`` costs are C++ core-worker and gRPC threads, which burn a
+    core without the GIL and run beside the request rather than in its path. Ray's own
+    processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
+    time plus ``ray_background_cpu_per_request_s`` per request, on the first node.
+    One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
+    variation ``hop_cv``. ``cpu_speed`` scales every CPU cost: 0.5 means this host runs
+    at half the speed the costs were measured at.
+
+    All default to zero (the pure queueing model); ``python -m validate.calibrate``
+    measures them on real Ray and ``--calibration FILE`` loads them
+    (``simserve/calibration.py``).
     """
 
     ingress: str = "handle"
     hop_s: float = 0.0  # one way, caller <-> replica, per Ray actor-call message
+    hop_cv: float = 0.0
     http_hop_s: float = 0.0  # one way, HTTP client <-> proxy
-    client_cpu_s: float = 0.0  # caller-side CPU per request: client loop + handle call + reply
-    router_cpu_s: float = 0.0  # caller-side CPU per routing attempt (choose, probe bookkeeping)
-    replica_cpu_s: float = 0.0  # replica-side Ray CPU per request (admit, (de)serialise, reply)
-    proxy_cpu_s: float = 0.0  # HTTP proxy CPU per request (uvicorn, ASGI, pickling)
+    client_cpu_s: float = 0.0  # driver (handle ingress): client loop + handle call + reply
+    router_cpu_s: float = 0.0  # caller side, per routing attempt
+    probe_cpu_s: float = 0.0  # caller side, per queue-length probe sent
+    replica_cpu_s: float = 0.0  # replica side, per request (admit, (de)serialise, reply)
+    replica_probe_cpu_s: float = 0.0  # replica side, per probe answered
+    proxy_cpu_s: float = 0.0  # HTTP proxy, per request (uvicorn, ASGI, pickling)
+    http_client_cpu_s: float = 0.0  # HTTP load generator, per request
+    client_native_cpu_s: float = 0.0  # driver's C++ threads, per request
+    proxy_native_cpu_s: float = 0.0  # proxy's C++ threads, per request
+    replica_native_cpu_s: float = 0.0  # replica's C++ threads, per request
+    ray_background_cores: float = 0.0  # Ray's own processes, always (cores)
+    ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        for name in PER_REQUEST_COSTS + ("replica_startup_s",):
+        for name in PER_REQUEST_COSTS + ("hop_cv", "ray_background_cores", "replica_startup_s"):
             _number(name, getattr(self, name), low=0)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
 

@@ -34,7 +34,7 @@ class Controller:
         self.env = sim.env
         self.d = deployment
         self.placer = placer
-        self.replica_cpu_s = overheads.cpu("replica_cpu_s")
+        self.overheads = overheads
         self.startup_s = overheads.replica_startup_s + deployment.init_s
         self.replicas: list[Replica] = []  # every replica ever created, by index
         self.target = 0
@@ -89,7 +89,7 @@ class Controller:
                 self._stop(self.replicas[index])
 
     def _new_replica(self) -> Replica:
-        r = Replica(self.sim, len(self.replicas), self.d, self.replica_cpu_s)
+        r = Replica(self.sim, len(self.replicas), self.d, self.overheads)
         self.replicas.append(r)
         return r
 

@@ -60,6 +60,15 @@ class Process:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""
         self.node.add(Runner(threads, self.name), work_s, callback, arg)
 
+    def burn(self, work_s: float) -> None:
+        """GIL-free work on a thread of its own that nothing waits for (C++ threads)."""
+        if work_s > 0.0:
+            self.node.add(Runner(1, self.name), work_s, _nothing, None)
+
+
+def _nothing(_) -> None:
+    pass
+
 
 class Node:
     """One machine: ``physical_cores`` cores, time-shared among its runnable threads."""
@@ -80,6 +89,19 @@ class Node:
 
     def process(self, name: str) -> Process:
         return Process(self, name)
+
+    def occupy(self, cores: float) -> None:
+        """A constant load of ``cores`` runnable threads for ever (Ray's own daemons)."""
+        if cores <= 0.0:
+            return
+        self._advance()
+        runner = Runner(cores, "background")
+        self._seq += 1
+        runner.jobs.append((float("inf"), self._seq, _nothing, None))
+        runner.busy_since = self.env.now
+        self.active.append(runner)
+        self.threads += cores
+        self._reschedule()
 
     # -- processor sharing ------------------------------------------------------
     def _speed(self) -> float:
@@ -121,6 +143,8 @@ class Node:
         soonest = min(
             (r.jobs[0][0] - r.vclock) * len(r.jobs) / (r.threads * s) for r in self.active
         )
+        if soonest == float("inf"):
+            return  # only never-ending background load
         ev = self.env.timeout(max(soonest, 0.0), self._generation)
         ev.callbacks.append(self._on_timer)
 

@@ -40,7 +40,7 @@ STOPPED = "STOPPED"
 
 
 class Replica:
-    def __init__(self, sim, index: int, deployment, replica_cpu_s: float):
+    def __init__(self, sim, index: int, deployment, overheads):
         self.sim = sim
         self.env = sim.env
         self.index = index
@@ -53,7 +53,9 @@ class Replica:
         self.is_async = deployment.handler == "async"
         self.omp_num_threads = deployment.omp_num_threads
         self.kinds = tuple(s.kind for s in deployment.work.segments)
-        self.replica_cpu_s = replica_cpu_s
+        self.replica_cpu_s = overheads.cpu("replica_cpu_s")
+        self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
+        self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -83,8 +85,9 @@ class Replica:
             self.busy_s += dt
         self._last = now
 
-    def try_admit(self, req) -> bool:
-        """Admit ``req`` if running with a slot free (Ray: ``not semaphore.locked()``)."""
+    def admit(self, req) -> bool:
+        """Take a slot for ``req`` if running with one free (Ray: ``not semaphore.locked()``);
+        ``begin`` then runs it, once the acceptance is on its way."""
         if self.state != RUNNING or self.ongoing >= self.max_ongoing_requests:
             self.rejected += 1
             return False
@@ -93,13 +96,23 @@ class Replica:
         req.replica = self.index
         req.dispatch_s = self.env.now
         req.segment = 0
+        return True
+
+    def begin(self, req) -> None:
+        self.process.burn(self.replica_native_cpu_s)
         if self.replica_cpu_s > 0.0:
             self.process.run_gil(self.replica_cpu_s, self._start, req)
         else:
             self._start(req)
-        return True
 
     # -- the handler --------------------------------------------------------------
+    def answer_probe(self, callback, arg) -> None:
+        """``get_num_ongoing_requests``: the main loop's CPU, then ``callback(arg)``."""
+        if self.probe_cpu_s > 0.0 and self.process is not None:
+            self.process.run_gil(self.probe_cpu_s, callback, arg)
+        else:
+            callback(arg)
+
     def _start(self, req) -> None:
         req.start_s = self.env.now
         self._next_segment(req)

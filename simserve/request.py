@@ -28,6 +28,7 @@ class Request:
         "fulfilled",
         "task",
         "attempts",
+        "accepted_at_router_s",
     )
 
     def __init__(self, rid: int, client: int, created_s: float, demand: list):
@@ -45,3 +46,4 @@ class Request:
         self.fulfilled = False  # the router has picked a replica for it
         self.task = None  # the routing task that owns it
         self.attempts = 0  # times sent to a replica (rejections + 1)
+        self.accepted_at_router_s = 0.0  # when the replica's answer reaches the router

@@ -28,6 +28,10 @@ so the difference between the two is what polling and probing cost.
 Left out: locality (same node, same AZ) and multiplexed-model preferences, probe
 deadlines and failures (probes always answer within their 0.1 s deadline here), and
 request timeouts and client disconnects.
+
+Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
+work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, and
+every message a hop.
 """
 
 from __future__ import annotations
@@ -46,6 +50,17 @@ class _Task:
         self.alive = True
 
 
+class _Probe:
+    """Queue-length probes sent together for one selection; answers as they come back."""
+
+    __slots__ = ("task", "replicas", "answers")
+
+    def __init__(self, task, replicas: list):
+        self.task = task
+        self.replicas = replicas
+        self.answers: list = []
+
+
 def _insert_sorted(queue: deque, req) -> None:
     """Reinsert a retried request at its ``created_s`` position (Ray's retry path)."""
     if not queue or req.created_s >= queue[-1].created_s:
@@ -58,15 +73,16 @@ def _insert_sorted(queue: deque, req) -> None:
 class RayRouter:
     """Power of two choices (or round robin) with cache, probes and back-off polling."""
 
-    def __init__(self, sim, config, process, rng: random.Random, hop_s: float, router_cpu_s: float, max_queued_requests: int):
+    def __init__(self, sim, config, process, rng: random.Random, overheads, max_queued_requests: int):
         self.sim = sim
         self.env = sim.env
         self.cfg = config
         self.round_robin = config.policy == "round_robin"
         self.process = process  # where the router's CPU is spent (driver or proxy)
         self.rng = rng
-        self.hop_s = hop_s
-        self.router_cpu_s = router_cpu_s
+        self.hop_s = overheads.hop_s
+        self.router_cpu_s = overheads.cpu("router_cpu_s")
+        self.probe_cpu_s = overheads.cpu("probe_cpu_s")
         self.max_queued_requests = max_queued_requests
         self.replicas: list = []
         self.to_route: deque = deque()
@@ -249,21 +265,39 @@ class RayRouter:
 
     # -- probes -------------------------------------------------------------------------------
     def _probe(self, replicas: list, task: _Task | None) -> None:
-        """``get_num_ongoing_requests`` RPCs: read at the replica, answered one hop later."""
+        """``get_num_ongoing_requests`` RPCs to ``replicas``, awaited together: each costs
+        the router ``probe_cpu_s`` to send, a hop, the replica's CPU to answer, a hop back."""
         self.probes += len(replicas)
-        if self.hop_s == 0.0:
-            self._probed(task, [(r, r.ongoing) for r in replicas])
-            return
-        ev = self.env.timeout(self.hop_s, (task, replicas))
-        ev.callbacks.append(self._probe_arrives)
+        probe = _Probe(task, replicas)
+        cost = self.probe_cpu_s * len(replicas)
+        if cost > 0.0:
+            self.process.run_gil(cost, self._send_probes, probe)
+        else:
+            self._send_probes(probe)
 
-    def _probe_arrives(self, ev) -> None:
-        task, replicas = ev._value
-        back = self.env.timeout(self.hop_s, (task, [(r, r.ongoing) for r in replicas]))
-        back.callbacks.append(self._probe_answered)
+    def _send_probes(self, probe: "_Probe") -> None:
+        for r in probe.replicas:
+            if self.hop_s > 0.0:
+                self.sim._after(self.sim.hop(), self._probe_arrives, (probe, r))
+            else:
+                self._probe_arrives((probe, r))
 
-    def _probe_answered(self, ev) -> None:
-        self._probed(*ev._value)
+    def _probe_arrives(self, pair) -> None:
+        pair[1].answer_probe(self._probe_read, pair)
+
+    def _probe_read(self, pair) -> None:
+        probe, r = pair
+        answer = (probe, r, r.ongoing)
+        if self.hop_s > 0.0:
+            self.sim._after(self.sim.hop(), self._probe_back, answer)
+        else:
+            self._probe_back(answer)
+
+    def _probe_back(self, answer) -> None:
+        probe, r, qlen = answer
+        probe.answers.append((r, qlen))
+        if len(probe.answers) == len(probe.replicas):
+            self._probed(probe.task, probe.answers)
 
     def _probed(self, task: _Task | None, answers: list) -> None:
         if task is not None and not task.alive:

@@ -132,7 +132,8 @@ def parser(prog: str = "python -m simserve.run", description: str = "Simulate on
     g = p.add_argument_group("platform costs (what Ray itself costs per request)")
     g.add_argument("--calibration", metavar="FILE", help="costs measured by python -m validate.calibrate")
     for name in calibration.COST_FIELDS:
-        g.add_argument("--" + name.replace("_", "-"), type=float, help=f"seconds (default {getattr(Overheads, name)})")
+        unit = "seconds" if name.endswith("_s") else ("cores" if name.endswith("cores") else "ratio")
+        g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{unit} (default {getattr(Overheads, name)})")
     g.add_argument("--cpu-speed", type=float, default=1.0, help="this host's speed relative to the calibration's")
     g.add_argument("--no-overheads", action="store_true", help="all platform costs zero: the pure queueing model")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

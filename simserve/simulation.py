@@ -30,6 +30,7 @@ from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S, Autoscaler
 from simserve.bottleneck import diagnose
 from simserve.config import SimConfig
 from simserve.cpu import Node
+from simserve.distributions import Distribution
 from simserve.metrics import Recorder
 from simserve.controller import Controller
 from simserve.placement import Placer
@@ -72,10 +73,11 @@ class SimResult:
 
 def streams(seed: int) -> dict:
     """Independent random streams, one per concern, from one seed."""
-    arrivals, service, routing = np.random.SeedSequence(seed).spawn(3)
+    arrivals, service, routing, platform = np.random.SeedSequence(seed).spawn(4)
     return {
         "arrivals": np.random.default_rng(arrivals),
         "service": np.random.default_rng(service),
+        "platform": np.random.default_rng(platform),  # hop latency jitter
         # The router draws one or two small integers per attempt: Python's Mersenne
         # Twister does that ten times faster than a NumPy call, and is as portable.
         "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
@@ -94,20 +96,24 @@ class Simulation:
         head = self.nodes[0]
         self.http = oh.ingress == "http"
         self.hop_s = oh.hop_s
+        self.hop = Distribution("lognormal", oh.hop_s, oh.hop_cv).sampler(rngs["platform"])
         self.http_hop_s = oh.http_hop_s if self.http else 0.0
-        self.client_cpu_s = oh.cpu("client_cpu_s")
+        self.client_cpu_s = oh.cpu("http_client_cpu_s" if self.http else "client_cpu_s")
         self.proxy_cpu_s = oh.cpu("proxy_cpu_s") if self.http else 0.0
+        # C++ threads: the driver's (handle ingress) or the proxy's (HTTP), and Ray's daemons.
+        self.caller_native_cpu_s = oh.cpu("proxy_native_cpu_s" if self.http else "client_native_cpu_s")
+        self.ray_cpu_per_request_s = oh.cpu("ray_background_cpu_per_request_s")
         self.client_process = head.process("http-client" if self.http else "driver")
         router_process = head.process("proxy") if self.http else self.client_process
         self.proxy_process = router_process
+        self.ray_process = head.process("ray")  # raylet, GCS, Serve controller, agents
+        head.occupy(oh.ray_background_cores / oh.cpu_speed)
 
         self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement))
         if config.router.policy == "ideal":
             self.router = IdealRouter(self, d.max_queued_requests)
         else:
-            self.router = RayRouter(
-                self, config.router, router_process, rngs["routing"], self.hop_s, oh.cpu("router_cpu_s"), d.max_queued_requests
-            )
+            self.router = RayRouter(self, config.router, router_process, rngs["routing"], oh, d.max_queued_requests)
         self.controller.routers.append(self.router)
         self.controller.start(d.initial_replicas)
         self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
@@ -131,6 +137,8 @@ class Simulation:
         req = Request(self._next_id, client, self.env.now, [s() for s in self._samplers])
         self._next_id += 1
         self.in_flight[req.id] = req
+        self.proxy_process.burn(self.caller_native_cpu_s)
+        self.ray_process.burn(self.ray_cpu_per_request_s)
         if self.client_cpu_s > 0.0:
             self.client_process.run_gil(self.client_cpu_s, self._to_ingress, req)
         else:
@@ -161,22 +169,26 @@ class Simulation:
         """The router's actor call; the replica answers accepted or rejected."""
         req.attempts += 1
         if self.hop_s > 0.0:
-            self._after(self.hop_s, self._arrive, (req, replica))
+            self._after(self.hop(), self._arrive, (req, replica))
         else:
             self._arrive((req, replica))
 
     def _arrive(self, pair) -> None:
         req, replica = pair
-        accepted = replica.try_admit(req)
+        accepted = replica.admit(req)
         qlen = replica.ongoing
-        if accepted:
-            answer = self._accepted
-        else:
-            answer = self.router.on_rejected
+        answer = self._accepted if accepted else self.router.on_rejected
+        # The acceptance is the first item on the request's stream: the response can
+        # never reach the router before it.
         if self.hop_s > 0.0:
-            self._after(self.hop_s, self._answer, (answer, req, replica, qlen))
+            delay = self.hop()
+            req.accepted_at_router_s = self.env.now + delay
+            self._after(delay, self._answer, (answer, req, replica, qlen))
         else:
+            req.accepted_at_router_s = self.env.now
             answer(req, replica, qlen)
+        if accepted:
+            replica.begin(req)
 
     def _accepted(self, req, replica, qlen: int) -> None:
         self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
@@ -190,7 +202,8 @@ class Simulation:
     def on_replica_done(self, replica, req) -> None:
         self.router.on_slot_freed(replica)
         if self.hop_s > 0.0:
-            self._after(self.hop_s, self._at_router, (req, replica))
+            delay = max(self.hop(), req.accepted_at_router_s - self.env.now)
+            self._after(delay, self._at_router, (req, replica))
         else:
             self._at_router((req, replica))
 
