@@ -10,36 +10,56 @@ GIL-releasing (``native``) work runs on its own threads.
 
 Both cases are one shape, a ``Runner``: ``threads`` runnable threads shared equally
 by its ``jobs``. A process's GIL is a runner of one thread; each native job is a runner
-of ``OMP_NUM_THREADS`` threads. Each runner keeps a virtual clock (work received per
-job), so a change of occupancy costs O(runners on the node), never O(jobs).
+of ``OMP_NUM_THREADS`` threads.
+
+Bookkeeping is O(log runners) per change, never O(jobs) or O(runners): the node keeps
+``service``, the work one thread has received since the start (it grows at the
+per-thread speed), and every runner's next finish expressed on that scale, in a heap.
+A runner's jobs advance at ``threads / len(jobs)`` times the node's service, so its
+finish points only move when its own job count changes; a change of the node's speed
+changes when they are reached in time, not where they are.
 
 Left out: the 5 ms switch interval's granularity and convoy effects, hyper-threads,
-NUMA, cache effects, and CPU used by Ray processes we do not model (GCS, raylet).
+NUMA and cache effects.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 
 import simpy
 
-# Work (in seconds of one idle core) below which a job counts as finished; absorbs the
-# rounding of virtual clocks.
+_INF = float("inf")
+# Relative tolerance when comparing finish points: absorbs rounding of the clocks.
 _EPS = 1e-12
 
 
 class Runner:
-    """``threads`` runnable threads shared equally by ``jobs`` (a heap of finish tags)."""
+    """``threads`` runnable threads shared equally by ``jobs`` (a heap of finish tags).
 
-    __slots__ = ("threads", "vclock", "jobs", "busy_s", "busy_since", "name")
+    A job's tag is in the runner's own work clock ``v``, which at node service S is
+    ``v0 + (S - s0) * threads / len(jobs)``; (v0, s0) are reset whenever the number of
+    jobs changes."""
+
+    __slots__ = ("threads", "v0", "s0", "jobs", "version", "busy_s", "busy_since", "name")
 
     def __init__(self, threads: float, name: str = ""):
         self.threads = threads
-        self.vclock = 0.0
+        self.v0 = 0.0
+        self.s0 = 0.0
         self.jobs: list = []  # heap of (finish tag, seq, callback, arg)
+        self.version = 0  # invalidates this runner's older entries in the node's heap
         self.busy_s = 0.0
         self.busy_since = 0.0
         self.name = name
+
+    def clock(self, service: float) -> float:
+        return self.v0 + (service - self.s0) * self.threads / len(self.jobs)
+
+    def next_finish(self) -> float:
+        """Node service at which this runner's first job completes."""
+        return self.s0 + (self.jobs[0][0] - self.v0) * len(self.jobs) / self.threads
 
 
 class Process:
@@ -79,12 +99,14 @@ class Node:
         self.num_cpus = num_cpus  # logical CPUs Ray may reserve
         self.physical_cores = physical_cores
         self.reserved_cpus = 0.0
-        self.active: list[Runner] = []
         self.threads = 0.0  # runnable threads now
+        self.active = 0  # runners with work
+        self.service = 0.0  # work one thread has received since the start
         self.core_busy_s = 0.0  # integral of min(threads, cores) dt
-        self.max_core_share = 0.0  # largest fraction of the cores ever in use (<= 1)
         self._last = 0.0
+        self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
+        self._timer_at = _INF  # when the pending timer fires
         self._generation = 0
 
     def process(self, name: str) -> Process:
@@ -92,16 +114,8 @@ class Node:
 
     def occupy(self, cores: float) -> None:
         """A constant load of ``cores`` runnable threads for ever (Ray's own daemons)."""
-        if cores <= 0.0:
-            return
-        self._advance()
-        runner = Runner(cores, "background")
-        self._seq += 1
-        runner.jobs.append((float("inf"), self._seq, _nothing, None))
-        runner.busy_since = self.env.now
-        self.active.append(runner)
-        self.threads += cores
-        self._reschedule()
+        if cores > 0.0:
+            self.add(Runner(cores, "background"), _INF, _nothing, None)
 
     # -- processor sharing ------------------------------------------------------
     def _speed(self) -> float:
@@ -113,64 +127,92 @@ class Node:
         now = self.env.now
         dt = now - self._last
         if dt > 0.0 and self.active:
-            s = self._speed()
-            for r in self.active:
-                r.vclock += dt * r.threads * s / len(r.jobs)
+            self.service += dt * self._speed()
             self.core_busy_s += dt * min(self.threads, self.physical_cores)
         self._last = now
+
+    def _push(self, runner: Runner) -> float:
+        runner.version += 1
+        at = runner.next_finish()
+        self._seq += 1
+        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
+        return at
 
     def add(self, runner: Runner, work_s: float, callback, arg) -> None:
         if work_s <= 0.0:
             callback(arg)
             return
         self._advance()
-        if not runner.jobs:
-            self.active.append(runner)
-            self.threads += runner.threads
+        s = self.service
+        jobs = runner.jobs
+        if jobs:
+            runner.v0 = runner.clock(s)
+        else:
+            runner.v0 = 0.0
             runner.busy_since = self.env.now
+            self.threads += runner.threads
+            self.active += 1
+        runner.s0 = s
         self._seq += 1
-        heapq.heappush(runner.jobs, (runner.vclock + work_s, self._seq, callback, arg))
-        self._reschedule()
+        heapq.heappush(jobs, (runner.v0 + work_s, self._seq, callback, arg))
+        at = self._push(runner)
+        # Adding work only slows others down, so a pending timer is early, never late:
+        # it will find nothing due and look again. Only this runner's own finish can
+        # come before it.
+        when = self.env.now + (at - s) / self._speed()
+        if when < self._timer_at:
+            self._schedule(when)
 
-    def _reschedule(self) -> None:
+    def _schedule(self, when: float) -> None:
         self._generation += 1
-        if not self.active:
-            return
-        share = min(self.threads, self.physical_cores) / self.physical_cores
-        if share > self.max_core_share:
-            self.max_core_share = share
-        s = self._speed()
-        soonest = min(
-            (r.jobs[0][0] - r.vclock) * len(r.jobs) / (r.threads * s) for r in self.active
-        )
-        if soonest == float("inf"):
-            return  # only never-ending background load
-        ev = self.env.timeout(max(soonest, 0.0), self._generation)
+        self._timer_at = when
+        ev = self.env.timeout(max(when - self.env.now, 0.0), self._generation)
         ev.callbacks.append(self._on_timer)
 
     def _on_timer(self, ev) -> None:
         if ev._value != self._generation:
-            return  # superseded by a later change of occupancy
+            return  # superseded by an earlier timer
+        self._timer_at = _INF
         self._advance()
+        s = self.service
+        # Due: within rounding of the service clock, or closer than the clock of
+        # simulated time can resolve (else a residue of 1e-13 s would never be reached).
+        limit = s + _EPS * (1.0 + s) + 4.0 * self._speed() * math.ulp(self.env.now)
+        heap = self._heap
         finished = []
-        still_active = []
-        for r in self.active:
-            jobs = r.jobs
-            limit = r.vclock + _EPS * (1.0 + abs(r.vclock))
-            while jobs and jobs[0][0] <= limit:
+        while heap and heap[0][0] <= limit:
+            _, version, _, runner = heapq.heappop(heap)
+            if version != runner.version:
+                continue  # a stale entry: the runner's job count changed since
+            v = runner.clock(s)
+            jobs = runner.jobs
+            # The heap said this runner's first job is due; others may finish with it.
+            _, _, cb, arg = heapq.heappop(jobs)
+            finished.append((cb, arg))
+            done_by = v + _EPS * (1.0 + abs(v))
+            while jobs and jobs[0][0] <= done_by:
                 _, _, cb, arg = heapq.heappop(jobs)
                 finished.append((cb, arg))
+            runner.v0, runner.s0 = v, s
             if jobs:
-                still_active.append(r)
+                self._push(runner)
             else:
-                self.threads -= r.threads
-                r.busy_s += self.env.now - r.busy_since
-        self.active = still_active
-        if not still_active:
+                runner.version += 1
+                runner.busy_s += self.env.now - runner.busy_since
+                self.threads -= runner.threads
+                self.active -= 1
+        if not self.active:
             self.threads = 0.0  # absorb float drift
         self._reschedule()
         for cb, arg in finished:
             cb(arg)
+
+    def _reschedule(self) -> None:
+        heap = self._heap
+        while heap and heap[0][1] != heap[0][3].version:
+            heapq.heappop(heap)
+        if heap and heap[0][0] < _INF:
+            self._schedule(self.env.now + (heap[0][0] - self.service) / self._speed())
 
     def busy_s(self, runner: Runner) -> float:
         """Time ``runner`` has had work, up to now."""

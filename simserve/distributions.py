@@ -19,7 +19,7 @@ import numpy as np
 
 KINDS = ("deterministic", "exponential", "lognormal", "gamma", "empirical")
 
-_BLOCK = 4096
+BLOCK = 4096
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,23 @@ class Distribution:
 
         def next_value() -> float:
             if not block:
-                block.extend(self.draw(rng, _BLOCK)[::-1].tolist())
+                block.extend(self.draw(rng, BLOCK)[::-1].tolist())
             return block.pop()
 
         return next_value
+
+
+def draw_in_blocks(dists, rng: np.random.Generator, blocks: int) -> list[np.ndarray]:
+    """What one ``sampler(rng)`` per distribution returns over ``blocks * 4096`` calls
+    each, the samplers called in turn (as the simulation calls a request's segments)."""
+    out = []
+    drawn: list[list] = [[] for _ in dists]
+    for _ in range(blocks):
+        for j, d in enumerate(dists):
+            if d.kind != "deterministic" and d.mean_s != 0.0:
+                drawn[j].append(d.draw(rng, BLOCK))
+    for d, parts in zip(dists, drawn):
+        out.append(np.concatenate(parts) if parts else np.full(blocks * BLOCK, float(d.mean_s)))
+    return out
+
+

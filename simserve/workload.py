@@ -146,15 +146,19 @@ class PoissonArrivals(Source):
     their two-state Markov chain here, switching at exponential times.
     """
 
+    def start_draws(self) -> None:
+        """Set up the gaps between candidate arrivals (``gap()``), at the peak rate."""
+        shape = self.w.shape
+        self._peak = self.w.rps if shape is None else shape.peak
+        self.gap_distribution = Distribution("exponential", 1.0 / self._peak)
+        self.gap = self.gap_distribution.sampler(self.rng) if self._peak > 0 else None
+
     def start(self) -> None:
-        w = self.w
-        shape = w.shape
-        self._peak = w.rps if shape is None else shape.peak
-        self._gap = Distribution("exponential", 1.0 / self._peak).sampler(self.rng) if self._peak > 0 else None
+        self.start_draws()
         self._burst_high = False
-        if shape is not None and shape.kind == "bursts":
+        if self.w.shape is not None and self.w.shape.kind == "bursts":
             self._switch()
-        if self._gap is not None:
+        if self.gap is not None:
             self._schedule()
 
     def _rate(self) -> float:
@@ -173,7 +177,7 @@ class PoissonArrivals(Source):
         self.sim.at(self.env.now + float(self.rng.exponential(mean)), self._switch, True)
 
     def _schedule(self) -> None:
-        ev = self.env.timeout(self._gap())
+        ev = self.env.timeout(self.gap())
         ev.callbacks.append(self._arrive)
 
     def _arrive(self, ev) -> None:
