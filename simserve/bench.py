@@ -7,8 +7,8 @@ and each scenario's peak resident memory. Every scenario runs in a fresh child p
 scenario's own peak. All timing is single-process, single-threaded Python: one core,
 whatever the machine has. On a shared machine, compare medians, not single runs.
 
-Scenarios (all with ``Overheads()`` -- in config.py every cost defaults to zero, which
-is what ``--no-overheads`` means):
+Scenarios (S1 to S3 with ``Overheads()``, every cost zero, which is what
+``--no-overheads`` means):
 
 * S1  M/M/4 at 80 % load: Poisson 32 rps, exponential ``io`` service 100 ms, 4
   replicas, max_ongoing_requests=1, router ``ideal``. Timed side by side (interleaved
@@ -19,18 +19,20 @@ is what ``--no-overheads`` means):
   exactly what the ``ideal`` router models (oldest waiting request to the first free
   slot). Four capacity-1 Resources with join-the-shortest-queue would be a different
   queue (not M/M/4), so it is not used. Ratios simserve/ciw and simserve/simpy > 1
-  mean simserve is faster.
+  mean simserve is faster. This configuration is a plain FCFS queue, so ``simulate``
+  takes its FCFS fast path (``simserve/fcfs.py``); the event-driven engine's rate on
+  the same runs is reported beside it.
 * S2  the full model: 8 replicas, pow2, max_ongoing_requests=5, sync handlers doing
   lognormal ``gil`` work (mean 50 ms, cv 1) on 4 physical cores (cluster num_cpus 8),
   Poisson 64 rps (80 % of 4 cores / 50 ms). Reports the projected wall time for one
   million simulated requests.
 * S3  scale: 512 replicas (cluster num_cpus 512, 512 cores), 2560 closed-loop clients,
   exponential ``io`` 10 ms, max_ongoing 5, pow2, 2 simulated seconds (10 with
-  ``--full``). Reports cost per request relative to S1 (ratio of microseconds per
-  request).
+  ``--full``). Reports cost per request relative to S1 in the event-driven engine
+  (ratio of microseconds per request).
 * S4  the seed example: 4 replicas of num_cpus 2 (default 8-CPU, 8-core cluster), 10
   concurrent clients, deterministic ``gil`` 100 ms, async handler, pow2 (default),
-  ``Overheads()``.
+  with the platform costs of the committed calibration file.
 * MEM S1 with keep_requests=False for 2e5 and 2e6 requests (2e4 and 2e5 with
   ``--quick``): the ratio of peak RSS, and of peak RSS above the post-import baseline
   (flat memory: both ~1.0).
@@ -184,12 +186,14 @@ def s4_config(duration_s, seed=1):
 
 
 # -- the three engines on S1 -------------------------------------------------------------------------
-def time_simserve(cfg) -> tuple[int, float]:
-    """(completed, wall seconds) of one ``simulate`` call, construction and summary included."""
+def time_simserve(cfg, events: bool = False) -> tuple[int, float]:
+    """(completed, wall seconds) of one ``simulate`` call, construction and summary
+    included; ``events`` forces the event-driven engine where the FCFS path would run."""
     from simserve import simulate
+    from simserve.simulation import Simulation
 
     t0 = time.perf_counter()
-    res = simulate(cfg)
+    res = Simulation(cfg).run() if events else simulate(cfg)
     wall = time.perf_counter() - t0
     return int(res.summary["completed"]), wall
 
@@ -263,11 +267,12 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
         return out
     if name == "S1":
         horizon = S1_HORIZON_S[q]
-        ss, cw, sp = [], [], []
+        ss, ev, cw, sp = [], [], [], []
         peak = None
-        for i in range(repeats):  # interleaved, so machine noise hits all three alike
+        for i in range(repeats):  # interleaved, so machine noise hits all alike
             seed = i + 1
             ss.append(time_simserve(s1_config(duration_s=horizon, seed=seed)))
+            ev.append(time_simserve(s1_config(duration_s=horizon, seed=seed), events=True))
             if peak is None:
                 peak = _rss_mb()  # simserve's own peak, before Ciw is even imported
             if simserve_only:
@@ -279,11 +284,13 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
         out.update(
             sim_horizon_s=horizon,
             simserve_rps=_median_rps(ss),
+            simserve_events_rps=_median_rps(ev),
             ciw_rps=_median_rps(cw) if cw else None,
             simpy_rps=_median_rps(sp) if sp else None,
             completed={"simserve": ss[0][0], "ciw": cw[0][0] if cw else None, "simpy": sp[0][0] if sp else None},
             runs_rps={
                 "simserve": [n / w for n, w in ss],
+                "simserve_events": [n / w for n, w in ev],
                 "ciw": [n / w for n, w in cw],
                 "simpy": [n / w for n, w in sp],
             },
@@ -355,17 +362,18 @@ def collect(args) -> dict:
             "runs_rps": r["runs_rps"],
         }
         if n == "S1":
+            row["simserve_events_rps"] = r["simserve_events_rps"]
             row["simserve_over_ciw"] = _ratio(r["simserve_rps"], r["ciw_rps"])
             row["simserve_over_simpy"] = _ratio(r["simserve_rps"], r["simpy_rps"])
             row["simpy_model"] = "one simpy.Resource(capacity=4), shared FIFO (= router ideal)"
         if n == "S2":
             row["projected_wall_s_per_1M_requests"] = 1e6 / r["simserve_rps"]
         scen[n] = row
-    if "S1" in scen and "S3" in scen and scen["S1"]["simserve_rps"] and scen["S3"]["simserve_rps"]:
-        # microseconds per request in S3 over microseconds per request in S1
-        scen["S3"]["cost_per_request_vs_S1"] = scen["S1"]["simserve_rps"] / scen["S3"]["simserve_rps"]
+    if "S1" in scen and "S3" in scen and scen["S1"]["simserve_events_rps"] and scen["S3"]["simserve_rps"]:
+        # microseconds per request in S3 over those of S1 in the same (event-driven) engine
+        scen["S3"]["cost_per_request_vs_S1"] = scen["S1"]["simserve_events_rps"] / scen["S3"]["simserve_rps"]
         scen["S3"]["us_per_request"] = 1e6 / scen["S3"]["simserve_rps"]
-        scen["S1"]["us_per_request"] = 1e6 / scen["S1"]["simserve_rps"]
+        scen["S1"]["us_per_request"] = 1e6 / scen["S1"]["simserve_events_rps"]
     report: dict = {"scenarios": scen}
     if not args.no_memory and (not args.scenario or args.scenario == "MEM"):
         small, large = MEM_REQUESTS[1 if args.quick else 0]
@@ -409,7 +417,9 @@ def table(report: dict) -> str:
         if "projected_wall_s_per_1M_requests" in r:
             notes.append(f"1M requests ~{r['projected_wall_s_per_1M_requests']:.0f} s wall")
         if "cost_per_request_vs_S1" in r:
-            notes.append(f"{r['us_per_request']:.1f} us/req = {r['cost_per_request_vs_S1']:.2f}x S1")
+            notes.append(f"{r['us_per_request']:.1f} us/req = {r['cost_per_request_vs_S1']:.2f}x S1's event engine")
+        if r.get("simserve_events_rps"):
+            notes.append(f"FCFS fast path; event engine {r['simserve_events_rps']:,.0f} req/s")
         rows.append((
             n,
             _fmt(r.get("simserve_rps")),

@@ -31,6 +31,7 @@ PER_REQUEST_COSTS = (
     "router_cpu_s",
     "probe_cpu_s",
     "replica_cpu_s",
+    "replica_post_cpu_s",
     "replica_probe_cpu_s",
     "proxy_cpu_s",
     "http_client_cpu_s",
@@ -238,7 +239,8 @@ class Overheads:
     client_cpu_s: float = 0.0  # driver (handle ingress): client loop + handle call + reply
     router_cpu_s: float = 0.0  # caller side, per routing attempt
     probe_cpu_s: float = 0.0  # caller side, per queue-length probe sent
-    replica_cpu_s: float = 0.0  # replica side, per request (admit, (de)serialise, reply)
+    replica_cpu_s: float = 0.0  # replica side, per request, before the handler (admit, deserialise)
+    replica_post_cpu_s: float = 0.0  # replica side, after the response left, still holding the slot
     replica_probe_cpu_s: float = 0.0  # replica side, per probe answered
     proxy_cpu_s: float = 0.0  # HTTP proxy, per request (uvicorn, ASGI, pickling)
     http_client_cpu_s: float = 0.0  # HTTP load generator, per request

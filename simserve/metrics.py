@@ -77,12 +77,13 @@ class LatencyHistogram:
 class Recorder:
     """Collects answered and rejected requests as they finish."""
 
-    COLUMNS = ("request_id", "client", "replica", "arrival_s", "dispatch_s", "start_s", "done_s", "end_s", "status")
+    COLUMNS = ("request_id", "client", "replica", "arrival_s", "dispatch_s", "start_s", "done_s", "released_s", "end_s", "status")
 
     def __init__(self, warmup_s: float, keep_requests: bool):
         self.warmup_s = warmup_s
         self.keep = keep_requests
-        self.cols: dict[str, list] = {c: [] for c in self.COLUMNS}
+        self.kept: list = []  # requests recorded one by one
+        self.cols: dict[str, list] = {c: [] for c in self.COLUMNS}  # and in batches
         self.completed_in_window = 0  # answers received at or after warmup_s
         self.completed = 0  # answered requests sent at or after warmup_s
         self.rejected = 0
@@ -95,18 +96,6 @@ class Recorder:
         self._tick_done = 0  # answers since the last timeline row
         self._tick_latencies_s: list[float] = []
 
-    def _append(self, req) -> None:
-        c = self.cols
-        c["request_id"].append(req.id)
-        c["client"].append(req.client)
-        c["replica"].append(req.replica)
-        c["arrival_s"].append(req.created_s)
-        c["dispatch_s"].append(req.dispatch_s)
-        c["start_s"].append(req.start_s)
-        c["done_s"].append(req.done_s)
-        c["end_s"].append(req.end_s)
-        c["status"].append(req.status)
-
     def take_tick(self) -> tuple[int, list[float]]:
         """Answers and their latencies since the previous call."""
         out = (self._tick_done, self._tick_latencies_s)
@@ -115,7 +104,8 @@ class Recorder:
 
     def record(self, req) -> None:
         if self.keep:
-            self._append(req)
+            # The object, not its fields now: the replica may still free the slot later.
+            self.kept.append(req)
         if req.status == OK:
             self._tick_done += 1
             self._tick_latencies_s.append(req.end_s - req.created_s)
@@ -153,6 +143,7 @@ class Recorder:
             c["dispatch_s"].extend(dispatch_s.tolist())
             c["start_s"].extend(dispatch_s.tolist())
             c["done_s"].extend(done_s.tolist())
+            c["released_s"].extend(done_s.tolist())
             c["end_s"].extend(done_s.tolist())
             c["status"].extend([OK] * n)
         self.completed_in_window += int((done_s >= self.warmup_s).sum())
@@ -187,9 +178,19 @@ class Recorder:
 
     def requests_frame(self, in_flight) -> pd.DataFrame:
         """The request table: recorded requests, then those still in flight."""
-        for req in in_flight:
-            self._append(req)
-        df = pd.DataFrame(self.cols)
+        cols = {c: list(v) for c, v in self.cols.items()}
+        for req in [*self.kept, *in_flight]:
+            cols["request_id"].append(req.id)
+            cols["client"].append(req.client)
+            cols["replica"].append(req.replica)
+            cols["arrival_s"].append(req.created_s)
+            cols["dispatch_s"].append(req.dispatch_s)
+            cols["start_s"].append(req.start_s)
+            cols["done_s"].append(req.done_s)
+            cols["released_s"].append(req.released_s)
+            cols["end_s"].append(req.end_s)
+            cols["status"].append(req.status)
+        df = pd.DataFrame(cols)
         df["queue_wait_s"] = df["dispatch_s"] - df["arrival_s"]
         df["latency_s"] = df["end_s"] - df["arrival_s"]
         return df.sort_values("request_id", kind="stable").reset_index(drop=True)

@@ -54,6 +54,7 @@ class Replica:
         self.omp_num_threads = deployment.omp_num_threads
         self.kinds = tuple(s.kind for s in deployment.work.segments)
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
+        self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
         self.ongoing = 0
@@ -158,13 +159,23 @@ class Replica:
         self._next_segment(req)
 
     def _finish(self, req) -> None:
+        """The handler is done and the response leaves; Ray's bookkeeping after it
+        (``replica_post_cpu_s``) still holds the slot."""
         req.done_s = self.env.now
         if self.state == STOPPED:
             req.status = FAILED  # the controller force-stopped us mid-request
+        self.sim.on_response_sent(self, req)
+        if self.post_cpu_s > 0.0 and self.state != STOPPED:
+            self.process.run_gil(self.post_cpu_s, self._release, req)
+        else:
+            self._release(req)
+
+    def _release(self, req) -> None:
+        req.released_s = self.env.now
         self._account()
         self.ongoing -= 1
         self.completed += 1
-        self.sim.on_replica_done(self, req)
+        self.sim.on_slot_freed(self)
 
     # -- statistics ----------------------------------------------------------------
     def stats_now(self) -> dict:

@@ -20,6 +20,7 @@ class Request:
         "dispatch_s",
         "start_s",
         "done_s",
+        "released_s",
         "end_s",
         "replica",
         "status",
@@ -37,7 +38,8 @@ class Request:
         self.created_s = created_s  # sent by the client
         self.dispatch_s = float("nan")  # accepted by a replica
         self.start_s = float("nan")  # handler starts
-        self.done_s = float("nan")  # handler done, slot freed
+        self.done_s = float("nan")  # handler done, the response leaves
+        self.released_s = float("nan")  # the replica frees the slot
         self.end_s = float("nan")  # answer back at the client
         self.replica = -1
         self.status = IN_FLIGHT

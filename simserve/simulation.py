@@ -3,10 +3,15 @@
 The request path, with the costs ``Overheads`` names (all zero with ``--no-overheads``):
 
     client --client_cpu_s--> [http: --http_hop_s--> proxy --proxy_cpu_s-->]
-    router (FIFO; routing attempts cost router_cpu_s; probes cost 2 hop_s)
-    --hop_s--> replica admits or rejects (answer back after hop_s)
-    replica: replica_cpu_s, then the handler's segments
+    router (FIFO; each routing attempt costs router_cpu_s; each probe probe_cpu_s,
+            a hop each way and replica_probe_cpu_s at the replica)
+    --hop_s--> replica admits or rejects (the answer travels back one hop)
+    replica: replica_cpu_s, the handler's segments, the response leaves,
+             replica_post_cpu_s, then the slot is free
     --hop_s--> router (cache decrement) [--http_hop_s--> client]
+
+Beside the path, without holding it up: each process's C++ threads (``*_native_cpu_s``)
+and Ray's daemons (``ray_background_*``) burn cores.
 
 The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
 process on the first node; with HTTP ingress the router and proxy costs run in the
@@ -200,8 +205,10 @@ class Simulation:
         answer, req, replica, qlen = args
         answer(req, replica, qlen)
 
-    def on_replica_done(self, replica, req) -> None:
+    def on_slot_freed(self, replica) -> None:
         self.router.on_slot_freed(replica)
+
+    def on_response_sent(self, replica, req) -> None:
         if self.hop_s > 0.0:
             delay = max(self.hop(), req.accepted_at_router_s - self.env.now)
             self._after(delay, self._at_router, (req, replica))

@@ -41,6 +41,12 @@ overheads = st.one_of(
         client_cpu_s=st.sampled_from([0.0, 0.001]),
         router_cpu_s=st.sampled_from([0.0, 0.0003]),
         replica_cpu_s=st.sampled_from([0.0, 0.0005]),
+        replica_post_cpu_s=st.sampled_from([0.0, 0.0005]),
+        hop_cv=st.sampled_from([0.0, 0.5]),
+        probe_cpu_s=st.sampled_from([0.0, 0.0003]),
+        replica_probe_cpu_s=st.sampled_from([0.0, 0.0003]),
+        replica_native_cpu_s=st.sampled_from([0.0, 0.0003]),
+        ray_background_cores=st.sampled_from([0.0, 0.1]),
         proxy_cpu_s=st.sampled_from([0.0, 0.001]),
     ),
 )

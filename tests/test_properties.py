@@ -40,7 +40,7 @@ def test_invariants(cfg):
     # No replica ever holds more than max_ongoing_requests.
     served = req[req["replica"] >= 0]
     for _, g in served.groupby("replica"):
-        ends = g["done_s"].fillna(np.inf)
+        ends = g["released_s"].fillna(np.inf)
         assert _max_overlap(g["dispatch_s"], ends) <= d.max_ongoing_requests
 
     # Pending replicas serve nothing.
@@ -67,7 +67,7 @@ def test_invariants(cfg):
     if s["window_s"] > 0:
         for _, row in reps[reps["state"] == "RUNNING"].iterrows():
             g = served[served["replica"] == row["replica"]]
-            held = (np.minimum(g["done_s"].fillna(t1), t1) - np.maximum(g["dispatch_s"], t0)).clip(lower=0).sum()
+            held = (np.minimum(g["released_s"].fillna(t1), t1) - np.maximum(g["dispatch_s"], t0)).clip(lower=0).sum()
             assert row["mean_ongoing"] * s["window_s"] == np.float64(held) or abs(row["mean_ongoing"] * s["window_s"] - held) < 1e-6
 
     # Throughput stays under the slot bound and the physical-core bound.
