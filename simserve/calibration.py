@@ -5,17 +5,33 @@ request on the machine in front of you (hop latencies, the caller's, router's,
 replica's and proxy's CPU) and writes a JSON file whose keys are ``Overheads`` field
 names in seconds, plus ``host_ns_per_loop``, the speed of a fixed pure-Python loop
 when it was made. ``--calibration FILE`` loads such a file; ``--cpu-speed`` says how
-fast this run's host is relative to it.
+fast this run's host is relative to it. Without either flag the command line uses the
+file committed for the project's machine kind (``default_path``); the library's
+``Overheads()`` stays all zero, the pure queueing model.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import fields
+from importlib import resources
 
 from simserve.config import ConfigError, Overheads
 
 COST_FIELDS = tuple(f.name for f in fields(Overheads) if f.name not in ("ingress", "cpu_speed"))
+
+# The costs measured on the project's machine kind, used by the command line unless
+# --calibration or --no-overheads says otherwise. Regenerate: python -m validate.calibrate
+DEFAULT_FILE = "ray-2.60.0-project-machine.json"
+
+
+def default_path() -> str | None:
+    """The committed calibration file, if this installation has it."""
+    try:
+        path = resources.files("validate") / "calibration" / DEFAULT_FILE
+    except ModuleNotFoundError:
+        return None
+    return str(path) if path.is_file() else None
 
 
 def load(path: str) -> dict:

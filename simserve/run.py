@@ -130,7 +130,9 @@ def parser(prog: str = "python -m simserve.run", description: str = "Simulate on
     for name in ("queue_len_cache_timeout_s", "initial_backoff_s", "backoff_multiplier", "max_backoff_s"):
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"Ray's {name} (default {getattr(RouterConfig, name)})")
     g = p.add_argument_group("platform costs (what Ray itself costs per request)")
-    g.add_argument("--calibration", metavar="FILE", help="costs measured by python -m validate.calibrate")
+    g.add_argument(
+        "--calibration", metavar="FILE", help="costs measured by python -m validate.calibrate (default: the committed measurement)"
+    )
     for name in calibration.COST_FIELDS:
         unit = "seconds" if name.endswith("_s") else ("cores" if name.endswith("cores") else "ratio")
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{unit} (default {getattr(Overheads, name)})")
@@ -256,7 +258,8 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
         if getattr(args, k) is not None
     }
     router = RouterConfig(policy=args.router, **router_kw)
-    costs = {} if args.no_overheads else (calibration.load(args.calibration) if args.calibration else {})
+    cal_file = None if args.no_overheads else (args.calibration or calibration.default_path())
+    costs = calibration.load(cal_file) if cal_file else {}
     for name in calibration.COST_FIELDS:
         v = getattr(args, name)
         if v is not None:
@@ -401,6 +404,18 @@ def report(summary: dict) -> str:
         f"router       {r['policy']}: {_fmt(r['mean_queued'])} requests queued on average, "
         f"{_fmt(r['attempts_per_request'], 2)} routing attempts and {_fmt(r['probes_per_request'], 2)} probes per request"
     )
+    oh = cfg["overheads"]
+    handle = oh["ingress"] == "handle"
+    py_keys = ("client_cpu_s",) if handle else ("http_client_cpu_s", "proxy_cpu_s")
+    py = sum(oh[k] for k in (*py_keys, "replica_cpu_s", "replica_post_cpu_s"))
+    native = sum(oh[k] for k in ("client_native_cpu_s" if handle else "proxy_native_cpu_s", "replica_native_cpu_s"))
+    if py + native + oh["hop_s"] + oh["router_cpu_s"] == 0:
+        lines.append("costs        none: Ray's own machinery is free (--no-overheads or no calibration)")
+    else:
+        lines.append(
+            f"costs        Ray's machinery per request: {1e3 * py:.2f} ms Python CPU, {1e3 * native:.2f} ms C++ CPU, "
+            f"{1e3 * oh['hop_s']:.2f} ms per hop, {1e3 * oh['router_cpu_s']:.2f} ms per routing attempt (calibration)"
+        )
     lines.append(f"bottleneck   {summary['bottleneck']}")
     lines.append(f"simulated {_fmt(summary['sim_time_s'])} s in {_fmt(summary['wall_time_s'], 2)} s (seed {summary['seed']})")
     return "\n".join(lines)
