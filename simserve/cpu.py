@@ -93,11 +93,14 @@ def _nothing(_) -> None:
 class Node:
     """One machine: ``physical_cores`` cores, time-shared among its runnable threads."""
 
-    def __init__(self, env: simpy.Environment, index: int, num_cpus: float, physical_cores: float):
+    def __init__(
+        self, env: simpy.Environment, index: int, num_cpus: float, physical_cores: float, contended_core_speed: float = 1.0
+    ):
         self.env = env
         self.index = index
         self.num_cpus = num_cpus  # logical CPUs Ray may reserve
         self.physical_cores = physical_cores
+        self.contended_core_speed = contended_core_speed
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
@@ -119,16 +122,23 @@ class Node:
 
     # -- processor sharing ------------------------------------------------------
     def _speed(self) -> float:
-        """Per-thread speed: each runnable thread gets min(1, cores/threads)."""
+        """Per-thread speed: each runnable thread gets min(1, cores/threads) of a core, and
+        a core runs slower the more of its siblings are busy (shared caches, SMT, a
+        virtual machine's host): ``contended_core_speed`` with all busy, 1 with one."""
         k = self.threads
-        return 1.0 if k <= self.physical_cores else self.physical_cores / k
+        c = self.physical_cores
+        share = 1.0 if k <= c else c / k
+        if self.contended_core_speed == 1.0 or c <= 1.0 or k <= 1.0:
+            return share
+        busy = min(k, c)
+        return share * (1.0 - (1.0 - self.contended_core_speed) * (busy - 1.0) / (c - 1.0))
 
     def _advance(self) -> None:
         now = self.env.now
         dt = now - self._last
         if dt > 0.0 and self.active:
             self.service += dt * self._speed()
-            self.core_busy_s += dt * min(self.threads, self.physical_cores)
+            self.core_busy_s += dt * min(self.threads, self.physical_cores)  # occupied, at whatever speed
         self._last = now
 
     def _push(self, runner: Runner) -> float:
