@@ -74,7 +74,9 @@ def _rss_mb() -> float:
 
 
 # -- configurations ----------------------------------------------------------------------------
-def s1_config(*, duration_s=None, requests=None, seed=1):
+def _config(replicas, handler, work, dist, mean_s, *, max_ongoing=5, cores=8.0, router="pow2", overheads=None,
+            seed=1, **workload):
+    """One benchmark configuration (simserve imported here, after the memory baseline)."""
     from simserve import (
         ClusterConfig,
         DeploymentConfig,
@@ -88,101 +90,46 @@ def s1_config(*, duration_s=None, requests=None, seed=1):
 
     return SimConfig(
         deployment=DeploymentConfig(
-            num_replicas=4,
+            num_replicas=replicas,
             num_cpus=1.0,
-            max_ongoing_requests=1,
-            handler="async",
-            work=WorkModel.single("io", Distribution("exponential", 0.1, 1.0)),
+            max_ongoing_requests=max_ongoing,
+            handler=handler,
+            work=WorkModel.single(work, Distribution(dist, mean_s, 1.0)),
         ),
-        cluster=ClusterConfig(num_cpus=8.0, physical_cores=8.0),
-        router=RouterConfig(policy="ideal"),
-        overheads=Overheads(),
-        workload=WorkloadConfig(rps=32.0, duration_s=duration_s, requests=requests),
+        cluster=ClusterConfig(num_cpus=max(8.0, float(replicas)), physical_cores=cores),
+        router=RouterConfig(policy=router),
+        overheads=overheads or Overheads(),
+        workload=WorkloadConfig(**workload),
         seed=seed,
         keep_requests=False,
     )
+
+
+def s1_config(*, duration_s=None, requests=None, seed=1):
+    return _config(4, "async", "io", "exponential", 0.1, max_ongoing=1, router="ideal", seed=seed, rps=32.0,
+                   duration_s=duration_s, requests=requests)
 
 
 def s2_config(duration_s, seed=1):
-    from simserve import (
-        ClusterConfig,
-        DeploymentConfig,
-        Distribution,
-        Overheads,
-        RouterConfig,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
-
-    return SimConfig(
-        deployment=DeploymentConfig(
-            num_replicas=8,
-            num_cpus=1.0,
-            max_ongoing_requests=5,
-            handler="sync",
-            work=WorkModel.single("gil", Distribution("lognormal", 0.05, 1.0)),
-        ),
-        cluster=ClusterConfig(num_cpus=8.0, physical_cores=4.0),
-        router=RouterConfig(policy="pow2"),
-        overheads=Overheads(),
-        workload=WorkloadConfig(rps=64.0, duration_s=duration_s),
-        seed=seed,
-        keep_requests=False,
-    )
+    return _config(8, "sync", "gil", "lognormal", 0.05, cores=4.0, seed=seed, rps=64.0, duration_s=duration_s)
 
 
 def s3_config(duration_s, seed=1):
-    from simserve import (
-        ClusterConfig,
-        DeploymentConfig,
-        Distribution,
-        Overheads,
-        RouterConfig,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
-
-    return SimConfig(
-        deployment=DeploymentConfig(
-            num_replicas=512,
-            num_cpus=1.0,
-            max_ongoing_requests=5,
-            handler="async",
-            work=WorkModel.single("io", Distribution("exponential", 0.01, 1.0)),
-        ),
-        cluster=ClusterConfig(num_cpus=512.0, physical_cores=512.0),
-        router=RouterConfig(policy="pow2"),
-        overheads=Overheads(),
-        workload=WorkloadConfig(concurrent=2560, duration_s=duration_s),
-        seed=seed,
-        keep_requests=False,
-    )
+    return _config(512, "async", "io", "exponential", 0.01, cores=512.0, seed=seed, concurrent=2560,
+                   duration_s=duration_s)
 
 
 def s4_config(duration_s, seed=1):
-    from simserve import (
-        DeploymentConfig,
-        Distribution,
-        Overheads,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
+    """The seed example as the command line runs it: 4 replicas of num_cpus 2, 10 clients,
+    100 ms of GIL work, async handler, the committed calibration's platform costs."""
+    from dataclasses import replace
 
-    return SimConfig(
-        deployment=DeploymentConfig(
-            num_replicas=4,
-            num_cpus=2.0,
-            handler="async",
-            work=WorkModel.single("gil", Distribution("deterministic", 0.1, 0.0)),
-        ),
-        overheads=Overheads(),
-        workload=WorkloadConfig(concurrent=10, duration_s=duration_s),
-        seed=seed,
-        keep_requests=False,
-    )
+    from simserve import Overheads, calibration
+
+    path = calibration.default_path()
+    cfg = _config(4, "async", "gil", "deterministic", 0.1, seed=seed, concurrent=10, duration_s=duration_s,
+                  overheads=Overheads(**calibration.load(path)) if path else None)
+    return replace(cfg, deployment=replace(cfg.deployment, num_cpus=2.0))
 
 
 # -- the three engines on S1 -------------------------------------------------------------------------

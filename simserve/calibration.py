@@ -34,7 +34,17 @@ def default_path() -> str | None:
     return str(path) if path.is_file() else None
 
 
-def load(path: str) -> dict:
+def costs(doc: dict, ingress: str = "handle") -> dict:
+    """Overheads keyword arguments from a calibration document: its top-level costs, and
+    over HTTP the ``http`` section's values for what differs there (the replica's CPU per
+    request is higher for an HTTP request than for a handle call)."""
+    out = {k: doc[k] for k in COST_FIELDS if k in doc}
+    if ingress == "http":
+        out.update({k: v for k, v in (doc.get("http") or {}).items() if k in COST_FIELDS})
+    return out
+
+
+def load(path: str, ingress: str = "handle") -> dict:
     """Overheads keyword arguments from a calibration file (unknown keys ignored)."""
     try:
         with open(path) as f:
@@ -45,5 +55,4 @@ def load(path: str) -> dict:
         raise ConfigError("calibration", path, f"is not valid JSON (line {e.lineno})") from None
     if not isinstance(doc, dict):
         raise ConfigError("calibration", path, "is not a JSON object")
-    costs = doc.get("overheads", doc)
-    return {k: costs[k] for k in COST_FIELDS if k in costs}
+    return costs(doc, ingress)

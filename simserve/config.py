@@ -224,7 +224,8 @@ class Overheads:
     processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
     time plus ``ray_background_cpu_per_request_s`` per request, on the first node.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are
-    busy, relative to one busy core alone (a host property, measured, not a Ray cost).
+    busy, relative to one busy core alone (a host property, measured, not a Ray cost);
+    ``gil_switch_interval_s`` is CPython's, read from the interpreter.
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
     variation ``hop_cv``. ``cpu_speed`` scales every CPU cost: 0.5 means this host runs
     at half the speed the costs were measured at.
@@ -253,11 +254,12 @@ class Overheads:
     ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
+    gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        for name in PER_REQUEST_COSTS + ("hop_cv", "ray_background_cores", "replica_startup_s"):
+        for name in PER_REQUEST_COSTS + ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s"):
             _number(name, getattr(self, name), low=0)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)

@@ -19,8 +19,12 @@ A runner's jobs advance at ``threads / len(jobs)`` times the node's service, so 
 finish points only move when its own job count changes; a change of the node's speed
 changes when they are reached in time, not where they are.
 
-Left out: the 5 ms switch interval's granularity and convoy effects, hyper-threads,
-NUMA and cache effects.
+A thread that asks for a GIL another holds waits up to ``gil_switch_interval_s``
+(CPython's ``sys.getswitchinterval()``, 5 ms) before it joins the sharing; zero gives
+pure processor sharing.
+
+Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
+5 ms turns), hyper-threads, NUMA and cache effects.
 """
 
 from __future__ import annotations
@@ -73,8 +77,20 @@ class Process:
         self.gil = Runner(1, name)
 
     def run_gil(self, work_s: float, callback, arg) -> None:
-        """Run pure-Python work on this process's GIL; ``callback(arg)`` when done."""
-        self.node.add(self.gil, work_s, callback, arg)
+        """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
+
+        CPython makes a thread that finds the GIL held wait up to the switch interval
+        before it forces a hand-over; if the holder lets go sooner (its work ends), the
+        waiter goes in then. So a short job behind a long one waits, where pure
+        processor sharing would start it at once."""
+        node = self.node
+        wait = node.gil_switch_interval_s
+        if wait > 0.0 and self.gil.jobs and work_s > 0.0:
+            wait = min(wait, node.time_to_next_finish(self.gil))
+            ev = node.env.timeout(wait, (self, work_s, callback, arg))
+            ev.callbacks.append(_join_gil)
+            return
+        node.add(self.gil, work_s, callback, arg)
 
     def run_native(self, threads: int, work_s: float, callback, arg) -> None:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""
@@ -90,17 +106,29 @@ def _nothing(_) -> None:
     pass
 
 
+def _join_gil(ev) -> None:
+    process, work_s, callback, arg = ev._value
+    process.node.add(process.gil, work_s, callback, arg)
+
+
 class Node:
     """One machine: ``physical_cores`` cores, time-shared among its runnable threads."""
 
     def __init__(
-        self, env: simpy.Environment, index: int, num_cpus: float, physical_cores: float, contended_core_speed: float = 1.0
+        self,
+        env: simpy.Environment,
+        index: int,
+        num_cpus: float,
+        physical_cores: float,
+        contended_core_speed: float = 1.0,
+        gil_switch_interval_s: float = 0.0,
     ):
         self.env = env
         self.index = index
         self.num_cpus = num_cpus  # logical CPUs Ray may reserve
         self.physical_cores = physical_cores
         self.contended_core_speed = contended_core_speed
+        self.gil_switch_interval_s = gil_switch_interval_s
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
@@ -223,6 +251,11 @@ class Node:
             heapq.heappop(heap)
         if heap and heap[0][0] < _INF:
             self._schedule(self.env.now + (heap[0][0] - self.service) / self._speed())
+
+    def time_to_next_finish(self, runner: Runner) -> float:
+        """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""
+        self._advance()
+        return max(runner.next_finish() - self.service, 0.0) / self._speed()
 
     def busy_s(self, runner: Runner) -> float:
         """Time ``runner`` has had work, up to now."""

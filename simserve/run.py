@@ -259,15 +259,13 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
     }
     router = RouterConfig(policy=args.router, **router_kw)
     cal_file = None if args.no_overheads else (args.calibration or calibration.default_path())
-    costs = calibration.load(cal_file) if cal_file else {}
+    costs = calibration.load(cal_file, args.ingress) if cal_file else {}
     for name in calibration.COST_FIELDS:
         v = getattr(args, name)
         if v is not None:
             if args.no_overheads:
                 raise ConfigError(name, v, "cannot be combined with --no-overheads")
             costs[name] = v
-    if args.no_overheads:
-        costs = {name: 0.0 for name in calibration.COST_FIELDS}
     overheads = Overheads(ingress=args.ingress, cpu_speed=args.cpu_speed, **costs)
     trace = None
     if args.trace:

@@ -98,7 +98,10 @@ class Simulation:
         d = config.deployment
         oh = config.overheads
         c = config.cluster
-        self.nodes = [Node(self.env, i, c.num_cpus, c.physical_cores, oh.contended_core_speed) for i in range(c.nodes)]
+        self.nodes = [
+            Node(self.env, i, c.num_cpus, c.physical_cores, oh.contended_core_speed, oh.gil_switch_interval_s)
+            for i in range(c.nodes)
+        ]
         head = self.nodes[0]
         self.http = oh.ingress == "http"
         self.hop_s = oh.hop_s

@@ -47,6 +47,8 @@ overheads = st.one_of(
         replica_probe_cpu_s=st.sampled_from([0.0, 0.0003]),
         replica_native_cpu_s=st.sampled_from([0.0, 0.0003]),
         ray_background_cores=st.sampled_from([0.0, 0.1]),
+        gil_switch_interval_s=st.sampled_from([0.0, 0.005]),
+        contended_core_speed=st.sampled_from([1.0, 0.8]),
         proxy_cpu_s=st.sampled_from([0.0, 0.001]),
     ),
 )

@@ -30,6 +30,16 @@ def test_json_summary_parses_and_has_the_documented_keys():
         assert key in s
 
 
+def test_default_costs_come_from_the_calibration_and_no_overheads_zeroes_them():
+    """Without flags the committed calibration prices Ray's machinery; --no-overheads makes it free."""
+    calibrated = json.loads(run("--duration-s", "3", "--json").stdout)["config"]["overheads"]
+    assert calibrated["replica_cpu_s"] > 0 and calibrated["hop_s"] > 0
+    p = run("--duration-s", "3", "--no-overheads", "--json")
+    assert p.returncode == 0, p.stderr
+    free = json.loads(p.stdout)["config"]["overheads"]
+    assert all(v == 0 for k, v in free.items() if k.endswith("_s") or k.endswith("_cores"))
+
+
 def test_csv_writes_the_request_table(tmp_path):
     """`--csv` writes one row per request with unit-suffixed columns."""
     out = tmp_path / "r.csv"

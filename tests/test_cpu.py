@@ -55,3 +55,12 @@ def test_contended_cores_run_slower():
     assert _done(cfg) == [1.25, 1.25]
     alone = replace(cfg, workload=replace(cfg.workload, concurrent=1, requests=1))
     assert _done(alone) == [1.0]
+
+
+def test_a_thread_waits_the_switch_interval_for_a_held_gil():
+    """With a 5 ms switch interval, a 1 s job that finds the GIL held by another 1 s job waits
+    5 ms before sharing: the first, 5 ms ahead, ends at 1.995 s; the GIL never idles, so the
+    second ends when the 2 s of work are done."""
+    cfg = config(kind="gil", mean_s=1.0, replicas=1, handler="sync", concurrent=2, requests=2, duration_s=None)
+    cfg = replace(cfg, overheads=Overheads(gil_switch_interval_s=0.005))
+    assert _done(cfg) == [1.995, 2.0]

@@ -1,0 +1,648 @@
+"""Measure simserve's ``Overheads`` on this machine with real Ray Serve 2.60.0.
+
+    python -m validate.calibrate [--requests 2000] [--out PATH]
+
+Writes ``validate/calibration/ray-2.60.0-project-machine.json`` (or ``--out``): the
+``Overheads`` field names as top-level keys (seconds unless noted), ``host_ns_per_loop``,
+``native_unit_s``, ``ray_version``, ``date``, ``command`` and the raw measurements.
+These are microbenchmarks at concurrency 1 or idle, separate from validation; no number
+here comes from the validation grid or is ever adjusted to make a validation row match.
+
+Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-op
+deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``). Phases, in order:
+idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, replica
+start-up. Each traffic phase first sends 200 warm-up requests, then measures its own
+idle baseline of ``IDLE_S`` and then ``N`` requests one at a time (so every request is
+exactly one routing attempt and nothing queues). Every per-request CPU figure below is
+``(CPU during the N requests - idle rate x their duration) / N``.
+
+Two host figures come from outside Ray: ``contended_core_speed``, the spin probe's
+speed with every core spinning (one process per core, at once) over its speed alone,
+measured before ``ray.init``; and ``gil_switch_interval_s``, CPython's
+``sys.getswitchinterval()``. The ``http`` section holds what differs for a request that
+comes through the proxy: the replica's Python and C++ CPU per request in the HTTP phase.
+
+CPU is read from ``/proc/<pid>/task/<tid>/stat`` (utime+stime, 10 ms ticks) per
+thread (``validate.harness.thread_cpu``; CPU of threads that already exited, only in
+``/proc/<pid>/stat``, counts as Python -- added after the 2026-11-25 15:37 calibration,
+which had no short-lived threads: async no-op handler). Threads whose name (``comm``) is the process title (``python``,
+``ray::ProxyActor``, ``ray::ServeRepli``...) are *Python* threads (they hold the GIL
+while they run); the rest (``worker.io``, ``client.poll0``, ``event_engine``,
+``grpc_global_tim``...) are Ray's C++ core-worker / gRPC threads, which burn cores
+without the GIL. simserve charges ``*_cpu_s`` as GIL-holding work in that process and
+``*_native_cpu_s`` as GIL-free work in that process (both compete for the cores).
+
+Processes: every descendant of the driver is classified by its command line: the
+driver itself, ``ray::ProxyActor`` (proxy), ``ray::ServeReplica*`` (replicas); all
+the others (raylet, gcs_server, ``ray::ServeController``, dashboard / runtime-env
+agents, log monitor, idle ``ray::IDLE`` workers...) are *background*.
+
+Fields (all derived in ``derive``; the inputs are in ``raw``):
+
+* ``host_ns_per_loop`` -- the fixed pure-Python probe ``for i in range(n): x += i``:
+  best of 7 x 200k iterations, ns per iteration, before Ray starts. The harness sizes
+  ``gil`` work from it (``n = seconds / host_ns_per_loop``).
+* ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
+  (subprocess, ``OMP_NUM_THREADS=1``); the harness sizes ``native`` work from it.
+* ``ray_background_cores`` -- background processes' CPU-seconds per second over an
+  ``IDLE_BG_S`` window with the no-op app deployed and no traffic (per-process
+  breakdown in ``raw.idle``). The request-path processes' own idle rates (driver,
+  proxy, replica: health checks, long polls, metrics pushes) are NOT in this field;
+  they are kept in ``raw.idle`` (a few hundredths of a core in all).
+* ``ray_background_cpu_per_request_s`` -- background processes' CPU during the handle
+  c=1 phase minus their idle rate (the idle phase and that phase's own idle window
+  together, 11 s), per request.
+* Probes (``raw.probe_c1``): the router's real probe path, forced: on the driver's
+  router event loop, ``RequestRouter._probe_queue_lens([replica], 0)`` awaited ``N``
+  times in a row (one ``get_num_ongoing_requests`` actor call each, with its
+  ``asyncio.wait`` deadline and cache update); the main thread just waits.
+  ``probe_cpu_s`` = router-thread CPU (``pthread_getcpuclockid``) per probe;
+  ``replica_probe_cpu_s`` = replica Python-thread CPU per probe. Their C++-thread CPU
+  is kept in ``raw.derived.probe_{driver,replica}_native_cpu_s``.
+* Probe counts in the request phases: ``RunningReplica.get_queue_len`` is wrapped in
+  the driver to count the driver router's probes (``raw.handle_c1.probes``), and that
+  count x ``probe_cpu_s`` / ``replica_probe_cpu_s`` is subtracted from the router's and
+  the replica's CPU (the proxy's router is assumed to probe as often:
+  ``raw.derived.proxy_probes_assumed``). CAVEAT (2026-11-25): the wrapper has counted 0
+  in every run, and a class-level wrapper of ``try_send_request`` also counted 0 sends
+  in a check with real traffic, so the count is not verified to see the router's calls;
+  the subtraction is effectively 0. At c=1 the queue-length cache (10 s staleness)
+  should make handle-phase probes rare, so the error is small, but unproven.
+* ``router_cpu_s`` -- router-thread CPU (Serve's ``SingletonThreadRouter`` event-loop
+  thread, found by its target ``_run_router_event_loop``) per request in the handle
+  phase, minus its probes; at c=1 that is one routing attempt plus the done-callback.
+* ``client_cpu_s`` -- the driver's Python-thread CPU per request (main thread: client
+  loop, ``DeploymentHandle.remote``, result handling; plus the router thread) minus
+  the router thread's total.
+* ``client_native_cpu_s`` -- the driver's C++-thread CPU per request (handle phase).
+* ``replica_cpu_s`` -- the replica's Python-thread CPU per request (Ray's actor loop,
+  the user-code loop; the handler is a no-op) minus its probe answers.
+  ``replica_native_cpu_s`` -- its C++-thread CPU per request (handle phase).
+* ``proxy_cpu_s`` -- ``ray::ProxyActor``'s Python-thread CPU per HTTP request minus
+  ``router_cpu_s`` (the proxy's own router; simserve charges it separately) and its
+  assumed probes. ``proxy_native_cpu_s`` -- its C++-thread CPU per HTTP request.
+* ``http_client_cpu_s`` -- the aiohttp load generator's CPU per request (the driver
+  process, all threads, HTTP phase); simserve charges it to the load generator.
+* ``hop_s`` -- (median handle latency - client_cpu_s - router_cpu_s - replica_cpu_s) / 2:
+  simserve's concurrency-1 path is client CPU, router CPU, one hop, replica CPU, one
+  hop back, all serial. (C++ threads partly overlap the critical path, so this split
+  is a model decomposition; the mean latency is kept in ``raw``.)
+* ``hop_cv`` -- spread of one hop. Per handle request, ``S_i = RTT_i - (client_cpu_s +
+  router_cpu_s + replica_cpu_s)`` is the sum of the two hops (the CPU is taken as its
+  mean). With two independent, identically distributed hops, ``var(S) = 2 var(hop)``
+  and ``mean(S) = 2 mean(hop)``, so ``hop_cv = sqrt(2) * std(S) / mean(S)``. The
+  slowest 1 % of requests are dropped first (GC pauses, scheduler preemption by other
+  processes: not a hop property); the untrimmed value is ``raw.derived.hop_cv_untrimmed``.
+  simserve's CPU costs are deterministic, so this puts all of the c=1 round trip's
+  spread on the hops (simserve's c=1 RTT then has the measured spread). Because
+  ``hop_s`` is a small difference (median RTT minus ~2.3 ms of serial CPU), hop_cv is
+  unstable between runs (0.60 on a loaded host, 2.46 on an idle one on 2026-11-25);
+  the absolute spread ``hop_cv * hop_s`` (~0.2-0.4 ms) is the stable quantity.
+* ``http_hop_s`` -- (median HTTP latency - http_client_cpu_s - proxy_cpu_s - router_cpu_s
+  - 2 hop_s - replica_cpu_s) / 2.
+* ``replica_startup_s`` -- a second deployment with an empty ``__init__`` (1 replica,
+  ``num_cpus=0.5``); ``STARTUP_REPS`` times: redeploy it with ``num_replicas=2``
+  (non-blocking) and poll ``serve.status()`` every 20 ms until 2 replicas are RUNNING
+  (time from the redeploy call), then back to 1 and wait for the stop. The median is
+  the field; every sample is in ``raw.startup``.
+
+A negative difference is clamped to 0 and flagged in ``raw.warnings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import sys
+import threading
+import time
+
+import numpy as np
+
+from validate.harness import RealCluster, probe_ns_per_loop, process_role, thread_cpu
+from validate.scenario import calibration_path, scenario
+
+WARMUP = 200
+IDLE_S = 3.0
+IDLE_BG_S = 8.0
+STARTUP_REPS = 5
+
+FIELDS = ("hop_s", "http_hop_s", "hop_cv", "client_cpu_s", "router_cpu_s", "probe_cpu_s", "replica_probe_cpu_s",
+          "replica_cpu_s", "proxy_cpu_s", "http_client_cpu_s", "client_native_cpu_s", "proxy_native_cpu_s",
+          "replica_native_cpu_s", "ray_background_cores", "ray_background_cpu_per_request_s",
+          "replica_startup_s", "contended_core_speed", "gil_switch_interval_s")
+CONTENTION_S = 3.0  # how long each spinning process runs in the core-contention phase
+
+
+# -- where the CPU goes ---------------------------------------------------------------------------
+def _router_thread_clock():
+    for t in threading.enumerate():
+        target = getattr(t, "_target", None)
+        if target is not None and getattr(target, "__name__", "") == "_run_router_event_loop":
+            cid = time.pthread_getcpuclockid(t.ident)
+            return lambda: time.clock_gettime(cid)
+    return None
+
+
+_role = process_role
+
+
+def _label(p) -> str:
+    """A short name for a background process."""
+    cmd = " ".join(p.info.get("cmdline") or []) or p.info.get("name") or "?"
+    if cmd.startswith("ray::"):
+        return cmd.split()[0].split(".")[0]
+    for key in ("raylet", "gcs_server", "dashboard_agent", "agent.py", "runtime_env", "log_monitor",
+                "monitor.py", "dashboard.py", "client_server"):
+        if key in cmd:
+            return key
+    return os.path.basename((p.info.get("cmdline") or [cmd])[0])[:30]
+
+
+class ProcessCPU:
+    """Per-process CPU of every Ray process (descendants of this driver), by role."""
+
+    def __init__(self):
+        import psutil
+
+        self.me = psutil.Process()
+
+    def snapshot(self) -> dict:
+        """{pid: (role, label, total_cpu_s, {'python','native'})}."""
+        import psutil
+
+        out = {"_sys": psutil.cpu_times(), self.me.pid: ("driver", "driver", *self._cpu(self.me.pid))}
+        for p in self.me.children(recursive=True):
+            try:
+                p.info = p.as_dict(attrs=["cmdline", "name"])
+                cmd = " ".join(p.info["cmdline"] or [])
+            except psutil.Error:
+                continue
+            role = _role(cmd)
+            out[p.pid] = (role, _label(p) if role == "background" else role, *self._cpu(p.pid))
+        return out
+
+    @staticmethod
+    def _cpu(pid: int):
+        t = thread_cpu(pid)
+        return t["python"] + t["native"], t
+
+    @staticmethod
+    def diff(a: dict, b: dict) -> dict:
+        """CPU between two snapshots, per pid; a process that appeared counts from 0."""
+        out = {}
+        sa, sb = a["_sys"], b["_sys"]
+        idle = (sb.idle + getattr(sb, "iowait", 0)) - (sa.idle + getattr(sa, "iowait", 0))
+        out["_busy_s"] = (sum(sb) - sum(sa)) - idle  # whole machine, CPU-seconds
+        out["_span_s"] = (sum(sb) - sum(sa)) / (os.cpu_count() or 1)  # wall seconds
+        for pid, (role, label, tot, th) in ((k, x) for k, x in b.items() if k != "_sys"):
+            if pid in a:
+                tot0, th0 = a[pid][2], a[pid][3]
+            else:
+                tot0, th0 = 0.0, {"python": 0.0, "native": 0.0}
+            out[pid] = {"role": role, "label": label, "cpu_s": tot - tot0,
+                        "python_s": th["python"] - th0["python"], "native_s": th["native"] - th0["native"]}
+        return out
+
+
+def _foreign_cores(d: dict) -> float:
+    """Cores other users' processes took in a window: machine busy minus our processes."""
+    ours = sum(v["cpu_s"] for k, v in d.items() if not str(k).startswith("_"))
+    return max(0.0, d["_busy_s"] - ours) / d["_span_s"] if d["_span_s"] > 0 else float("nan")
+
+
+def _by_role(d: dict) -> dict:
+    out: dict = {"_foreign_cores": _foreign_cores(d)}
+    for v in (x for k, x in d.items() if not str(k).startswith("_")):
+        r = out.setdefault(v["role"], {"cpu_s": 0.0, "python_s": 0.0, "native_s": 0.0, "processes": 0})
+        for k in ("cpu_s", "python_s", "native_s"):
+            r[k] += v[k]
+        r["processes"] += 1
+    return out
+
+
+def _background_by_label(d: dict) -> dict:
+    out: dict = {}
+    for v in (x for k, x in d.items() if not str(k).startswith("_")):
+        if v["role"] == "background":
+            out[v["label"]] = out.get(v["label"], 0.0) + v["cpu_s"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def _stats(lat: list[float]) -> dict:
+    a = np.asarray(lat)
+    return {"n": int(a.size), "mean_s": float(a.mean()), "median_s": float(np.median(a)),
+            "std_s": float(a.std()), "p10_s": float(np.percentile(a, 10)), "p90_s": float(np.percentile(a, 90)),
+            "p99_s": float(np.percentile(a, 99)), "min_s": float(a.min())}
+
+
+# -- probe counting in the driver -------------------------------------------------------------------
+class ProbeCounter:
+    """Counts the driver router's queue-length probes (``RunningReplica.get_queue_len``)."""
+
+    def __init__(self):
+        from ray.serve._private.request_router.replica_wrapper import RunningReplica
+
+        self.n = 0
+        self.cls = RunningReplica
+        self.orig = RunningReplica.get_queue_len
+        counter = self
+
+        async def get_queue_len(self, *, deadline_s: float) -> int:
+            counter.n += 1
+            return await counter.orig(self, deadline_s=deadline_s)
+
+        RunningReplica.get_queue_len = get_queue_len
+
+    def restore(self):
+        self.cls.get_queue_len = self.orig
+
+
+# -- phases ------------------------------------------------------------------------------------------
+async def _window(pc: ProcessCPU, seconds: float, clock=None):
+    s0, r0, w0 = pc.snapshot(), clock() if clock else 0.0, time.perf_counter()
+    await asyncio.sleep(seconds)
+    wall = time.perf_counter() - w0
+    r1, s1 = clock() if clock else 0.0, pc.snapshot()
+    return ProcessCPU.diff(s0, s1), wall, r1 - r0
+
+
+async def _idle_phase(pc: ProcessCPU) -> dict:
+    d, wall, _ = await _window(pc, IDLE_BG_S)
+    return {"wall_s": wall, "by_role": _by_role(d), "background_by_process": _background_by_label(d)}
+
+
+async def _handle_phase(handle, n: int, pc: ProcessCPU, counter: ProbeCounter) -> dict:
+    for _ in range(WARMUP):
+        await handle.remote()
+    clock = _router_thread_clock()
+    rpid = (await handle.cpu_times.remote())["pid"]
+    idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
+    s0, r0, p0 = pc.snapshot(), clock() if clock else 0.0, counter.n
+    lat = []
+    w0 = time.perf_counter()
+    for _ in range(n):
+        s = time.perf_counter()
+        await handle.remote()
+        lat.append(time.perf_counter() - s)
+    load_wall = time.perf_counter() - w0
+    r1, s1, p1 = clock() if clock else 0.0, pc.snapshot(), counter.n
+    load = ProcessCPU.diff(s0, s1)
+    return {"n": n, "idle_wall_s": idle_wall, "load_wall_s": load_wall, "latency": _stats(lat),
+            "latencies_s": [round(x, 7) for x in lat],
+            "router_thread_found": clock is not None, "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
+            "probes": p1 - p0, "replica_pid": rpid,
+            "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
+            "idle_replica": idle.get(rpid), "load_replica": load.get(rpid),
+            "idle_background_by_process": _background_by_label(idle),
+            "load_background_by_process": _background_by_label(load)}
+
+
+async def _http_phase(url: str, n: int, pc: ProcessCPU, counter: ProbeCounter) -> dict:
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        async def get():
+            async with s.get(url) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"HTTP {r.status}")
+
+        for _ in range(WARMUP):
+            await get()
+        idle, idle_wall, _ = await _window(pc, IDLE_S)
+        s0, p0 = pc.snapshot(), counter.n
+        lat = []
+        w0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            await get()
+            lat.append(time.perf_counter() - t)
+        load_wall = time.perf_counter() - w0
+        s1, p1 = pc.snapshot(), counter.n
+    load = ProcessCPU.diff(s0, s1)
+    return {"n": n, "idle_wall_s": idle_wall, "load_wall_s": load_wall, "latency": _stats(lat),
+            "driver_router_probes": p1 - p0,
+            "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
+            "idle_background_by_process": _background_by_label(idle),
+            "load_background_by_process": _background_by_label(load)}
+
+
+async def _probe_phase(handle, n: int, pc: ProcessCPU) -> dict:
+    """The router's own probe path, forced ``n`` times on the router's event loop."""
+    from ray.serve._private.router import SingletonThreadRouter
+
+    router = handle._router._asyncio_router.request_router
+    loop = SingletonThreadRouter._asyncio_loop
+    if router is None or loop is None or not router._replicas:
+        return {"found": False}
+    replica = next(iter(router._replicas.values()))
+    clock = _router_thread_clock()
+    lat: list[float] = []
+
+    async def probes(k: int, record: bool):
+        for _ in range(k):
+            s = time.perf_counter()
+            res = await router._probe_queue_lens([replica], 0)
+            if record:
+                lat.append(time.perf_counter() - s)
+            if res[0][1] is None:
+                raise RuntimeError("probe got no answer within its deadline")
+
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(probes(WARMUP, False), loop))
+    idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
+    s0, r0 = pc.snapshot(), clock()
+    w0 = time.perf_counter()
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(probes(n, True), loop))
+    load_wall = time.perf_counter() - w0
+    r1, s1 = clock(), pc.snapshot()
+    load = ProcessCPU.diff(s0, s1)
+    rpid = (await handle.cpu_times.remote())["pid"]
+    return {"found": True, "n": n, "idle_wall_s": idle_wall, "load_wall_s": load_wall, "latency": _stats(lat),
+            "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
+            "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
+            "idle_replica": idle.get(rpid), "load_replica": load.get(rpid)}
+
+
+class Empty:
+    """The start-up deployment: nothing in ``__init__``."""
+
+    def __init__(self):
+        pass
+
+    async def __call__(self, request=None):
+        return "ok"
+
+
+def _startup_phase(cl: RealCluster, reps: int) -> dict:
+    from ray import serve
+    from ray.serve.api import _run
+
+    name = "Startup"
+
+    def deploy(k: int):
+        app = serve.deployment(Empty).options(name=name, num_replicas=k, ray_actor_options={"num_cpus": 0.5},
+                                              max_ongoing_requests=5).bind()
+        _run(app, name="startup", route_prefix="/startup", _blocking=False)
+
+    def wait(pred, timeout=60.0):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            st = cl.replica_states("startup", name)
+            if pred(st):
+                return time.perf_counter() - t0, st
+            time.sleep(0.02)
+        return float("nan"), cl.replica_states("startup", name)
+
+    deploy(1)
+    first, _ = wait(lambda st: st.get("RUNNING", 0) == 1 and sum(st.values()) == 1)
+    samples, down = [], []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        deploy(2)
+        t_call = time.perf_counter() - t0
+        t, st = wait(lambda st: st.get("RUNNING", 0) >= 2)
+        samples.append(t + t_call)
+        time.sleep(0.5)
+        deploy(1)
+        d, _ = wait(lambda st: st.get("RUNNING", 0) == 1 and sum(st.values()) == 1)
+        down.append(d)
+        time.sleep(1.0)
+    cl.delete("startup")
+    return {"first_deploy_s": first, "scale_up_to_running_s": samples, "scale_down_s": down,
+            "poll_interval_s": 0.02}
+
+
+# -- derivation ------------------------------------------------------------------------------------
+def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
+    return (load_cpu - idle_cpu / idle_wall * load_wall) / n
+
+
+def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -> dict:
+    def clamp(name, v):
+        if v < 0:
+            warnings.append(f"{name} came out negative ({v:.6g}); clamped to 0")
+            return 0.0
+        return v
+
+    def per(ph, role, kind="cpu_s"):
+        ld, il = ph["load_by_role"].get(role), ph["idle_by_role"].get(role)
+        if ld is None:
+            return float("nan")
+        return _per_request(ld[kind], ph["load_wall_s"], il[kind] if il else 0.0, ph["idle_wall_s"], ph["n"])
+
+    def per_rep(ph, kind):
+        return _per_request(ph["load_replica"][kind], ph["load_wall_s"], ph["idle_replica"][kind],
+                            ph["idle_wall_s"], ph["n"])
+
+    v: dict = {}
+    # Probes, forced on the router's loop.
+    v["probe_cpu_s"] = clamp("probe_cpu_s", _per_request(pr["router_load_cpu_s"], pr["load_wall_s"],
+                                                         pr["router_idle_cpu_s"], pr["idle_wall_s"], pr["n"]))
+    v["replica_probe_cpu_s"] = clamp("replica_probe_cpu_s", per_rep(pr, "python_s"))
+    v["probe_driver_python_all_threads_cpu_s"] = per(pr, "driver", "python_s")
+    v["probe_driver_native_cpu_s"] = per(pr, "driver", "native_s")
+    v["probe_replica_native_cpu_s"] = per_rep(pr, "native_s")
+    v["probe_background_cpu_s"] = per(pr, "background")
+    v["probe_rtt_median_s"] = pr["latency"]["median_s"]
+    # Handle c=1.
+    probes_per_req = h["probes"] / h["n"]
+    v["probes_per_request_handle"] = probes_per_req
+    router_all = _per_request(h["router_load_cpu_s"], h["load_wall_s"], h["router_idle_cpu_s"], h["idle_wall_s"],
+                              h["n"])
+    v["router_thread_cpu_s_per_request"] = router_all
+    v["router_cpu_s"] = clamp("router_cpu_s", router_all - probes_per_req * v["probe_cpu_s"])
+    driver_py = per(h, "driver", "python_s")
+    v["driver_python_cpu_s_per_request"] = driver_py
+    v["client_cpu_s"] = clamp("client_cpu_s", driver_py - router_all)
+    v["client_native_cpu_s"] = clamp("client_native_cpu_s", per(h, "driver", "native_s"))
+    rep_py = per_rep(h, "python_s")
+    v["replica_python_cpu_s_per_request"] = rep_py
+    v["replica_cpu_s"] = clamp("replica_cpu_s", rep_py - probes_per_req * v["replica_probe_cpu_s"])
+    v["replica_native_cpu_s"] = clamp("replica_native_cpu_s", per_rep(h, "native_s"))
+    # Background idle rate: the idle phase and the handle phase's own idle window together
+    # (11 s: the background's CPU comes in 10 ms ticks from periodic loops, so a longer
+    # reference is less noisy than the 3 s window alone).
+    bg_idle = idle["by_role"].get("background", {"cpu_s": 0.0})["cpu_s"]
+    bg_idle_h = h["idle_by_role"].get("background", {"cpu_s": 0.0})["cpu_s"]
+    v["ray_background_cores"] = bg_idle / idle["wall_s"]
+    bg_rate = (bg_idle + bg_idle_h) / (idle["wall_s"] + h["idle_wall_s"])
+    bg_load = h["load_by_role"].get("background", {"cpu_s": 0.0})["cpu_s"]
+    v["ray_background_cpu_per_request_s"] = clamp("ray_background_cpu_per_request_s",
+                                                  (bg_load - bg_rate * h["load_wall_s"]) / h["n"])
+    v["ray_background_cpu_per_request_s_3s_idle_only"] = per(h, "background")
+    v["request_path_idle_cores"] = {r: x["cpu_s"] / idle["wall_s"] for r, x in idle["by_role"].items()
+                                    if r != "background" and not r.startswith("_")}
+    path_cpu = v["client_cpu_s"] + v["router_cpu_s"] + v["replica_cpu_s"]
+    v["hop_s"] = clamp("hop_s", (h["latency"]["median_s"] - path_cpu) / 2)
+    s = np.asarray(h["latencies_s"]) - path_cpu
+    v["hop_cv_untrimmed"] = float(math.sqrt(2) * s.std() / s.mean())
+    st = np.sort(s)[: int(math.floor(0.99 * s.size))]
+    v["hop_cv"] = float(math.sqrt(2) * st.std() / st.mean())
+    # HTTP c=1.
+    v["http_client_cpu_s"] = clamp("http_client_cpu_s", per(web, "driver"))
+    v["http_client_python_cpu_s"] = per(web, "driver", "python_s")
+    v["http_client_native_cpu_s"] = per(web, "driver", "native_s")
+    v["proxy_probes_assumed"] = probes_per_req
+    proxy_py = per(web, "proxy", "python_s")
+    v["proxy_python_cpu_s_per_request"] = proxy_py
+    if web["load_by_role"].get("proxy") is None:
+        warnings.append("ProxyActor process not found; proxy_cpu_s is 0 (unmeasured)")
+        proxy_py = 0.0
+    v["proxy_cpu_s"] = clamp("proxy_cpu_s", proxy_py - v["router_cpu_s"] - probes_per_req * v["probe_cpu_s"])
+    v["proxy_native_cpu_s"] = clamp("proxy_native_cpu_s", per(web, "proxy", "native_s"))
+    v["replica_python_cpu_s_per_http_request"] = per(web, "replica", "python_s")
+    v["replica_native_cpu_s_per_http_request"] = per(web, "replica", "native_s")
+    v["background_cpu_s_per_http_request"] = per(web, "background")
+    v["http_hop_s"] = clamp("http_hop_s", (web["latency"]["median_s"] - v["http_client_cpu_s"] - v["proxy_cpu_s"]
+                                           - v["router_cpu_s"] - 2 * v["hop_s"] - v["replica_cpu_s"]) / 2)
+    # Start-up.
+    ups = [x for x in up["scale_up_to_running_s"] if not math.isnan(x)]
+    if not ups:
+        warnings.append("no replica start-up measured; replica_startup_s is 0")
+    v["replica_startup_s"] = statistics.median(ups) if ups else 0.0
+    return v
+
+
+def _spin_for(seconds: float) -> list[float]:
+    """ns per iteration of the spin probe, in chunks, for ``seconds`` of wall time."""
+    out = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        out.append(probe_ns_per_loop(n=100_000, reps=1))
+    return out
+
+
+def _core_contention(n_procs: int) -> dict:
+    """How fast a core runs when every core is busy, relative to one busy core alone.
+
+    The spin probe runs alone for CONTENTION_S, then in ``n_procs`` processes at once
+    for CONTENTION_S each; the middle third of each process's chunks (when all are
+    surely running) gives its speed. Before Ray starts, on an otherwise idle machine."""
+    import multiprocessing
+
+    alone = _spin_for(CONTENTION_S)
+    with multiprocessing.get_context("spawn").Pool(n_procs) as pool:
+        runs = pool.map(_spin_for, [CONTENTION_S] * n_procs)
+    middle = [statistics.median(r[len(r) // 3 : 2 * len(r) // 3] or r) for r in runs]
+    alone_ns = statistics.median(alone[len(alone) // 3 : 2 * len(alone) // 3] or alone)
+    together_ns = statistics.median(middle)
+    return {
+        "processes": n_procs,
+        "alone_ns_per_loop": alone_ns,
+        "together_ns_per_loop": middle,
+        "contended_core_speed": min(1.0, alone_ns / together_ns),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m validate.calibrate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=2000, help="measured requests per phase (default 2000)")
+    ap.add_argument("--out", default=None, help="output JSON (default validate/calibration/ray-2.60.0-<host>.json)")
+    args = ap.parse_args(argv)
+    import psutil
+    import ray
+
+    if __name__ != "__main__":  # replicas must unpickle Empty without importing `validate`
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    out = args.out or calibration_path()
+    warnings: list[str] = []
+    # Only the deployment matters here (the phases drive it); an open-loop workload keeps
+    # SimConfig's check against zero-cost closed loops quiet.
+    cfg = scenario(name="Noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
+                   cluster_cpus=2, rps=1.0)
+    t0 = time.time()
+    busy_before = psutil.cpu_percent(interval=2.0) / 100.0
+    if busy_before > 0.1:
+        warnings.append(f"host {100 * busy_before:.0f}% busy before calibration: other processes are running")
+    contention = _core_contention(os.cpu_count() or 1)
+    cpu0 = psutil.cpu_times()
+    with RealCluster(num_cpus=2) as cl:
+        host_before = cl.ns_per_loop  # taken before ray.init
+        pc = ProcessCPU()
+        counter = ProbeCounter()
+        try:
+            handle, states = cl.deploy(cfg, "noop")
+            if states.get("RUNNING", 0) < 1:
+                raise SystemExit(f"no-op replica did not start: {states}")
+
+            async def settle():
+                for _ in range(WARMUP):
+                    await handle.remote()
+                await asyncio.sleep(2.0)  # let the warm-up's after-effects (metrics pushes) pass
+                return await _idle_phase(pc)
+
+            idle_raw = asyncio.run(settle())
+            handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
+            http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
+            probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
+        finally:
+            counter.restore()
+        cl.delete("noop")
+        startup_raw = _startup_phase(cl, STARTUP_REPS)
+        host_after = probe_ns_per_loop(n=200_000, reps=7)
+    cpu1 = psutil.cpu_times()
+    if not probe_raw.get("found"):
+        raise SystemExit("could not reach the router's replicas to force probes")
+    for ph_name, ph in (("idle", {"load_by_role": idle_raw["by_role"]}), ("handle_c1", handle_raw),
+                        ("http_c1", http_raw), ("probe_c1", probe_raw)):
+        for w in ("idle_by_role", "load_by_role"):
+            f = ph.get(w, {}).get("_foreign_cores")
+            if f is not None and f > 0.1:
+                warnings.append(f"{ph_name}.{w}: other processes took {f:.2f} cores: rerun on an idle machine")
+    vals = derive(handle_raw, http_raw, probe_raw, idle_raw, startup_raw, warnings)
+    vals["contended_core_speed"] = contention["contended_core_speed"]
+    vals["gil_switch_interval_s"] = sys.getswitchinterval()
+    doc = {k: vals[k] for k in FIELDS}
+    # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
+    doc["http"] = {
+        "replica_cpu_s": vals["replica_python_cpu_s_per_http_request"],
+        "replica_native_cpu_s": vals["replica_native_cpu_s_per_http_request"],
+    }
+    doc.update(
+        host_ns_per_loop=host_before,
+        native_unit_s=cl.native_unit,
+        ray_version=ray.__version__,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command="python -m validate.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
+        host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+              "platform": platform.platform()},
+        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
+             "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
+             "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
+             "wall_s": time.time() - t0, "warnings": warnings},
+    )
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}")
+    for k in FIELDS:
+        if k in ("hop_cv", "contended_core_speed"):
+            print(f"  {k:34s} {doc[k]:8.3f}")
+        elif k == "ray_background_cores":
+            print(f"  {k:34s} {doc[k]:8.4f} cores")
+        else:
+            print(f"  {k:34s} {doc[k] * 1e3:8.3f} ms")
+    print(f"  host_ns_per_loop                   {host_before:8.2f} ns (after: {host_after:.2f})")
+    print(f"  handle c=1 latency median {handle_raw['latency']['median_s'] * 1e3:.2f} ms, "
+          f"http c=1 median {http_raw['latency']['median_s'] * 1e3:.2f} ms, "
+          f"probe median {probe_raw['latency']['median_s'] * 1e3:.2f} ms; probes during handle phase "
+          f"{handle_raw['probes']}")
+    print(f"  idle background by process (CPU-s over {idle_raw['wall_s']:.1f} s): "
+          + ", ".join(f"{k} {x:.2f}" for k, x in idle_raw["background_by_process"].items()))
+    for w in warnings:
+        print("  warning:", w)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

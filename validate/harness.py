@@ -1,0 +1,617 @@
+"""Run a ``simserve.SimConfig`` against real Ray Serve 2.60.0 on this machine.
+
+``RealCluster`` owns one ``ray.init(num_cpus=L)`` + ``serve.start`` (loopback HTTP)
+and always shuts both down (``finally``, also on Ctrl-C / SIGTERM). ``run(cfg)``
+deploys one app for the scenario, drives it, deletes it, and returns a summary with
+the same JSON keys as ``simulate(cfg).summary``.
+
+The handler performs the scenario's work model (``Segment`` durations drawn from the
+scenario's distributions inside the replica):
+
+* ``io``     -- ``await asyncio.sleep(d)`` (async handler) or ``time.sleep(d)`` (sync).
+* ``gil``    -- ``spin(n)``: ``for i in range(n): x += i``, with ``n = d / ns_per_loop``;
+  ``ns_per_loop`` is the calibration file's ``host_ns_per_loop`` (measured once per
+  machine, best of several short probes on an idle machine; ``RealCluster`` measures
+  it at start-up when not given), so ``n`` iterations take ``d`` alone on an idle core.
+* ``native`` -- repeated ``numpy`` 192x192 float64 matmuls (BLAS, GIL released, on
+  ``OMP_NUM_THREADS`` threads as Ray sets them), ``n = d / native_unit_s``: the
+  single-thread time of one matmul (calibration file, else measured at start-up in a
+  subprocess with ``OMP_NUM_THREADS=1``).
+
+Placement never hangs: ``serve.run(..., _blocking=False)`` then ``serve.status()`` is
+polled until the replicas that can be placed (``floor(L / num_cpus)``) are RUNNING or
+a timeout passes; pending replicas are reported, running ones receive traffic.
+
+Clients run on an asyncio loop in the driver: ``concurrent`` closed-loop clients, or
+Poisson arrivals at ``rps``; through the app's ``DeploymentHandle`` or aiohttp against
+the Serve proxy on 127.0.0.1. Statistics follow simserve's ``Recorder``: throughput
+counts answers received in ``[warmup_s, duration_s]``; latency percentiles cover
+requests sent at or after ``warmup_s`` and answered by ``duration_s``; ``rejected``
+counts back-pressure rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
+
+Host speed: ``host_ns_per_loop`` is the mean of the fixed probe (``spin``, ns per
+iteration, best of 5 x 100k) taken just before and just after the run; a light
+background thread (20k iterations every 0.5 s, timed with ``thread_time``) reports the
+speed during the run as ``host_probe.during_ns_per_loop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+from simserve import SimConfig
+
+OK, REJECTED, ERROR = 0, 1, 2
+NATIVE_N = 192
+
+
+# -- the fixed pure-Python probe / gil work ----------------------------------------------------
+def spin(n: int) -> int:
+    x = 0
+    for i in range(n):
+        x += i
+    return x
+
+
+def probe_ns_per_loop(n: int = 100_000, reps: int = 5) -> float:
+    """ns per iteration of ``spin``: the best of ``reps`` wall-clock timings."""
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter_ns()
+        spin(n)
+        best = min(best, time.perf_counter_ns() - t0)
+    return best / n
+
+
+def native_unit_s() -> float:
+    """Single-thread seconds of one NATIVE_N matmul, measured in a clean subprocess."""
+    code = (
+        "import time, numpy as np\n"
+        f"a = np.random.default_rng(0).random(({NATIVE_N}, {NATIVE_N}))\n"
+        "for _ in range(20): a @ a\n"
+        "best = 1e9\n"
+        "for _ in range(7):\n"
+        "    t0 = time.perf_counter()\n"
+        "    for _ in range(50): a @ a\n"
+        "    best = min(best, (time.perf_counter() - t0) / 50)\n"
+        "print(best)\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+class HostProbe(threading.Thread):
+    """Background speed samples: 20k-iteration spin every ``interval_s``, timed with
+    this thread's CPU clock so waiting for the GIL or a core is not counted."""
+
+    def __init__(self, interval_s: float = 0.5, n: int = 20_000):
+        super().__init__(daemon=True, name="host-probe")
+        self.interval_s, self.n = interval_s, n
+        self.samples: list[float] = []
+        self._stop_ev = threading.Event()
+
+    def run(self):
+        while not self._stop_ev.wait(self.interval_s):
+            t0 = time.thread_time_ns()
+            spin(self.n)
+            self.samples.append((time.thread_time_ns() - t0) / self.n)
+
+    def stop(self) -> list[float]:
+        self._stop_ev.set()
+        self.join(timeout=2)
+        return self.samples
+
+
+# -- the replica side ----------------------------------------------------------------------------
+class _Work:
+    """The scenario's work model, executed inside a replica."""
+
+    def __init__(self, segments, ns_per_loop: float, native_unit: float, seed: int):
+        self.kinds = [k for k, _ in segments]
+        rng = np.random.default_rng(seed)
+        self.samplers = [d.sampler(rng) for _, d in segments]
+        self.ns_per_loop = ns_per_loop
+        self.native_unit = native_unit
+        self.a = np.random.default_rng(seed).random((NATIVE_N, NATIVE_N))
+        self.calls = 0
+
+    def draws(self):
+        return [(k, s()) for k, s in zip(self.kinds, self.samplers)]
+
+    def cpu(self, kind: str, d: float) -> None:
+        if d <= 0:
+            return
+        if kind == "gil":
+            spin(int(round(d * 1e9 / self.ns_per_loop)))
+        else:
+            a = self.a
+            for _ in range(max(1, int(round(d / self.native_unit)))):
+                a @ a
+
+    @staticmethod
+    def cpu_times() -> dict:
+        import resource
+
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {"pid": os.getpid(), "process_time": time.process_time(), "utime": ru.ru_utime,
+                "stime": ru.ru_stime, "wall": time.time()}
+
+
+class AsyncModel:
+    def __init__(self, segments, ns_per_loop, native_unit, seed=0):
+        self.w = _Work(segments, ns_per_loop, native_unit, seed + os.getpid())
+
+    async def __call__(self, request=None):
+        w = self.w
+        for kind, d in w.draws():
+            if kind == "io":
+                if d > 0:
+                    await asyncio.sleep(d)
+            else:
+                w.cpu(kind, d)
+        return "ok"
+
+    def cpu_times(self):
+        return _Work.cpu_times()
+
+
+class SyncModel:
+    def __init__(self, segments, ns_per_loop, native_unit, seed=0):
+        self.w = _Work(segments, ns_per_loop, native_unit, seed + os.getpid())
+
+    def __call__(self, request=None):
+        w = self.w
+        for kind, d in w.draws():
+            if kind == "io":
+                if d > 0:
+                    time.sleep(d)
+            else:
+                w.cpu(kind, d)
+        return "ok"
+
+    def cpu_times(self):
+        return _Work.cpu_times()
+
+
+# -- the cluster ----------------------------------------------------------------------------------
+class RealCluster:
+    """One Ray + Serve instance with ``num_cpus`` logical CPUs; use as a context manager."""
+
+    def __init__(self, num_cpus: float, http_port: int | None = None, quiet: bool = True,
+                 ns_per_loop: float | None = None, native_unit: float | None = None):
+        """``ns_per_loop`` / ``native_unit``: size the gil / native work from these
+        (normally the calibration file's); measured now if not given. ``http_port``:
+        a free loopback port if not given (the machine may run other Serve instances)."""
+        self.num_cpus = num_cpus
+        self.http_port = http_port or _free_port()
+        self.quiet = quiet
+        self.ns_per_loop = ns_per_loop
+        self.native_unit = native_unit
+        self._old_sigterm = None
+
+    def __enter__(self):
+        self._old_sigterm = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        # Work-model calibration (once per machine, from the calibration file; else now,
+        # before Ray takes any CPU).
+        self.session_ns_per_loop = probe_ns_per_loop(n=200_000, reps=7)
+        if self.ns_per_loop is None:
+            self.ns_per_loop = self.session_ns_per_loop
+        if self.native_unit is None:
+            self.native_unit = native_unit_s()
+        import ray
+        from ray import serve
+
+        # Replicas must unpickle the deployment classes without importing `validate`.
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        for attempt in range(3):
+            try:
+                ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=not self.quiet,
+                         logging_level="ERROR" if self.quiet else "INFO", configure_logging=not self.quiet)
+                break
+            except Exception:  # noqa: BLE001 - a previous cluster still shutting down; try again
+                ray.shutdown()
+                if attempt == 2:
+                    raise
+                time.sleep(10.0)
+        serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
+                    logging_config={"log_level": "WARNING", "enable_access_log": False})
+
+    def stop(self):
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except BaseException as e:  # noqa: BLE001 - shutdown must go on
+            print(f"serve.shutdown: {e!r}", file=sys.stderr)
+        try:
+            import ray
+
+            ray.shutdown()
+        except BaseException as e:  # noqa: BLE001
+            print(f"ray.shutdown: {e!r}", file=sys.stderr)
+        if self._old_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+
+    # -- deploying ---------------------------------------------------------------------------
+    def deploy(self, cfg: SimConfig, app_name: str, start_timeout_s: float = 90.0):
+        """Deploy without blocking; wait for the placeable replicas. Returns (handle, states)."""
+        from ray import serve
+
+        d = cfg.deployment
+        cls = AsyncModel if d.handler == "async" else SyncModel
+        dep = serve.deployment(cls).options(
+            name=d.name,
+            num_replicas=d.num_replicas,
+            ray_actor_options={"num_cpus": d.num_cpus},
+            max_ongoing_requests=d.max_ongoing_requests,
+            max_queued_requests=d.max_queued_requests,
+        )
+        segments = [(s.kind, s.duration) for s in d.work.segments]
+        app = dep.bind(segments, self.ns_per_loop, self.native_unit, cfg.seed)
+        # serve.run() blocks until every replica is RUNNING, forever if one cannot be
+        # placed; its non-blocking form is the private serve.api._run(_blocking=False).
+        from ray.serve.api import _run
+
+        handle = _run(app, name=app_name, route_prefix=f"/{app_name}", _blocking=False)
+        placeable = d.num_replicas if d.num_cpus <= 0 else min(
+            d.num_replicas, int(math.floor(cfg.cluster.num_cpus * cfg.cluster.nodes / d.num_cpus + 1e-9)))
+        deadline = time.monotonic() + start_timeout_s
+        states = {}
+        while time.monotonic() < deadline:
+            states = self.replica_states(app_name, d.name)
+            if states.get("RUNNING", 0) >= max(placeable, 1 if d.num_replicas else 0):
+                break
+            time.sleep(0.25)
+        if states.get("RUNNING", 0) < d.num_replicas:
+            time.sleep(1.0)  # let a straggler show up; pending ones stay pending
+            states = self.replica_states(app_name, d.name)
+        return handle, states
+
+    @staticmethod
+    def replica_states(app_name: str, dep_name: str) -> dict:
+        from ray import serve
+
+        try:
+            app = serve.status().applications.get(app_name)
+            if app is None or dep_name not in app.deployments:
+                return {}
+            rs = app.deployments[dep_name].replica_states
+            return {str(getattr(k, "value", k)): int(v) for k, v in rs.items()}
+        except Exception:  # noqa: BLE001 - status is best effort while deploying
+            return {}
+
+    def delete(self, app_name: str):
+        from ray import serve
+
+        try:
+            serve.delete(app_name, _blocking=True)
+        except Exception as e:  # noqa: BLE001
+            print(f"serve.delete({app_name}): {e!r}", file=sys.stderr)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, cfg: SimConfig, app_name: str | None = None, keep_app: bool = False) -> dict:
+        """Deploy, drive and measure ``cfg``; returns a simserve-shaped summary."""
+        import psutil
+
+        app_name = app_name or f"{cfg.deployment.name}".lower()
+        wall0 = time.perf_counter()
+        try:
+            handle, states0 = self.deploy(cfg, app_name)
+            running = states0.get("RUNNING", 0)
+            if running == 0:
+                raise RuntimeError(f"{app_name}: no replica RUNNING ({states0})")
+            before = probe_ns_per_loop()
+            probe = HostProbe()
+            cpu0 = psutil.cpu_times()
+            ours0 = _tree_cpu()
+            roles0 = role_cpu()
+            pt0 = time.process_time()
+            probe.start()
+            try:
+                records, window = asyncio.run(self._drive(cfg, handle, app_name))
+            finally:
+                during = probe.stop()
+            pt1 = time.process_time()
+            roles1 = role_cpu()
+            ours1 = _tree_cpu()
+            cpu1 = psutil.cpu_times()
+            after = probe_ns_per_loop()
+            states1 = self.replica_states(app_name, cfg.deployment.name)
+        finally:
+            if not keep_app:
+                self.delete(app_name)
+        summary = summarize(cfg, records, window)
+        duration_wall = max(1e-9, (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1))
+        busy = _busy_fraction(cpu0, cpu1)
+        elapsed = _busy_seconds(cpu0, cpu1)
+        ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
+        span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
+        foreign = max(0.0, (elapsed - ours) / span) if span > 0 else float("nan")
+        summary.update(
+            replicas={"requested": cfg.deployment.num_replicas, "running": running,
+                      "pending": cfg.deployment.num_replicas - running, "states_start": states0,
+                      "states_end": states1},
+            nodes=[{"node": 0, "logical_cpus": cfg.cluster.num_cpus, "physical_cores": os.cpu_count(),
+                    "physical_busy": busy, "foreign_busy_cores": foreign,
+                    "ours_busy_cores": ours / span if span > 0 else float("nan")}],
+            router={"policy": "pow2 (Ray 2.60 default)"},
+            bottleneck=None,
+            wall_time_s=time.perf_counter() - wall0,
+            seed=cfg.seed,
+            config=cfg.to_dict(),
+            host_ns_per_loop=(before + after) / 2.0,
+            host_probe={"before_ns_per_loop": before, "after_ns_per_loop": after,
+                        "during_ns_per_loop": statistics.median(during) if during else None,
+                        "during_samples": len(during), "work_ns_per_loop": self.ns_per_loop,
+                        "session_ns_per_loop": self.session_ns_per_loop,
+                        "native_unit_s": self.native_unit},
+            driver_cpu_s_per_request=(pt1 - pt0) / max(1, summary["completed_total"]),
+            # Diagnosis: CPU by process role over the whole drive (warm-up included), in
+            # cores and per completed request; Python (GIL) vs C++ threads.
+            cpu_by_role={r: {"python_cores": x["python_s"] / duration_wall,
+                             "native_cores": x["native_s"] / duration_wall,
+                             "python_ms_per_request": 1e3 * x["python_s"] / max(1, summary["completed_total"]),
+                             "native_ms_per_request": 1e3 * x["native_s"] / max(1, summary["completed_total"])}
+                         for r, x in role_cpu_diff(roles0, roles1).items()},
+            real=True,
+        )
+        return summary
+
+    async def _drive(self, cfg: SimConfig, handle, app_name: str):
+        w = cfg.workload
+        duration = w.duration_s
+        if w.trace_arrivals_s is not None:
+            raise NotImplementedError("trace workloads are not driven by the harness yet")
+        records: list[tuple[float, float, int]] = []
+        session = None
+        if cfg.overheads.ingress == "http":
+            import aiohttp
+
+            url = f"http://127.0.0.1:{self.http_port}/{app_name}"
+            session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                            timeout=aiohttp.ClientTimeout(total=None))
+
+            async def call() -> int:
+                try:
+                    async with session.get(url) as r:
+                        await r.read()
+                        return OK if r.status == 200 else REJECTED if r.status in (503, 429) else ERROR
+                except aiohttp.ClientError:
+                    return ERROR
+        else:
+            from ray.serve.exceptions import BackPressureError
+
+            async def call() -> int:
+                try:
+                    await handle.remote()
+                    return OK
+                except BackPressureError:
+                    return REJECTED
+                except Exception:  # noqa: BLE001
+                    return ERROR
+
+        try:
+            # Readiness: the first answer (route known to the proxy, replicas known to the router).
+            deadline = time.monotonic() + 60
+            while await call() != OK:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{app_name}: not answering")
+                await asyncio.sleep(0.2)
+            t0 = time.perf_counter()
+            t_end = t0 + duration
+            tasks: set[asyncio.Task] = set()
+
+            async def one(client: int):
+                s = time.perf_counter()
+                st = await call()
+                records.append((s - t0, time.perf_counter() - t0, st))
+                return st
+
+            if w.concurrent is not None:
+                async def client(i: int):
+                    while time.perf_counter() < t_end:
+                        st = await one(i)
+                        if st != OK:
+                            await asyncio.sleep(0.01)  # simserve's CLIENT_RETRY_PAUSE_S
+                        elif w.think_time_s > 0:
+                            await asyncio.sleep(w.think_time_s)
+
+                tasks = {asyncio.create_task(client(i)) for i in range(w.concurrent)}
+                await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
+            else:
+                rng = np.random.default_rng(cfg.seed)
+                nxt = t0
+                while True:
+                    nxt += rng.exponential(1.0 / w.rps)
+                    if nxt >= t_end:
+                        break
+                    delay = nxt - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    t = asyncio.create_task(one(-1))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
+            # Drain in-flight requests (not counted past duration) briefly, then cancel.
+            if tasks:
+                _, pending = await asyncio.wait(tasks, timeout=5.0)
+                for t in pending:
+                    t.cancel()
+            return records, duration
+        finally:
+            if session is not None:
+                await session.close()
+
+
+def summarize(cfg: SimConfig, records, duration: float) -> dict:
+    """simserve's Recorder statistics from (sent_s, answered_s, status) records."""
+    warm = cfg.workload.warmup_s
+    window = duration - warm
+    in_window = sum(1 for s, e, st in records if st == OK and warm <= e <= duration)
+    lats = np.array([e - s for s, e, st in records if st == OK and s >= warm and e <= duration])
+    rejected = sum(1 for s, e, st in records if st == REJECTED and s >= warm)
+    errors = sum(1 for s, e, st in records if st == ERROR)
+    if lats.size:
+        ps = np.percentile(lats, [50, 90, 99])
+        lat = {"mean": 1e3 * float(lats.mean()), "p50": 1e3 * ps[0], "p90": 1e3 * ps[1], "p99": 1e3 * ps[2],
+               "max": 1e3 * float(lats.max())}
+    else:
+        lat = {k: float("nan") for k in ("mean", "p50", "p90", "p99", "max")}
+    return {
+        "throughput_rps": in_window / window if window > 0 else float("nan"),
+        "latency_ms": {k: float(v) for k, v in lat.items()},
+        "completed": int(lats.size),
+        "rejected": int(rejected),
+        "errors": int(errors),
+        "completed_total": sum(1 for r in records if r[2] == OK),
+        "sim_time_s": duration,
+        "window_s": window,
+    }
+
+
+def _busy_fraction(a, b) -> float:
+    ta, tb = sum(a), sum(b)
+    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
+    return 1.0 - idle / (tb - ta) if tb > ta else float("nan")
+
+
+def _busy_seconds(a, b) -> float:
+    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
+    return (sum(b) - sum(a)) - idle
+
+
+def _tree_cpu() -> dict:
+    """CPU seconds of this process and all its descendants (our Ray processes)."""
+    import psutil
+
+    me = psutil.Process()
+    out = {}
+    for p in [me] + me.children(recursive=True):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict:
+    """CPU seconds of a process's Python threads (``comm`` = the process title:
+    ``python``, ``ray::...``) and of its other threads (Ray's C++ core-worker / gRPC
+    threads, which run without the GIL), from ``/proc/<pid>/task/*/stat``; CPU of
+    threads that already exited (in ``/proc/<pid>/stat`` only) counts as Python."""
+    out = {"python": 0.0, "native": 0.0}
+    base = f"/proc/{pid}/task"
+    try:
+        tids = os.listdir(base)
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        total = (int(fields[11]) + int(fields[12])) / _TICK  # includes threads that exited
+    except (OSError, ValueError):
+        return out
+    for tid in tids:
+        try:
+            with open(f"{base}/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread exited
+        comm = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICK
+        py = comm.startswith("ray::") or comm.startswith("python")
+        out["python" if py else "native"] += cpu
+    # Threads that exited (e.g. the short-lived threads a sync handler can run on) are
+    # gone from task/ but still in the process's total: count them as Python threads.
+    out["python"] = max(out["python"], total - out["native"])
+    return out
+
+
+def process_role(cmd: str) -> str:
+    """driver's descendants by command line: proxy, replica, or background (raylet, GCS,
+    controller, agents, log monitor, idle workers...)."""
+    if cmd.startswith("ray::ProxyActor"):
+        return "proxy"
+    if cmd.startswith("ray::ServeReplica"):
+        return "replica"
+    return "background"
+
+
+def role_cpu() -> dict:
+    """{pid: (role, python_s, native_s)} for this driver and every descendant."""
+    import psutil
+
+    me = psutil.Process()
+    t = thread_cpu(me.pid)
+    out = {me.pid: ("driver", t["python"], t["native"])}
+    for p in me.children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline() or [])
+        except psutil.Error:
+            continue
+        t = thread_cpu(p.pid)
+        out[p.pid] = (process_role(cmd), t["python"], t["native"])
+    return out
+
+
+def role_cpu_diff(a: dict, b: dict) -> dict:
+    """CPU seconds per role between two ``role_cpu`` snapshots (new processes from 0)."""
+    out: dict = {}
+    for pid, (role, py, nat) in b.items():
+        _, py0, nat0 = a.get(pid, (role, 0.0, 0.0))
+        r = out.setdefault(role, {"python_s": 0.0, "native_s": 0.0})
+        r["python_s"] += py - py0
+        r["native_s"] += nat - nat0
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run_real(cfg: SimConfig) -> dict:
+    """One scenario on its own Ray instance (use RealCluster to share one)."""
+    with RealCluster(cfg.cluster.num_cpus) as cl:
+        return cl.run(cfg)
+
+
+if __name__ == "__main__":  # quick manual check: python -m validate.harness
+    from validate.scenario import smoke_scenarios
+
+    print(json.dumps(run_real(smoke_scenarios()[0]), indent=1, default=str))

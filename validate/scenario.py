@@ -1,0 +1,201 @@
+"""A validation scenario is a ``simserve.SimConfig``: one object that both the real
+harness (``validate.harness.run_real``) and the simulator (``simserve.simulate``)
+consume. The helpers below build the few configurations the smoke test and the grid
+need, and attach measured ``Overheads`` (from ``validate/calibration/*.json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+
+from simserve.calibration import costs
+from simserve import (
+    ClusterConfig,
+    DeploymentConfig,
+    Distribution,
+    Overheads,
+    Segment,
+    SimConfig,
+    WorkloadConfig,
+    WorkModel,
+)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CALIBRATION_DIR = os.path.join(HERE, "calibration")
+# Every measured ``Overheads`` field; ``validate.calibrate`` writes each as a top-level key.
+OVERHEAD_FIELDS = (
+    "hop_s", "http_hop_s", "hop_cv",
+    "client_cpu_s", "router_cpu_s", "probe_cpu_s", "replica_probe_cpu_s",
+    "replica_cpu_s", "proxy_cpu_s", "http_client_cpu_s",
+    "client_native_cpu_s", "proxy_native_cpu_s", "replica_native_cpu_s",
+    "ray_background_cores", "ray_background_cpu_per_request_s",
+    "replica_startup_s",
+    "contended_core_speed", "gil_switch_interval_s",
+)
+
+
+def physical_cores() -> int:
+    return os.cpu_count() or 1
+
+
+def scenario(
+    *,
+    name: str = "Model",
+    work: list[tuple[str, float]] | WorkModel = (("io", 0.05),),
+    handler: str = "async",
+    num_replicas: int = 1,
+    num_cpus: float = 1.0,
+    max_ongoing_requests: int = 5,
+    max_queued_requests: int = -1,
+    cluster_cpus: float = 2,
+    cores: float | None = None,
+    ingress: str = "handle",
+    concurrent: int | None = None,
+    rps: float | None = None,
+    duration_s: float = 15.0,
+    warmup_s: float = 3.0,
+    seed: int = 0,
+) -> SimConfig:
+    """One scenario; ``work`` is a list of (kind, deterministic seconds) or a WorkModel."""
+    if not isinstance(work, WorkModel):
+        work = WorkModel(tuple(Segment(k, Distribution("deterministic", s)) for k, s in work))
+    return SimConfig(
+        deployment=DeploymentConfig(
+            name=name,
+            num_replicas=num_replicas,
+            num_cpus=num_cpus,
+            max_ongoing_requests=max_ongoing_requests,
+            max_queued_requests=max_queued_requests,
+            handler=handler,
+            work=work,
+        ),
+        cluster=ClusterConfig(nodes=1, num_cpus=cluster_cpus, physical_cores=cores or physical_cores()),
+        overheads=Overheads(ingress=ingress),
+        workload=WorkloadConfig(concurrent=concurrent, rps=rps, duration_s=duration_s, warmup_s=warmup_s),
+        seed=seed,
+        keep_requests=False,
+    )
+
+
+def smoke_scenarios() -> list[SimConfig]:
+    """Small configurations that finish in ~20 s each on a 2-core machine.
+
+    The smoke guards what REPORT.md shows simserve gets right today, so that CI catches a
+    regression in it: the router's back-off polling with one-slot replicas and more
+    clients than slots, a replica that cannot be placed, and the HTTP path. The rows
+    where simserve is still off by more than 25% (CPU-bound handlers, many requests
+    waiting in the router) are in the grid and REPORT.md, not here: a smoke check that
+    fails on a known gap would only block every change."""
+    return [
+        scenario(name="io50", work=[("io", 0.05)], num_replicas=2, max_ongoing_requests=1,
+                 concurrent=4, cluster_cpus=2, ingress="handle"),
+        scenario(name="pending-3of2", work=[("io", 0.05)], num_replicas=3, max_ongoing_requests=1,
+                 concurrent=4, cluster_cpus=2, ingress="handle"),
+        scenario(name="io50http", work=[("io", 0.05)], num_replicas=2, max_ongoing_requests=1,
+                 concurrent=4, cluster_cpus=2, ingress="http"),
+    ]
+
+
+def grid_scenarios() -> list[SimConfig]:
+    """The larger grid for ``python -m validate`` (REPORT.md)."""
+    out = []
+    for ingress in ("handle", "http"):
+        for mo, conc in ((1, 4), (5, 16)):
+            out.append(scenario(name=f"io50-{ingress}-m{mo}-c{conc}", work=[("io", 0.05)], num_replicas=2,
+                                max_ongoing_requests=mo, concurrent=conc, ingress=ingress))
+        out.append(scenario(name=f"io1-{ingress}-c8", work=[("io", 0.001)], num_replicas=2,
+                            concurrent=8, ingress=ingress))
+    out += [
+        scenario(name="gil20-async-c8", work=[("gil", 0.02)], handler="async", num_replicas=2,
+                 concurrent=8),
+        scenario(name="gil20-sync-c8", work=[("gil", 0.02)], handler="sync", num_replicas=2,
+                 concurrent=8),
+        scenario(name="gil20-sync-4rep-L4", work=[("gil", 0.02)], handler="sync", num_replicas=4,
+                 cluster_cpus=4, concurrent=8),
+        scenario(name="native20-sync-c4", work=[("native", 0.02)], handler="sync", num_replicas=1,
+                 concurrent=4),
+        scenario(name="mixed-io-gil", work=[("io", 0.03), ("gil", 0.01)], handler="async",
+                 num_replicas=2, concurrent=8),
+        scenario(name="pending-3of2", work=[("io", 0.05)], num_replicas=3, max_ongoing_requests=1,
+                 concurrent=4, cluster_cpus=2),
+        scenario(name="poisson-io50-40rps", work=[("io", 0.05)], num_replicas=2, rps=40.0),
+        scenario(name="queued-limit", work=[("io", 0.05)], num_replicas=1, max_ongoing_requests=1,
+                 max_queued_requests=2, concurrent=8),
+    ]
+    return out
+
+
+# -- calibration files -----------------------------------------------------------------
+def calibration_path(host: str | None = None) -> str:
+    """validate/calibration/ray-2.60.0-<host>.json; <host> defaults to 'project-machine'
+    (this VM's hostname is a generic 'vm'); set VALIDATE_HOST to keep several machines."""
+    host = host or os.environ.get("VALIDATE_HOST") or "project-machine"
+    return os.path.join(CALIBRATION_DIR, f"ray-2.60.0-{host}.json")
+
+
+def load_calibration(path: str | None = None) -> dict:
+    """This host's calibration file, else the newest one in validate/calibration/."""
+    if path is None:
+        path = calibration_path()
+        if not os.path.exists(path):
+            files = sorted(glob.glob(os.path.join(CALIBRATION_DIR, "ray-*.json")), key=os.path.getmtime)
+            if not files:
+                raise FileNotFoundError("no calibration file: run `python -m validate.calibrate` first")
+            path = files[-1]
+    with open(path) as f:
+        cal = json.load(f)
+    cal["_path"] = path
+    return cal
+
+
+def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
+                   physical_cores: float | None = None) -> SimConfig:
+    """``cfg`` with the calibration's Overheads; ``cpu_speed`` = calibration host speed
+    over this run's host speed (ns per probe iteration: bigger is slower).
+
+    The harness sizes ``gil`` / ``native`` work with the calibration's speed, so on a
+    host running at ``cpu_speed`` they take ``duration / cpu_speed``: the simulated
+    segments are scaled the same way (simserve's ``cpu_speed`` scales only Overheads).
+    ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
+    users' processes during the real run).
+
+    Every field in ``OVERHEAD_FIELDS`` is passed as measured (the calibration file must
+    have them all: an older file raises, rerun ``python -m validate.calibrate``); simserve
+    itself picks ``client_cpu_s`` (handle ingress) or ``http_client_cpu_s`` (the HTTP
+    load generator) by the scenario's ingress.
+    """
+    missing = [k for k in OVERHEAD_FIELDS if k not in cal]
+    if missing:
+        raise KeyError(f"calibration {cal.get('_path', '?')} lacks {missing}: rerun `python -m validate.calibrate`")
+    vals = {k: float(v) for k, v in costs(cal, cfg.overheads.ingress).items()}
+    speed = 1.0
+    if host_ns_per_loop and cal.get("host_ns_per_loop"):
+        speed = float(cal["host_ns_per_loop"]) / float(host_ns_per_loop)
+    oh = Overheads(ingress=cfg.overheads.ingress, cpu_speed=speed, **vals)
+    d = cfg.deployment
+    if speed != 1.0:
+        segs = tuple(
+            s if s.kind == "io" else Segment(s.kind, _scale(s.duration, 1.0 / speed)) for s in d.work.segments
+        )
+        d = dataclasses.replace(d, work=WorkModel(segs))
+    cl = cfg.cluster
+    if physical_cores is not None:
+        cl = dataclasses.replace(cl, physical_cores=physical_cores)
+    return dataclasses.replace(cfg, overheads=oh, deployment=d, cluster=cl)
+
+
+def _scale(dist: Distribution, f: float) -> Distribution:
+    if dist.kind == "empirical":
+        return Distribution.empirical([x * f for x in dist.samples_s])
+    return dataclasses.replace(dist, mean_s=dist.mean_s * f)
+
+
+def describe(cfg: SimConfig) -> str:
+    d, w = cfg.deployment, cfg.workload
+    work = "+".join(f"{s.kind}{s.duration.mean_s * 1e3:g}ms" for s in d.work.segments)
+    load = f"c={w.concurrent}" if w.concurrent is not None else f"rps={w.rps:g}"
+    return (f"{d.name}: {work} {d.handler} r={d.num_replicas} cpus={d.num_cpus:g} mo={d.max_ongoing_requests}"
+            f" L={cfg.cluster.num_cpus:g} {cfg.overheads.ingress} {load}")
