@@ -14,7 +14,8 @@ work that choice changes no time, only the ``replica`` column and how the per-re
 figures split a total that is the same.
 
 Open loops only (Poisson without a shape, or a trace), no ``max_queued_requests``, no
-autoscaling; ``eligible`` says when.
+autoscaling, and, without a request table, at most ``MAX_REQUESTS_WITHOUT_TABLE``
+requests (it holds every request's times); ``eligible`` says when.
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ import numpy as np
 from simserve.distributions import BLOCK, draw_in_blocks
 from simserve.replica import PENDING, RUNNING
 from simserve.request import Request
+
+
+# The recursion keeps every request's times (about 250 bytes each). Without a request
+# table, longer runs take the event engine, whose memory stays flat.
+MAX_REQUESTS_WITHOUT_TABLE = 1_000_000
+
+
+def _expected_requests(w) -> float:
+    if w.kind == "trace":
+        return len(w.trace_arrivals_s) if w.requests is None else min(w.requests, len(w.trace_arrivals_s))
+    by_time = w.rps * w.duration_s if w.duration_s is not None else float("inf")
+    return min(by_time, w.requests if w.requests is not None else float("inf"))
 
 
 def eligible(sim) -> bool:
@@ -42,6 +55,7 @@ def eligible(sim) -> bool:
         and w.kind in ("poisson", "trace")
         and w.shape is None
         and sim.controller.count(RUNNING) > 0
+        and (cfg.keep_requests or _expected_requests(w) <= MAX_REQUESTS_WITHOUT_TABLE)
     )
 
 
@@ -156,7 +170,8 @@ def run(sim):
         "probes": 0,
         "attempts": 0,
     }
-    sim._timeline = _timeline(sim, a, st, dn, end_t, len(replicas))
+    for row in _timeline(sim, a, st, dn, end_t, len(replicas)):
+        sim.add_timeline_row(row)
     return sim._result(start_snap, end_snap, time.perf_counter() - wall0)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 import time
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -139,7 +140,8 @@ class Simulation:
         self.answered = 0
         self.done = self.env.event()
         self._snapshot = None
-        self._timeline: list[tuple] = []
+        # One array of doubles per column: 88 bytes per row, however long the run.
+        self._timeline = {c: array("d") for c in TIMELINE_COLUMNS}
 
     # -- the request path ---------------------------------------------------------------
     def issue(self, client: int) -> None:
@@ -270,6 +272,10 @@ class Simulation:
         ev = self.env.timeout(delay, (fn, arg))
         ev.callbacks.append(_call)
 
+    def add_timeline_row(self, row: tuple) -> None:
+        for column, value in zip(self._timeline.values(), row):
+            column.append(value)
+
     def _sample_timeline(self, _=None) -> None:
         """One row per ``timeline_interval_s``: the replica counts now, and the answers
         received since the previous row."""
@@ -277,7 +283,7 @@ class Simulation:
         dt = self.cfg.timeline_interval_s
         done, lats = self.recorder.take_tick()
         p50, p99 = np.percentile(lats, (50, 99)) * 1e3 if lats else (float("nan"), float("nan"))
-        self._timeline.append(
+        self.add_timeline_row(
             (
                 self.env.now,
                 ctl.target,
@@ -439,7 +445,9 @@ class Simulation:
         requests = None
         if cfg.keep_requests:
             requests = rec.requests_frame(sorted(self.in_flight.values(), key=lambda r: r.id))
-        timeline = pd.DataFrame(self._timeline, columns=TIMELINE_COLUMNS)
+        timeline = pd.DataFrame({c: np.frombuffer(v, dtype=float) if len(v) else np.empty(0) for c, v in self._timeline.items()})
+        counts = [c for c in TIMELINE_COLUMNS if c.endswith("replicas") or c.endswith("requests")]
+        timeline[counts] = timeline[counts].astype(np.int64)
         return SimResult(summary, requests, replicas, nodes, timeline, cfg)
 
 
