@@ -28,7 +28,6 @@ class Request:
         "segment",
         "fulfilled",
         "task",
-        "attempts",
         "accepted_at_router_s",
     )
 
@@ -47,5 +46,4 @@ class Request:
         self.segment = 0
         self.fulfilled = False  # the router has picked a replica for it
         self.task = None  # the routing task that owns it
-        self.attempts = 0  # times sent to a replica (rejections + 1)
         self.accepted_at_router_s = 0.0  # when the replica's answer reaches the router

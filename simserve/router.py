@@ -335,7 +335,7 @@ class RayRouter:
             self._exit(owner)  # _cancel_routing_task_for_pending_request
         entry = self.cache.get(replica.index)
         self.cache[replica.index] = ((entry[0] if entry else 0) + 1, self.env.now)
-        self.sim.send(req, replica, self)
+        self.sim.send(req, replica)
         self._soon(self._next_own if task.own.fulfilled else self._attempt, task)
 
     # -- answers from replicas -------------------------------------------------------------------
@@ -419,7 +419,7 @@ class IdealRouter:
         self.reserved[replica.index] = k
         if k < replica.max_ongoing_requests:
             self.free[k][replica] = None
-        self.sim.send(req, replica, self)
+        self.sim.send(req, replica)
 
     def _drain(self) -> None:
         while self.waiting:

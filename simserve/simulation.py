@@ -176,9 +176,8 @@ class Simulation:
         else:
             self._submit(req)
 
-    def send(self, req, replica, router) -> None:
+    def send(self, req, replica) -> None:
         """The router's actor call; the replica answers accepted or rejected."""
-        req.attempts += 1
         if self.hop_s > 0.0:
             self._after(self.hop(), self._arrive, (req, replica))
         else:
