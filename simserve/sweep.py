@@ -386,7 +386,10 @@ def main(argv=None) -> int:
     if args.csv:
         table.to_csv(args.csv, index=False)
     if args.parquet:
-        table.to_parquet(args.parquet, index=False)
+        try:
+            table.to_parquet(args.parquet, index=False)
+        except ImportError:
+            p.exit(2, f"{p.prog}: error: --parquet {args.parquet!r}: needs pyarrow (pip install 'simserve[parquet]')\n")
     if args.json:
         print(table.to_json(orient="records"))
     else:
