@@ -16,8 +16,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from typing import TYPE_CHECKING
+
 from simserve.distributions import KINDS, Distribution
 from simserve.load_shape import LoadShape
+
+if TYPE_CHECKING:  # autoscaling.py imports this module's checks
+    from simserve.autoscaling import AutoscalingConfig
 
 SEGMENT_KINDS = ("io", "gil", "native")
 HANDLERS = ("async", "sync")
@@ -139,7 +144,7 @@ class DeploymentConfig:
     init_s: float = 0.0  # the user's __init__ (model loading), on top of Ray's start-up
     graceful_shutdown_wait_loop_s: float = 2.0  # DEFAULT_GRACEFUL_SHUTDOWN_WAIT_LOOP_S
     graceful_shutdown_timeout_s: float = 20.0  # DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_S
-    autoscaling_config: "AutoscalingConfig | None" = None  # simserve.autoscaling
+    autoscaling_config: AutoscalingConfig | None = None
 
     def __post_init__(self):
         from simserve.autoscaling import check_deployment

@@ -368,7 +368,6 @@ class Simulation:
 
     def _result(self, start: dict, end: dict, wall_s: float) -> SimResult:
         cfg = self.cfg
-        d = cfg.deployment
         window = end["t"] - start["t"]
         rec = self.recorder
         rep_rows = []
