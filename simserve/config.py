@@ -43,6 +43,8 @@ PER_REQUEST_COSTS = (
     "client_native_cpu_s",
     "proxy_native_cpu_s",
     "replica_native_cpu_s",
+    "probe_native_cpu_s",
+    "replica_probe_native_cpu_s",
     "ray_background_cpu_per_request_s",
 )
 
@@ -207,6 +209,10 @@ class RouterConfig:
     backoff_multiplier: float = 2.0  # RAY_SERVE_ROUTER_RETRY_BACKOFF_MULTIPLIER
     max_backoff_s: float = 0.5  # RAY_SERVE_ROUTER_RETRY_MAX_BACKOFF_S
     max_num_routing_tasks_cap: int = 50  # RequestRouter.max_num_routing_tasks_cap
+    # A probe unanswered by then counts as no answer: RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S,
+    # doubled per back-off step up to RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S.
+    queue_len_response_deadline_s: float = 0.1
+    max_queue_len_response_deadline_s: float = 1.0
 
     def __post_init__(self):
         _choice("router", self.policy, ROUTERS)
@@ -215,6 +221,8 @@ class RouterConfig:
         _number("backoff_multiplier", self.backoff_multiplier, low=1)
         _number("max_backoff_s", self.max_backoff_s, low=0)
         _number("max_num_routing_tasks_cap", self.max_num_routing_tasks_cap, low=1, integer=True)
+        _number("queue_len_response_deadline_s", self.queue_len_response_deadline_s, low=0, low_open=True)
+        _number("max_queue_len_response_deadline_s", self.max_queue_len_response_deadline_s, low=0)
 
 
 @dataclass(frozen=True)
@@ -255,17 +263,26 @@ class Overheads:
     client_native_cpu_s: float = 0.0  # driver's C++ threads, per request
     proxy_native_cpu_s: float = 0.0  # proxy's C++ threads, per request
     replica_native_cpu_s: float = 0.0  # replica's C++ threads, per request
+    probe_native_cpu_s: float = 0.0  # caller's C++ threads, per queue-length probe sent
+    replica_probe_native_cpu_s: float = 0.0  # replica's C++ threads, per probe answered
     ray_background_cores: float = 0.0  # Ray's own processes, always (cores)
     ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
+    # Separate GIL acquisitions the replica's Ray machinery makes per request (receive, hand to
+    # the user loop, reply...); replica_cpu_s is spread over them, and each waits for the GIL
+    # like any other thread when a handler holds it.
+    replica_gil_acquisitions: int = 1
+    replica_probe_gil_acquisitions: int = 1  # the same for answering one queue-length probe
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
         for name in PER_REQUEST_COSTS + ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s"):
             _number(name, getattr(self, name), low=0)
+        _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
+        _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)
         if self.contended_core_speed > 1:

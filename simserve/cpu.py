@@ -34,6 +34,8 @@ import math
 
 import simpy
 
+from simserve.events import NORMAL, Wake
+
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
 _EPS = 1e-12
@@ -87,8 +89,7 @@ class Process:
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))
-            ev = node.env.timeout(wait, (self, work_s, callback, arg))
-            ev.callbacks.append(_join_gil)
+            node.env.schedule(Wake(_join_gil, (self, work_s, callback, arg)), NORMAL, wait)
             return
         node.add(self.gil, work_s, callback, arg)
 
@@ -137,8 +138,11 @@ class Node:
         self._last = 0.0
         self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
+        self._timer = None  # the pending timer (a Wake); an earlier one cancels it
         self._timer_at = _INF  # when the pending timer fires
-        self._generation = 0
+        # _speed() and min(threads, cores) for the current thread count: they change
+        # only when a runner starts or stops, so _retune() recomputes them then.
+        self._retune()
 
     def process(self, name: str) -> Process:
         return Process(self, name)
@@ -158,104 +162,127 @@ class Node:
         share = 1.0 if k <= c else c / k
         if self.contended_core_speed == 1.0 or c <= 1.0 or k <= 1.0:
             return share
-        busy = min(k, c)
+        busy = k if k <= c else c  # min(k, c)
         return share * (1.0 - (1.0 - self.contended_core_speed) * (busy - 1.0) / (c - 1.0))
 
+    def _retune(self) -> None:
+        """The thread count changed: recompute the per-thread speed and the busy cores."""
+        self._speed_now = self._speed()
+        k, c = self.threads, self.physical_cores
+        self._busy_cores = k if k <= c else c  # min(k, c)
+
+    # The hot paths below read SimPy's clock as ``env._now`` (what ``env.now`` returns,
+    # without the property call) and inline Runner.clock/next_finish, same arithmetic.
     def _advance(self) -> None:
-        now = self.env.now
+        now = self.env._now
         dt = now - self._last
         if dt > 0.0 and self.active:
-            self.service += dt * self._speed()
-            self.core_busy_s += dt * min(self.threads, self.physical_cores)  # occupied, at whatever speed
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores  # occupied, at whatever speed
         self._last = now
-
-    def _push(self, runner: Runner) -> float:
-        runner.version += 1
-        at = runner.next_finish()
-        self._seq += 1
-        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
-        return at
 
     def add(self, runner: Runner, work_s: float, callback, arg) -> None:
         if work_s <= 0.0:
             callback(arg)
             return
-        self._advance()
+        # self._advance(), inlined:
+        now = self.env._now
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         jobs = runner.jobs
         if jobs:
-            runner.v0 = runner.clock(s)
+            v0 = runner.v0 = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)  # runner.clock(s)
         else:
-            runner.v0 = 0.0
-            runner.busy_since = self.env.now
+            v0 = runner.v0 = 0.0
+            runner.busy_since = now
             self.threads += runner.threads
             self.active += 1
+            self._retune()
         runner.s0 = s
         self._seq += 1
-        heapq.heappush(jobs, (runner.v0 + work_s, self._seq, callback, arg))
-        at = self._push(runner)
+        heapq.heappush(jobs, (v0 + work_s, self._seq, callback, arg))
+        # self._push(runner), inlined:
+        runner.version += 1
+        at = s + (jobs[0][0] - v0) * len(jobs) / runner.threads  # runner.next_finish()
+        self._seq += 1
+        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
         # Adding work only slows others down, so a pending timer is early, never late:
         # it will find nothing due and look again. Only this runner's own finish can
         # come before it.
-        when = self.env.now + (at - s) / self._speed()
+        when = now + (at - s) / self._speed_now
         if when < self._timer_at:
-            self._schedule(when)
+            self._schedule(when, now)
 
-    def _schedule(self, when: float) -> None:
-        self._generation += 1
+    def _schedule(self, when: float, now: float) -> None:
+        if self._timer is not None:
+            self._timer.callbacks = ()  # superseded: SimPy will pop it and do nothing
         self._timer_at = when
-        ev = self.env.timeout(max(when - self.env.now, 0.0), self._generation)
-        ev.callbacks.append(self._on_timer)
+        self._timer = ev = Wake(self._on_timer)
+        self.env.schedule(ev, NORMAL, max(when - now, 0.0))
 
     def _on_timer(self, ev) -> None:
-        if ev._value != self._generation:
-            return  # superseded by an earlier timer
+        self._timer = None
         self._timer_at = _INF
-        self._advance()
+        # self._advance(), inlined:
+        now = self.env._now
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         # Due: within rounding of the service clock, or closer than the clock of
         # simulated time can resolve (else a residue of 1e-13 s would never be reached).
-        limit = s + _EPS * (1.0 + s) + 4.0 * self._speed() * math.ulp(self.env.now)
+        limit = s + _EPS * (1.0 + s) + 4.0 * self._speed_now * math.ulp(now)
         heap = self._heap
+        heappop = heapq.heappop
         finished = []
+        idled = False
         while heap and heap[0][0] <= limit:
-            _, version, _, runner = heapq.heappop(heap)
+            _, version, _, runner = heappop(heap)
             if version != runner.version:
                 continue  # a stale entry: the runner's job count changed since
-            v = runner.clock(s)
             jobs = runner.jobs
+            v = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)  # runner.clock(s)
             # The heap said this runner's first job is due; others may finish with it.
-            _, _, cb, arg = heapq.heappop(jobs)
+            _, _, cb, arg = heappop(jobs)
             finished.append((cb, arg))
             done_by = v + _EPS * (1.0 + abs(v))
             while jobs and jobs[0][0] <= done_by:
-                _, _, cb, arg = heapq.heappop(jobs)
+                _, _, cb, arg = heappop(jobs)
                 finished.append((cb, arg))
             runner.v0, runner.s0 = v, s
             if jobs:
-                self._push(runner)
+                # self._push(runner), inlined:
+                runner.version += 1
+                self._seq += 1
+                heapq.heappush(heap, (s + (jobs[0][0] - v) * len(jobs) / runner.threads, runner.version, self._seq, runner))
             else:
                 runner.version += 1
-                runner.busy_s += self.env.now - runner.busy_since
+                runner.busy_s += now - runner.busy_since
                 self.threads -= runner.threads
                 self.active -= 1
-        if not self.active:
-            self.threads = 0.0  # absorb float drift
-        self._reschedule()
+                idled = True
+        if idled:
+            if not self.active:
+                self.threads = 0.0  # absorb float drift
+            self._retune()
+        # The next timer, at the first live entry's finish:
+        while heap and heap[0][1] != heap[0][3].version:
+            heappop(heap)
+        if heap and heap[0][0] < _INF:
+            self._schedule(now + (heap[0][0] - s) / self._speed_now, now)
         for cb, arg in finished:
             cb(arg)
-
-    def _reschedule(self) -> None:
-        heap = self._heap
-        while heap and heap[0][1] != heap[0][3].version:
-            heapq.heappop(heap)
-        if heap and heap[0][0] < _INF:
-            self._schedule(self.env.now + (heap[0][0] - self.service) / self._speed())
 
     def time_to_next_finish(self, runner: Runner) -> float:
         """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""
         self._advance()
-        return max(runner.next_finish() - self.service, 0.0) / self._speed()
+        return max(runner.next_finish() - self.service, 0.0) / self._speed_now
 
     def busy_s(self, runner: Runner) -> float:
         """Time ``runner`` has had work, up to now."""

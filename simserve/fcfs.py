@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from simserve.distributions import BLOCK, draw_in_blocks
+from simserve.metrics import p50_p99_ms
 from simserve.replica import PENDING, RUNNING
 from simserve.request import Request
 
@@ -161,22 +162,24 @@ def run(sim):
     zero = dict.fromkeys(stats[0], 0)
     by_index = {r.index: s for r, s in zip(replicas, stats)}
     waiting = float((np.clip(st, t0, end_t) - np.clip(a, t0, end_t)).sum())
-    start_snap = {"t": t0, "replicas": [zero] * len(sim.controller.replicas), "cores": [0.0] * len(sim.nodes), "queued": 0.0, "probes": 0, "attempts": 0}
+    no_routing = {"probes": 0, "probe_timeouts": 0, "attempts": 0}
+    start_snap = {"t": t0, "replicas": [zero] * len(sim.controller.replicas), "cores": [0.0] * len(sim.nodes),
+                  "queued": 0.0, **no_routing}
     end_snap = {
         "t": end_t,
         "replicas": [by_index.get(r.index, zero) for r in sim.controller.replicas],
         "cores": [0.0] * len(sim.nodes),
         "queued": waiting,
-        "probes": 0,
-        "attempts": 0,
+        **no_routing,
     }
-    for row in _timeline(sim, a, st, dn, end_t, len(replicas)):
-        sim.add_timeline_row(row)
+    for row, answers in _timeline(sim, a, st, dn, end_t, len(replicas)):
+        sim.add_timeline_row(row, answers)
     return sim._result(start_snap, end_snap, time.perf_counter() - wall0)
 
 
 def _timeline(sim, a, st, dn, end_t: float, running: int) -> list[tuple]:
-    """The rows the event loop's sampler would write, at the times it would write them."""
+    """The rows the event loop's sampler would write, at the times it would write them,
+    each with its number of answers."""
     dt = sim.cfg.timeline_interval_s
     pending = sim.controller.count(PENDING)
     times = []
@@ -186,15 +189,15 @@ def _timeline(sim, a, st, dn, end_t: float, running: int) -> list[tuple]:
         t = t + dt
     ts = np.asarray(times)
     order = np.argsort(dn, kind="stable")
-    lat = (dn - a)[order]
+    lat = (dn - a)[order].tolist()
     done_by = np.searchsorted(dn[order], ts, side="right")
     started_by = np.searchsorted(np.sort(st), ts, side="right")
     arrived_by = np.searchsorted(a, ts, side="right")  # arrivals are in order
     rows = []
     prev = 0
     for t, k, started, arrived in zip(times, done_by.tolist(), started_by.tolist(), arrived_by.tolist()):
-        window = lat[prev:k]
-        p50, p99 = np.percentile(window, (50, 99)) * 1e3 if k > prev else (float("nan"), float("nan"))
-        rows.append((t, running + pending, running, 0, 0, pending, started - k, arrived - started, (k - prev) / dt, p50, p99))
+        p50, p99 = p50_p99_ms(lat[prev:k])  # np.percentile(lat[prev:k], (50, 99)) * 1e3, exactly
+        rows.append(((t, running + pending, running, 0, 0, pending, started - k, arrived - started, (k - prev) / dt, p50, p99),
+                     k - prev))
         prev = k
     return rows

@@ -6,7 +6,11 @@ is not locked, and rejects it otherwise (``handle_request_with_rejection`` in
 
 What runs where:
 * Ray's own per-request work (admission, (de)serialisation) runs on the replica's
-  main loop thread and holds the GIL (``Overheads.replica_cpu_s``).
+  main loop thread and holds the GIL (``Overheads.replica_cpu_s``), in
+  ``replica_gil_acquisitions`` separate takes of the GIL, and its answer to a
+  queue-length probe in ``replica_probe_gil_acquisitions``: behind a handler that holds
+  the GIL, each take waits its switch interval, so a CPU-bound handler slows every
+  request's way in and out of its replica, and its answers to the router's probes.
 * An ``async def`` handler runs on the user-code event loop: its CPU segments (``gil``
   and ``native`` alike, since a blocking call blocks the loop) run one at a time in
   arrival order, while ``io`` segments (awaits) interleave freely.
@@ -30,6 +34,7 @@ from __future__ import annotations
 from collections import deque
 
 from simserve.cpu import Node
+from simserve.events import NORMAL, Wake
 from simserve.request import FAILED
 
 PENDING = "PENDING_ALLOCATION"
@@ -54,9 +59,12 @@ class Replica:
         self.omp_num_threads = deployment.omp_num_threads
         self.kinds = tuple(s.kind for s in deployment.work.segments)
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
+        self.gil_acquisitions = overheads.replica_gil_acquisitions
+        self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
+        self.probe_native_cpu_s = overheads.cpu("replica_probe_native_cpu_s")
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -79,7 +87,7 @@ class Replica:
 
     # -- admission --------------------------------------------------------------
     def _account(self) -> None:
-        now = self.env.now
+        now = self.env._now  # env.now without the property call
         dt = now - self._last
         if dt > 0.0 and self.ongoing:
             self.ongoing_area += dt * self.ongoing
@@ -95,27 +103,41 @@ class Replica:
         self._account()
         self.ongoing += 1
         req.replica = self.index
-        req.dispatch_s = self.env.now
+        req.dispatch_s = self._last  # now, as of _account()
         req.segment = 0
         return True
 
     def begin(self, req) -> None:
-        self.process.burn(self.replica_native_cpu_s)
+        if self.replica_native_cpu_s > 0.0:
+            self.process.burn(self.replica_native_cpu_s)
         if self.replica_cpu_s > 0.0:
-            self.process.run_gil(self.replica_cpu_s, self._start, req)
+            n = self.gil_acquisitions
+            self._gil_takes((self.replica_cpu_s / n, n, self._start, req))
         else:
             self._start(req)
+
+    def _gil_takes(self, state) -> None:
+        """Ray's Python work for one call, ``burst`` seconds in each of ``left`` separate
+        takes of the GIL, then ``callback(arg)``."""
+        burst, left, callback, arg = state
+        if left > 1:
+            self.process.run_gil(burst, self._gil_takes, (burst, left - 1, callback, arg))
+        else:
+            self.process.run_gil(burst, callback, arg)
 
     # -- the handler --------------------------------------------------------------
     def answer_probe(self, callback, arg) -> None:
         """``get_num_ongoing_requests``: the main loop's CPU, then ``callback(arg)``."""
+        if self.probe_native_cpu_s > 0.0 and self.process is not None:
+            self.process.burn(self.probe_native_cpu_s)
         if self.probe_cpu_s > 0.0 and self.process is not None:
-            self.process.run_gil(self.probe_cpu_s, callback, arg)
+            n = self.probe_gil_acquisitions
+            self._gil_takes((self.probe_cpu_s / n, n, callback, arg))
         else:
             callback(arg)
 
     def _start(self, req) -> None:
-        req.start_s = self.env.now
+        req.start_s = self.env._now
         self._next_segment(req)
 
     def _next_segment(self, req) -> None:
@@ -127,8 +149,7 @@ class Replica:
         kind = self.kinds[i]
         duration = req.demand[i]
         if kind == "io":
-            ev = self.env.timeout(duration, req)
-            ev.callbacks.append(self._after_io)
+            self.env.schedule(Wake(self._after_io, req), NORMAL, duration)
         elif self.is_async:
             if self._loop_busy:
                 self._loop_waiting.append(req)
@@ -136,6 +157,8 @@ class Replica:
                 self._loop_busy = True
                 self._loop_since = self.env.now
                 self._run_cpu(req, kind, duration, self._after_loop_cpu)
+        elif kind == "gil":
+            self.process.run_gil(duration, self._next_segment, req)
         else:
             self._run_cpu(req, kind, duration, self._next_segment)
 
@@ -161,7 +184,7 @@ class Replica:
     def _finish(self, req) -> None:
         """The handler is done and the response leaves; Ray's bookkeeping after it
         (``replica_post_cpu_s``) still holds the slot."""
-        req.done_s = self.env.now
+        req.done_s = self.env._now
         if self.state == STOPPED:
             req.status = FAILED  # the controller force-stopped us mid-request
         self.sim.on_response_sent(self, req)
@@ -171,8 +194,8 @@ class Replica:
             self._release(req)
 
     def _release(self, req) -> None:
-        req.released_s = self.env.now
         self._account()
+        req.released_s = self._last  # now
         self.ongoing -= 1
         self.completed += 1
         self.sim.on_slot_freed(self)

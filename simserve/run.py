@@ -53,6 +53,7 @@ FLAG_OF = {
 
 
 AUTOSCALING_FLAGS = tuple(f.name for f in fields(AutoscalingConfig))
+ROUTER_FLAGS = tuple(f.name for f in fields(RouterConfig) if f.name not in ("policy", "max_num_routing_tasks_cap"))
 
 
 def _replicas(text: str):
@@ -127,15 +128,16 @@ def parser(prog: str = "python -m simserve.run", description: str = "Simulate on
     g = p.add_argument_group("router and ingress")
     g.add_argument("--router", choices=ROUTERS, default="pow2", help="pow2 (Ray's default), round_robin, or ideal")
     g.add_argument("--ingress", choices=INGRESSES, default="handle", help="DeploymentHandle or HTTP through the proxy")
-    for name in ("queue_len_cache_timeout_s", "initial_backoff_s", "backoff_multiplier", "max_backoff_s"):
+    for name in ROUTER_FLAGS:
         g.add_argument("--" + name.replace("_", "-"), type=float, help=f"Ray's {name} (default {getattr(RouterConfig, name)})")
     g = p.add_argument_group("platform costs (what Ray itself costs per request)")
     g.add_argument(
         "--calibration", metavar="FILE", help="costs measured by python -m validate.calibrate (default: the committed measurement)"
     )
     for name in calibration.COST_FIELDS:
-        unit = "seconds" if name.endswith("_s") else ("cores" if name.endswith("cores") else "ratio")
-        g.add_argument("--" + name.replace("_", "-"), type=float, help=f"{unit} (default {getattr(Overheads, name)})")
+        kind = type(getattr(Overheads, name))
+        unit = "seconds" if name.endswith("_s") else "cores" if name.endswith("cores") else "count" if kind is int else "ratio"
+        g.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{unit} (default {getattr(Overheads, name)})")
     g.add_argument("--cpu-speed", type=float, default=1.0, help="this host's speed relative to the calibration's")
     g.add_argument("--no-overheads", action="store_true", help="all platform costs zero: the pure queueing model")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -254,7 +256,7 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
     )
     router_kw = {
         k: getattr(args, k)
-        for k in ("queue_len_cache_timeout_s", "initial_backoff_s", "backoff_multiplier", "max_backoff_s")
+        for k in ROUTER_FLAGS
         if getattr(args, k) is not None
     }
     router = RouterConfig(policy=args.router, **router_kw)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from simserve.distributions import Distribution
+from simserve.events import NORMAL, Wake
 
 # How often a closed loop re-reads a ramp or sine level (clients are whole numbers).
 SHAPE_TICK_S = 0.1
@@ -128,8 +129,7 @@ class ClosedLoop(Source):
                 self._send(c)
             return
         self._busy.add(c)  # thinking counts as busy: it will send when done
-        ev = self.env.timeout(self._think(), c)
-        ev.callbacks.append(self._after_think)
+        self.env.schedule(Wake(self._after_think, c), NORMAL, self._think())
 
     def _after_think(self, ev) -> None:
         c = ev._value
@@ -177,8 +177,7 @@ class PoissonArrivals(Source):
         self.sim.at(self.env.now + float(self.rng.exponential(mean)), self._switch, True)
 
     def _schedule(self) -> None:
-        ev = self.env.timeout(self.gap())
-        ev.callbacks.append(self._arrive)
+        self.env.schedule(Wake(self._arrive), NORMAL, self.gap())
 
     def _arrive(self, ev) -> None:
         if not self._may_issue():
@@ -198,8 +197,7 @@ class TraceArrivals(Source):
 
     def _schedule(self) -> None:
         if self._i < len(self._times):
-            ev = self.env.timeout(max(self._times[self._i] - self.env.now, 0.0))
-            ev.callbacks.append(self._arrive)
+            self.env.schedule(Wake(self._arrive), NORMAL, max(self._times[self._i] - self.env.now, 0.0))
 
     def _arrive(self, ev) -> None:
         if self._may_issue():
@@ -209,7 +207,7 @@ class TraceArrivals(Source):
 
     @property
     def total(self) -> int:
-        n = len(self._times)
+        n = len(self.w.trace_arrivals_s)
         return n if self.w.requests is None else min(n, self.w.requests)
 
 

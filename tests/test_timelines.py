@@ -1,11 +1,13 @@
 """Exact event timelines for tiny deterministic scenarios, the seed article's claims,
 and determinism."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
 from helpers import config
-from simserve import simulate
+from simserve import Overheads, simulate
 
 
 def _timeline(cfg):
@@ -58,6 +60,32 @@ def test_ray_router_backoff_schedule_when_nothing_else_arrives():
     cfg = config(kind="io", mean_s=0.5, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0, 0.0), requests=2, duration_s=None)
     assert _timeline(cfg) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.775, 1.275)]
 
+
+
+def test_a_probe_answered_after_its_deadline_counts_as_no_answer():
+    """With 60 ms hops a probe's answer takes 0.12 s: the first probe times out at Ray's 0.1 s
+    deadline, the second (deadline doubled to 0.2 s) is answered at 0.22 s, the request reaches
+    the replica at 0.28 s, runs 0.5 s and is back at 0.84 s."""
+    cfg = config(kind="io", mean_s=0.5, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0,), requests=1, duration_s=None)
+    result = simulate(replace(cfg, overheads=Overheads(hop_s=0.06, hop_cv=0.0)))
+    assert _timeline(result.config) == [(0, 0.0, 0.28, 0.78)]
+    assert result.requests["end_s"].round(9).tolist() == [0.84]
+    assert result.summary["router"]["probe_timeouts_per_request"] == 1.0
+
+
+def test_each_gil_acquisition_of_ray_machinery_waits_behind_a_spinning_handler():
+    """A request reaching a sync replica while another spins: its 3 ms of Ray machinery in 3 GIL takes
+    each waits the 5 ms switch interval, then runs at half speed beside the spinner (2 ms): the handler
+    starts at 0.05 + 3 * 7 ms = 0.071 s; taken in one piece it starts at 0.05 + 5 + 6 ms = 0.061 s."""
+    cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05), requests=2,
+                 duration_s=None)
+
+    def second_start_s(acquisitions: int) -> float:
+        oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=acquisitions, gil_switch_interval_s=0.005)
+        return round(float(simulate(replace(cfg, overheads=oh)).requests["start_s"].iloc[1]), 9)
+
+    assert second_start_s(3) == 0.071
+    assert second_start_s(1) == 0.061
 
 # -- the seed article's scenarios -------------------------------------------------------------
 

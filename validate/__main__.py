@@ -4,6 +4,8 @@
                                       # throughput differs by more than 25 %
     python -m validate                # the grid; writes validate/REPORT.md
     python -m validate --only io50,pending   # scenarios whose name contains one of these
+    python -m validate --autoscale    # real autoscaling on a step load, twice, ~4 minutes;
+                                      # writes validate/AUTOSCALE.md (validate/autoscale.py)
 
 Each scenario (a ``SimConfig``) runs on real Ray (``validate.harness``), then in
 simserve with the calibration file's ``Overheads`` and ``cpu_speed`` = calibration
@@ -44,26 +46,51 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
     for cpus, group in itertools.groupby(cfgs, key=lambda c: c.cluster.num_cpus):
         with RealCluster(num_cpus=cpus, ns_per_loop=cal["host_ns_per_loop"],
                          native_unit=cal.get("native_unit_s")) as cl:
-            for cfg in [c for c in group for _ in range(repeats)]:
+            for cfg, k in [(c, k) for c in group for k in range(repeats)]:
                 t0 = time.perf_counter()
                 try:
-                    real = cl.run(cfg, app_name=cfg.deployment.name.lower())
+                    # A fresh app name per run: Serve caches one handle (and its router, with
+                    # its queue-length cache) per app and deployment name in the driver.
+                    real = cl.run(cfg, app_name=f"{cfg.deployment.name.lower()}-{k}")
                 except Exception as e:  # noqa: BLE001 - one failed scenario must not stop the rest
                     print(f"  {cfg.deployment.name}: real run failed: {e!r}", file=sys.stderr)
                     rows.append({"name": cfg.deployment.name, "describe": describe(cfg), "error": repr(e)})
                     continue
-                sim_cfg = with_overheads(cfg, cal, real["host_ns_per_loop"])
-                sim = simulate(sim_cfg).summary
-                # Diagnosis only: the same, on the cores other users' processes left free.
-                foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
-                free = max(0.25, cfg.cluster.physical_cores - foreign)
-                sim_free = simulate(with_overheads(cfg, cal, real["host_ns_per_loop"], physical_cores=free)).summary
-                row = {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
-                       "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
-                       "cpu_speed": sim_cfg.overheads.cpu_speed, "seconds": time.perf_counter() - t0}
+                row = compare(cfg, real, cal)
+                row["seconds"] = time.perf_counter() - t0
                 rows.append(row)
                 print(_line(row), flush=True)
     return rows
+
+
+def compare(cfg, real: dict, cal: dict) -> dict:
+    """One real run and simserve on the same configuration, at the run's host speed."""
+    sim_cfg = with_overheads(cfg, cal, real["host_ns_per_loop"])
+    sim = simulate(sim_cfg).summary
+    # Diagnosis only: the same, on the cores other users' processes left free.
+    foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
+    free = max(0.25, cfg.cluster.physical_cores - foreign)
+    sim_free = simulate(with_overheads(cfg, cal, real["host_ns_per_loop"], physical_cores=free)).summary
+    return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
+            "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
+            "cpu_speed": sim_cfg.overheads.cpu_speed}
+
+
+def resimulate(path: str, cal: dict) -> tuple[list[dict], dict]:
+    """The real runs saved in ``path`` (``out/grid-*.json``) against today's simserve and
+    calibration: the model changes, the measurements do not."""
+    with open(path) as f:
+        saved = json.load(f)
+    by_name = {c.deployment.name: c for c in grid_scenarios() + smoke_scenarios()}
+    rows = []
+    for old in saved["rows"]:
+        cfg = by_name.get(old["name"])
+        if "error" in old or cfg is None:
+            rows.append(old if "error" in old else {**old, "error": "no longer in the grid"})
+            continue
+        rows.append(compare(cfg, old["real"], cal))
+        print(_line(rows[-1]), flush=True)
+    return rows, saved
 
 
 def _lean(sim: dict) -> dict:
@@ -76,7 +103,8 @@ def _err(sim: float, real: float) -> float:
 
 HEADER = (f"{'scenario':22s} {'real rps':>9s} {'sim rps':>8s} {'err%':>6s} | {'real p50':>8s} {'sim p50':>8s} "
           f"{'err%':>6s} | {'real p99':>8s} {'sim p99':>8s} | {'run/pend r':>10s} {'run/pend s':>10s} | "
-          f"{'rej r/s':>9s} | {'speed':>5s} {'foreign':>7s} {'simfree':>7s} | {'busy r/s':>9s}")
+          f"{'rej r/s':>9s} | {'speed':>5s} {'foreign':>7s} {'simfree':>7s} | {'busy r/s':>9s} | "
+          f"{'tries r/s':>9s} {'probes r/s':>10s}")
 
 
 def _line(row: dict) -> str:
@@ -91,7 +119,16 @@ def _line(row: dict) -> str:
             f"{r['latency_ms']['p99']:8.1f} {s['latency_ms']['p99']:8.1f} | "
             f"{rr['running']:>4d}/{rr['pending']:<5d} {sr['running']:>4d}/{sr['pending']:<5d} | "
             f"{r['rejected']:>4d}/{s['rejected']:<4d} | {row['cpu_speed']:5.2f} {row['foreign_cores']:7.2f} "
-            f"{row['sim_free_cores']['throughput_rps']:7.2f} | {_busy(row):>9s}")
+            f"{row['sim_free_cores']['throughput_rps']:7.2f} | {_busy(row):>9s} | {_routing(row)}")
+
+
+def _routing(row: dict) -> str:
+    """Routing attempts and queue-length probes per request, real/sim (handle path only)."""
+    r, s = row["real"]["router"], row["sim"]["router"]
+    if "attempts_per_request" not in r:
+        return ""
+    return (f"{r['attempts_per_request']:4.1f}/{s['attempts_per_request']:<4.1f} "
+            f"{r['probes_per_request']:4.1f}/{s['probes_per_request']:<4.1f}")
 
 
 def failures(rows) -> list[str]:
@@ -146,6 +183,41 @@ def pool(rows) -> dict:
     return out
 
 
+# The cases that must match in shape as well as in number: how a metric changes from
+# configuration A to configuration B, real against simulated.
+SHAPES = (
+    ("more clients than one-slot replicas can take (4 -> 20 clients)", "io50-handle-m1-c4", "io50-m1-c20",
+     "throughput_rps"),
+    ("async CPU-bound handlers run one request at a time, sync ones share the GIL", "gil20-async-c8",
+     "gil20-sync-c8", "p50_ms"),
+    ("logical CPUs above physical: 4 replicas on 4 logical CPUs over 2 cores, against 2 on 2",
+     "gil20-sync-c8", "gil20-sync-4rep-L4", "throughput_rps"),
+    ("8 async gil replicas on 8 logical CPUs over 2 cores, against 2 on 2 (16 and 8 clients)", "gil20-async-c8",
+     "gil20-async-8rep-L8-c16", "p50_ms"),
+    ("a third replica that cannot be placed changes nothing", "io50-handle-m1-c4", "pending-3of2",
+     "throughput_rps"),
+    ("native work releases the GIL: a second sync replica", "native20-sync-c4", "native20-sync-2rep-c8",
+     "throughput_rps"),
+)
+
+
+def shape_lines(pooled: dict) -> list[str]:
+    lines = ["| case | A | B | metric | real B/A | sim B/A | same direction |", "|---|---|---|---|---|---|---|"]
+    for case, a, b, m in SHAPES:
+        if a not in pooled or b not in pooled:
+            continue
+        real = pooled[b][m]["real"] / pooled[a][m]["real"]
+        sim = pooled[b][m]["sim"] / pooled[a][m]["sim"]
+        same = _direction(real) == _direction(sim)
+        lines.append(f"| {case} | {a} | {b} | {m} | {real:.2f} | {sim:.2f} | {'yes' if same else 'no'} |")
+    return lines
+
+
+def _direction(ratio: float) -> int:
+    """Up, down, or no change (within 5%)."""
+    return 0 if abs(ratio - 1) < 0.05 else 1 if ratio > 1 else -1
+
+
 def _plot(pooled: dict, path: str) -> None:
     from matplotlib.figure import Figure
 
@@ -174,12 +246,14 @@ def _busy(row: dict) -> str:
     return f"{real:.2f}/{sim:.2f}"
 
 
-def write_report(rows, cal: dict, path: str, wall_s: float) -> None:
+def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "python -m validate",
+                 source: str = "", measured: str | None = None) -> None:
     lines = [
         "# simserve vs real Ray Serve 2.60.0",
         "",
-        f"Generated by `python -m validate` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} cores, wall time {wall_s:.0f} s. Calibration: `{os.path.relpath(cal['_path'], HERE)}` "
+        f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} cores, wall time of the real runs {wall_s:.0f} s.{source} "
+        f"Calibration: `{os.path.relpath(cal['_path'], HERE)}` "
         f"(measured {cal.get('date', '?')}, `{cal.get('command', '?').strip()}`). Error = (sim - real) / real. "
         f"Threshold for throughput: {100 * THRESHOLD:.0f}%.",
         "",
@@ -192,6 +266,8 @@ def write_report(rows, cal: dict, path: str, wall_s: float) -> None:
         v = float(cal[k])
         if k in ("hop_cv", "contended_core_speed"):
             lines.append(f"| {k} | {v:.3f} |")
+        elif k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
+            lines.append(f"| {k} | {v:.0f} |")
         elif k == "ray_background_cores":
             lines.append(f"| {k} | {v:.4f} cores |")
         else:
@@ -238,6 +314,8 @@ def write_report(rows, cal: dict, path: str, wall_s: float) -> None:
         noise = [p[m]["noise"] for p in pooled.values()]
         lines.append(f"| {m} | {100 * statistics.median(errs):.0f}% | {100 * pooled[worst][m]['err']:+.0f}% ({worst}) "
                      f"| {100 * statistics.median(noise):.0f}% |")
+    lines += ["", "## Shapes: how a metric changes between two configurations",
+              "", "A change under 5% counts as none.", ""] + shape_lines(pooled)
     plot_path = os.path.splitext(path)[0] + ".png"
     _plot(pooled, plot_path)
     lines += ["", f"![simulated against real]({os.path.basename(plot_path)})"]
@@ -255,8 +333,28 @@ def write_report(rows, cal: dict, path: str, wall_s: float) -> None:
             x = cb.get(role)
             cells.append(f"{x['python_ms_per_request']:.2f} + {x['native_ms_per_request']:.2f}" if x else "-")
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "## Routing per completed request, real/sim (handle path; the proxy's router is not instrumented)",
+              "", "Every request needs at least one routing attempt, so a real count below 1 means the wrapper "
+              "in the driver missed calls in that run (seen in some runs, cause not found): read the real "
+              "counts as lower bounds.", "",
+              "| scenario | attempts | queue-length probes | probes past the deadline |", "|---|---|---|---|"]
+    for row in rows:
+        if "error" in row or "attempts_per_request" not in row["real"]["router"]:
+            continue
+        r, s = row["real"]["router"], row["sim"]["router"]
+        lines.append(f"| {row['name']} | " + " | ".join(
+            f"{r[k]:.2f}/{s[k]:.2f}" for k in ("attempts_per_request", "probes_per_request",
+                                                "probe_timeouts_per_request")) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+    # The measurements behind the report, committed beside it: `--resimulate` reads them.
+    with open(os.path.splitext(path)[0] + ".json", "w") as f:
+        json.dump({"rows": rows, "wall_s": wall_s, "measured": measured or _stamp(),
+                   "calibration": {k: v for k, v in cal.items() if k != "raw"}}, f, indent=0, default=str)
+
+
+def _stamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def main(argv=None) -> int:
@@ -264,10 +362,35 @@ def main(argv=None) -> int:
     ap.add_argument("--smoke", action="store_true", help="the small smoke set only")
     ap.add_argument("--only", default=None, help="run scenarios whose name contains one of these (comma-separated)")
     ap.add_argument("--calibration", default=None, help="calibration JSON (default: this machine's)")
-    ap.add_argument("--report", default=os.path.join(HERE, "REPORT.md"), help="grid report path")
-    ap.add_argument("--repeats", type=int, default=None, help="runs per scenario (default 1 for --smoke, 2 for the grid)")
+    ap.add_argument("--autoscale", action="store_true", help="the autoscaling comparison (validate/autoscale.py)")
+    ap.add_argument("--report", default=None, help="report path (default validate/REPORT.md, or AUTOSCALE.md)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="runs per scenario (default 1 for --smoke, 2 for the grid and --autoscale)")
+    ap.add_argument("--resimulate", metavar="FILE", default=None,
+                    help="no Ray: the real runs saved in FILE (out/grid-*.json) against today's model and "
+                         "calibration; writes the report")
     args = ap.parse_args(argv)
     cal = load_calibration(args.calibration)
+    if args.resimulate:
+        print(HEADER)
+        rows, saved = resimulate(args.resimulate, cal)
+        report = args.report or os.path.join(HERE, "REPORT.md")
+        command = " ".join(["python -m validate", *(sys.argv[1:] if argv is None else argv)])
+        measured = saved.get("measured") or os.path.basename(args.resimulate).removeprefix("grid-").removesuffix(".json")
+        write_report(rows, cal, report, saved["wall_s"], command,
+                     f" Real runs measured {measured} by `python -m validate` (kept in `REPORT.json`), simulated "
+                     f"again with today's model and the calibration below.", measured)
+        print(f"wrote {report}")
+        return 0
+    if args.autoscale:
+        from validate import autoscale
+
+        command = " ".join(["python -m validate", *(sys.argv[1:] if argv is None else argv)])
+        try:
+            return autoscale.main(cal, args.repeats or 2, command, args.report)
+        except KeyboardInterrupt:
+            print("interrupted; Ray was shut down", file=sys.stderr)
+            return 130
     cfgs = smoke_scenarios() if args.smoke else grid_scenarios()
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",") if k.strip()]
@@ -284,12 +407,13 @@ def main(argv=None) -> int:
     mode = "smoke" if args.smoke else "grid"
     out_dir = os.path.join(HERE, "out")
     os.makedirs(out_dir, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _stamp()
     with open(os.path.join(out_dir, f"{mode}-{stamp}.json"), "w") as f:
         json.dump({"rows": rows, "wall_s": wall, "calibration": cal}, f, indent=1, default=str)
     if not args.smoke and not args.only:
-        write_report(rows, cal, args.report, wall)
-        print(f"wrote {args.report}")
+        report = args.report or os.path.join(HERE, "REPORT.md")
+        write_report(rows, cal, report, wall, measured=stamp)
+        print(f"wrote {report}")
     noisy = [r["name"] for r in rows if r.get("foreign_cores", 0) > 0.2]
     if noisy:
         print(f"note: other processes used > 0.2 cores during {', '.join(noisy)}: see 'foreign' and 'simfree'")

@@ -57,8 +57,9 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   times in a row (one ``get_num_ongoing_requests`` actor call each, with its
   ``asyncio.wait`` deadline and cache update); the main thread just waits.
   ``probe_cpu_s`` = router-thread CPU (``pthread_getcpuclockid``) per probe;
-  ``replica_probe_cpu_s`` = replica Python-thread CPU per probe. Their C++-thread CPU
-  is kept in ``raw.derived.probe_{driver,replica}_native_cpu_s``.
+  ``replica_probe_cpu_s`` = replica Python-thread CPU per probe; ``probe_native_cpu_s``
+  and ``replica_probe_native_cpu_s`` = the driver's and the replica's C++-thread CPU
+  per probe.
 * Probe counts in the request phases: ``RunningReplica.get_queue_len`` is wrapped in
   the driver to count the driver router's probes (``raw.handle_c1.probes``), and that
   count x ``probe_cpu_s`` / ``replica_probe_cpu_s`` is subtracted from the router's and
@@ -102,9 +103,21 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   - 2 hop_s - replica_cpu_s) / 2.
 * ``replica_startup_s`` -- a second deployment with an empty ``__init__`` (1 replica,
   ``num_cpus=0.5``); ``STARTUP_REPS`` times: redeploy it with ``num_replicas=2``
-  (non-blocking) and poll ``serve.status()`` every 20 ms until 2 replicas are RUNNING
-  (time from the redeploy call), then back to 1 and wait for the stop. The median is
-  the field; every sample is in ``raw.startup``.
+  (non-blocking) and poll ``serve.status()`` every 20 ms until the controller shows the
+  new replica (any state) and then until it is RUNNING, then back to 1 and wait for the
+  stop. The field is the median time from the replica's appearance to RUNNING, which
+  is what simserve's start-up means (allocated to routable); the redeploy call's own
+  time is not part of it (it is in ``raw.startup.scale_up_to_running_s``, the whole
+  redeploy-to-RUNNING time, which the 2026-11-25 17:15 and earlier files used and which
+  was 1.5 s longer than the start-ups Ray logs for replicas its autoscaler adds).
+* ``replica_gil_acquisitions`` -- how many separate times the replica's Ray machinery
+  takes the GIL per request: ``GIL_REQUESTS`` no-op requests at c=1 to a replica in
+  which another thread spins pure Python without pause (``GilHog``), against the same
+  to the no-op replica while a spinning process outside Ray takes the same core; the
+  difference of the medians (``replica_gil_wait_s``) over the switch interval, rounded
+  (at least 1). Each take waits about one switch interval behind the spinning thread.
+  ``replica_probe_gil_acquisitions`` -- the same for a queue-length probe, forced on
+  the router's loop (``_probe_queue_lens`` with a 1 s deadline) to the same replicas.
 
 A negative difference is clamped to 0 and flagged in ``raw.warnings``.
 """
@@ -120,6 +133,7 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -127,17 +141,15 @@ import time
 import numpy as np
 
 from validate.harness import RealCluster, probe_ns_per_loop, process_role, thread_cpu
-from validate.scenario import calibration_path, scenario
+from validate.scenario import OVERHEAD_FIELDS, calibration_path, scenario
 
 WARMUP = 200
 IDLE_S = 3.0
 IDLE_BG_S = 8.0
 STARTUP_REPS = 5
+GIL_REQUESTS = 500
 
-FIELDS = ("hop_s", "http_hop_s", "hop_cv", "client_cpu_s", "router_cpu_s", "probe_cpu_s", "replica_probe_cpu_s",
-          "replica_cpu_s", "proxy_cpu_s", "http_client_cpu_s", "client_native_cpu_s", "proxy_native_cpu_s",
-          "replica_native_cpu_s", "ray_background_cores", "ray_background_cpu_per_request_s",
-          "replica_startup_s", "contended_core_speed", "gil_switch_interval_s")
+FIELDS = OVERHEAD_FIELDS
 CONTENTION_S = 3.0  # how long each spinning process runs in the core-contention phase
 
 
@@ -381,6 +393,91 @@ class Empty:
         return "ok"
 
 
+class GilHog:
+    """A no-op ``async`` handler in a replica where another thread runs pure Python
+    without pause, as a CPU-bound handler's thread would."""
+
+    def __init__(self):
+        import threading
+
+        threading.Thread(target=self._spin, daemon=True).start()
+
+    @staticmethod
+    def _spin():
+        while True:
+            x = 0
+            for i in range(10_000):
+                x += i
+
+    async def __call__(self, request=None):
+        return "ok"
+
+
+async def _sequential(handle, n: int) -> list[float]:
+    for _ in range(WARMUP):
+        await handle.remote()
+    lat = []
+    for _ in range(n):
+        s = time.perf_counter()
+        await handle.remote()
+        lat.append(time.perf_counter() - s)
+    return lat
+
+
+def _forced_probes(handle, n: int) -> list[float]:
+    """Latencies of ``n`` queue-length probes forced on the router's loop to the handle's
+    one replica, with a deadline long enough (back-off index 10: 1 s) that none expires."""
+    from ray.serve._private.router import SingletonThreadRouter
+
+    router = handle._router._asyncio_router.request_router
+    replica = next(iter(router._replicas.values()))
+    lat: list[float] = []
+
+    async def probes():
+        for _ in range(n):
+            s = time.perf_counter()
+            res = await router._probe_queue_lens([replica], 10)
+            if res[0][1] is None:
+                raise RuntimeError("probe got no answer within 1 s")
+            lat.append(time.perf_counter() - s)
+
+    loop = SingletonThreadRouter._asyncio_loop
+    asyncio.run_coroutine_threadsafe(probes(), loop).result()
+    return lat
+
+
+def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
+    """Requests and forced probes at c=1 with one core taken by a spinning thread: inside
+    the replica (its GIL held) against a spinning process outside Ray (the same core
+    taken, no GIL). The difference is the time the replica's Ray machinery waits for
+    its GIL."""
+    from ray import serve
+    from ray.serve.api import _run
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        control = asyncio.run(_sequential(noop_handle, n))
+        control_probes = _forced_probes(noop_handle, n)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    app = serve.deployment(GilHog).options(name="GilHog", num_replicas=1, ray_actor_options={"num_cpus": 1},
+                                           max_ongoing_requests=5).bind()
+    hog_handle = _run(app, name="gilhog", route_prefix="/gilhog", _blocking=False)
+    t0 = time.perf_counter()
+    while cl.replica_states("gilhog", "GilHog").get("RUNNING", 0) < 1:
+        if time.perf_counter() - t0 > 60:
+            raise SystemExit("GilHog replica did not start")
+        time.sleep(0.1)
+    try:
+        hog = asyncio.run(_sequential(hog_handle, n))
+        hog_probes = _forced_probes(hog_handle, n)
+    finally:
+        cl.delete("gilhog")
+    return {"n": n, "control_spinning_process": _stats(control), "gil_held_in_replica": _stats(hog),
+            "probe_control_spinning_process": _stats(control_probes), "probe_gil_held_in_replica": _stats(hog_probes)}
+
+
 def _startup_phase(cl: RealCluster, reps: int) -> dict:
     from ray import serve
     from ray.serve.api import _run
@@ -403,20 +500,23 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
 
     deploy(1)
     first, _ = wait(lambda st: st.get("RUNNING", 0) == 1 and sum(st.values()) == 1)
-    samples, down = [], []
+    samples, starting, down = [], [], []
     for _ in range(reps):
         t0 = time.perf_counter()
         deploy(2)
         t_call = time.perf_counter() - t0
+        seen, _ = wait(lambda st: sum(st.values()) >= 2)  # the controller has created the replica
         t, st = wait(lambda st: st.get("RUNNING", 0) >= 2)
-        samples.append(t + t_call)
+        samples.append(t_call + seen + t)
+        starting.append(t)
         time.sleep(0.5)
         deploy(1)
         d, _ = wait(lambda st: st.get("RUNNING", 0) == 1 and sum(st.values()) == 1)
         down.append(d)
         time.sleep(1.0)
     cl.delete("startup")
-    return {"first_deploy_s": first, "scale_up_to_running_s": samples, "scale_down_s": down,
+    return {"first_deploy_s": first, "scale_up_to_running_s": samples, "starting_to_running_s": starting,
+            "scale_down_s": down,
             "poll_interval_s": 0.02}
 
 
@@ -448,8 +548,8 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
                                                          pr["router_idle_cpu_s"], pr["idle_wall_s"], pr["n"]))
     v["replica_probe_cpu_s"] = clamp("replica_probe_cpu_s", per_rep(pr, "python_s"))
     v["probe_driver_python_all_threads_cpu_s"] = per(pr, "driver", "python_s")
-    v["probe_driver_native_cpu_s"] = per(pr, "driver", "native_s")
-    v["probe_replica_native_cpu_s"] = per_rep(pr, "native_s")
+    v["probe_native_cpu_s"] = clamp("probe_native_cpu_s", per(pr, "driver", "native_s"))
+    v["replica_probe_native_cpu_s"] = clamp("replica_probe_native_cpu_s", per_rep(pr, "native_s"))
     v["probe_background_cpu_s"] = per(pr, "background")
     v["probe_rtt_median_s"] = pr["latency"]["median_s"]
     # Handle c=1.
@@ -504,7 +604,7 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     v["http_hop_s"] = clamp("http_hop_s", (web["latency"]["median_s"] - v["http_client_cpu_s"] - v["proxy_cpu_s"]
                                            - v["router_cpu_s"] - 2 * v["hop_s"] - v["replica_cpu_s"]) / 2)
     # Start-up.
-    ups = [x for x in up["scale_up_to_running_s"] if not math.isnan(x)]
+    ups = [x for x in up["starting_to_running_s"] if not math.isnan(x)]
     if not ups:
         warnings.append("no replica start-up measured; replica_startup_s is 0")
     v["replica_startup_s"] = statistics.median(ups) if ups else 0.0
@@ -583,6 +683,7 @@ def main(argv=None) -> int:
             handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
+            gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
         finally:
             counter.restore()
         cl.delete("noop")
@@ -600,6 +701,13 @@ def main(argv=None) -> int:
     vals = derive(handle_raw, http_raw, probe_raw, idle_raw, startup_raw, warnings)
     vals["contended_core_speed"] = contention["contended_core_speed"]
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
+    gil_wait_s = gil_raw["gil_held_in_replica"]["median_s"] - gil_raw["control_spinning_process"]["median_s"]
+    vals["replica_gil_wait_s"] = gil_wait_s
+    vals["replica_gil_acquisitions"] = max(1, round(gil_wait_s / vals["gil_switch_interval_s"]))
+    probe_wait_s = (gil_raw["probe_gil_held_in_replica"]["median_s"]
+                    - gil_raw["probe_control_spinning_process"]["median_s"])
+    vals["replica_probe_gil_wait_s"] = probe_wait_s
+    vals["replica_probe_gil_acquisitions"] = max(1, round(probe_wait_s / vals["gil_switch_interval_s"]))
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
     doc["http"] = {
@@ -614,7 +722,7 @@ def main(argv=None) -> int:
         command="python -m validate.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
-        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
+        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw, "gil": gil_raw,
              "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
@@ -626,7 +734,7 @@ def main(argv=None) -> int:
         f.write("\n")
     print(f"wrote {out}")
     for k in FIELDS:
-        if k in ("hop_cv", "contended_core_speed"):
+        if k in ("hop_cv", "contended_core_speed", "replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
             print(f"  {k:34s} {doc[k]:8.3f}")
         elif k == "ray_background_cores":
             print(f"  {k:34s} {doc[k]:8.4f} cores")

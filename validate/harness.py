@@ -22,12 +22,14 @@ Placement never hangs: ``serve.run(..., _blocking=False)`` then ``serve.status()
 polled until the replicas that can be placed (``floor(L / num_cpus)``) are RUNNING or
 a timeout passes; pending replicas are reported, running ones receive traffic.
 
-Clients run on an asyncio loop in the driver: ``concurrent`` closed-loop clients, or
-Poisson arrivals at ``rps``; through the app's ``DeploymentHandle`` or aiohttp against
-the Serve proxy on 127.0.0.1. Statistics follow simserve's ``Recorder``: throughput
-counts answers received in ``[warmup_s, duration_s]``; latency percentiles cover
-requests sent at or after ``warmup_s`` and answered by ``duration_s``; ``rejected``
-counts back-pressure rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
+Clients run on an asyncio loop in the driver: ``concurrent`` closed-loop clients (with a
+``steps`` load shape, as many as the current step says), or Poisson arrivals at ``rps``;
+through the app's ``DeploymentHandle`` or aiohttp against the Serve proxy on 127.0.0.1.
+A deployment with an ``autoscaling_config`` gets it as Ray's mapping of the fields set.
+Statistics follow simserve's ``Recorder``: throughput counts answers received in
+``[warmup_s, duration_s]``; latency percentiles cover requests sent at or after
+``warmup_s`` and answered by ``duration_s``; ``rejected`` counts back-pressure
+rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 
 Host speed: ``host_ns_per_loop`` is the mean of the fixed probe (``spin``, ns per
 iteration, best of 5 x 100k) taken just before and just after the run; a light
@@ -50,7 +52,8 @@ import time
 
 import numpy as np
 
-from simserve import SimConfig
+from simserve import Distribution, SimConfig
+from simserve.simulation import streams
 
 OK, REJECTED, ERROR = 0, 1, 2
 NATIVE_N = 192
@@ -186,15 +189,28 @@ class SyncModel:
 
 
 # -- the cluster ----------------------------------------------------------------------------------
+def poisson_arrivals_s(cfg: SimConfig):
+    """The open loop's arrival times in ``[0, duration_s)``, from simserve's own arrival
+    stream for ``cfg.seed``: the real run and the simulation get the same arrivals."""
+    gap = Distribution("exponential", 1.0 / cfg.workload.rps).sampler(streams(cfg.seed)["arrivals"])
+    t = gap()
+    while t < cfg.workload.duration_s:
+        yield t
+        t += gap()
+
+
 class RealCluster:
     """One Ray + Serve instance with ``num_cpus`` logical CPUs; use as a context manager."""
 
     def __init__(self, num_cpus: float, http_port: int | None = None, quiet: bool = True,
-                 ns_per_loop: float | None = None, native_unit: float | None = None):
+                 ns_per_loop: float | None = None, native_unit: float | None = None,
+                 serve_log_level: str = "WARNING"):
         """``ns_per_loop`` / ``native_unit``: size the gil / native work from these
         (normally the calibration file's); measured now if not given. ``http_port``:
-        a free loopback port if not given (the machine may run other Serve instances)."""
+        a free loopback port if not given (the machine may run other Serve instances).
+        ``serve_log_level``: Serve's (the controller's log has its scaling decisions at INFO)."""
         self.num_cpus = num_cpus
+        self.serve_log_level = serve_log_level
         self.http_port = http_port or _free_port()
         self.quiet = quiet
         self.ns_per_loop = ns_per_loop
@@ -239,7 +255,8 @@ class RealCluster:
                     raise
                 time.sleep(10.0)
         serve.start(http_options={"host": "127.0.0.1", "port": self.http_port},
-                    logging_config={"log_level": "WARNING", "enable_access_log": False})
+                    logging_config={"log_level": self.serve_log_level, "enable_access_log": False})
+        RouterCounters.install()
 
     def stop(self):
         try:
@@ -264,12 +281,16 @@ class RealCluster:
 
         d = cfg.deployment
         cls = AsyncModel if d.handler == "async" else SyncModel
+        extra = {}
+        if d.autoscaling_config is not None:
+            extra["autoscaling_config"] = ray_autoscaling_config(d.autoscaling_config)
         dep = serve.deployment(cls).options(
             name=d.name,
             num_replicas=d.num_replicas,
             ray_actor_options={"num_cpus": d.num_cpus},
             max_ongoing_requests=d.max_ongoing_requests,
             max_queued_requests=d.max_queued_requests,
+            **extra,
         )
         segments = [(s.kind, s.duration) for s in d.work.segments]
         app = dep.bind(segments, self.ns_per_loop, self.native_unit, cfg.seed)
@@ -278,16 +299,17 @@ class RealCluster:
         from ray.serve.api import _run
 
         handle = _run(app, name=app_name, route_prefix=f"/{app_name}", _blocking=False)
-        placeable = d.num_replicas if d.num_cpus <= 0 else min(
-            d.num_replicas, int(math.floor(cfg.cluster.num_cpus * cfg.cluster.nodes / d.num_cpus + 1e-9)))
+        wanted = d.initial_replicas  # num_replicas, or the autoscaler's first target
+        placeable = wanted if d.num_cpus <= 0 else min(
+            wanted, int(math.floor(cfg.cluster.num_cpus * cfg.cluster.nodes / d.num_cpus + 1e-9)))
         deadline = time.monotonic() + start_timeout_s
         states = {}
         while time.monotonic() < deadline:
             states = self.replica_states(app_name, d.name)
-            if states.get("RUNNING", 0) >= max(placeable, 1 if d.num_replicas else 0):
+            if states.get("RUNNING", 0) >= max(placeable, 1 if wanted else 0):
                 break
             time.sleep(0.25)
-        if states.get("RUNNING", 0) < d.num_replicas:
+        if states.get("RUNNING", 0) < wanted:
             time.sleep(1.0)  # let a straggler show up; pending ones stay pending
             states = self.replica_states(app_name, d.name)
         return handle, states
@@ -331,11 +353,13 @@ class RealCluster:
             ours0 = _tree_cpu()
             roles0 = role_cpu()
             pt0 = time.process_time()
+            routed0 = RouterCounters.snapshot()
             probe.start()
             try:
                 records, window = asyncio.run(self._drive(cfg, handle, app_name))
             finally:
                 during = probe.stop()
+            routed1 = RouterCounters.snapshot()
             pt1 = time.process_time()
             roles1 = role_cpu()
             ours1 = _tree_cpu()
@@ -359,7 +383,7 @@ class RealCluster:
             nodes=[{"node": 0, "logical_cpus": cfg.cluster.num_cpus, "physical_cores": os.cpu_count(),
                     "physical_busy": busy, "foreign_busy_cores": foreign,
                     "ours_busy_cores": ours / span if span > 0 else float("nan")}],
-            router={"policy": "pow2 (Ray 2.60 default)"},
+            router=_router_counts(cfg, routed0, routed1, summary["completed_total"]),
             bottleneck=None,
             wall_time_s=time.perf_counter() - wall0,
             seed=cfg.seed,
@@ -382,11 +406,16 @@ class RealCluster:
         )
         return summary
 
-    async def _drive(self, cfg: SimConfig, handle, app_name: str):
+    async def _drive(self, cfg: SimConfig, handle, app_name: str, on_start=None):
+        """Drive the load; ``on_start(t0)`` is called with the ``perf_counter`` time the
+        records' times count from."""
         w = cfg.workload
         duration = w.duration_s
         if w.trace_arrivals_s is not None:
             raise NotImplementedError("trace workloads are not driven by the harness yet")
+        shape = w.shape
+        if shape is not None and (w.concurrent is None or shape.kind != "steps"):
+            raise NotImplementedError("of the load shapes, the harness drives closed-loop steps only")
         records: list[tuple[float, float, int]] = []
         session = None
         if cfg.overheads.ingress == "http":
@@ -424,6 +453,8 @@ class RealCluster:
                 await asyncio.sleep(0.2)
             t0 = time.perf_counter()
             t_end = t0 + duration
+            if on_start is not None:
+                on_start(t0)
             tasks: set[asyncio.Task] = set()
 
             async def one(client: int):
@@ -433,8 +464,15 @@ class RealCluster:
                 return st
 
             if w.concurrent is not None:
+                changes = [t0 + c for c in shape.change_times(duration)] if shape is not None else []
+
                 async def client(i: int):
-                    while time.perf_counter() < t_end:
+                    while (now := time.perf_counter()) < t_end:
+                        if shape is not None and i >= round(shape.level(now - t0)):
+                            # Retired by the step (after its last answer, as simserve's
+                            # ClosedLoop does): idle until the next step.
+                            await asyncio.sleep(min([c for c in changes if c > now] + [t_end]) - now)
+                            continue
                         st = await one(i)
                         if st != OK:
                             await asyncio.sleep(0.01)  # simserve's CLIENT_RETRY_PAUSE_S
@@ -444,13 +482,8 @@ class RealCluster:
                 tasks = {asyncio.create_task(client(i)) for i in range(w.concurrent)}
                 await asyncio.sleep(max(0.0, t_end - time.perf_counter()))
             else:
-                rng = np.random.default_rng(cfg.seed)
-                nxt = t0
-                while True:
-                    nxt += rng.exponential(1.0 / w.rps)
-                    if nxt >= t_end:
-                        break
-                    delay = nxt - time.perf_counter()
+                for at in poisson_arrivals_s(cfg):
+                    delay = t0 + at - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     t = asyncio.create_task(one(-1))
@@ -492,6 +525,16 @@ def summarize(cfg: SimConfig, records, duration: float) -> dict:
         "sim_time_s": duration,
         "window_s": window,
     }
+
+
+def _router_counts(cfg: SimConfig, before, after, completed: int) -> dict:
+    """Per completed request over the whole drive (warm-up included), handle path only."""
+    out = {"policy": "pow2 (Ray 2.60 default)"}
+    if cfg.overheads.ingress == "handle" and completed:
+        attempts, probes, failures = (b - a for a, b in zip(before, after))
+        out.update(attempts_per_request=attempts / completed, probes_per_request=probes / completed,
+                   probe_timeouts_per_request=failures / completed)
+    return out
 
 
 def _busy_fraction(a, b) -> float:
@@ -591,6 +634,55 @@ def role_cpu_diff(a: dict, b: dict) -> dict:
         r["python_s"] += py - py0
         r["native_s"] += nat - nat0
     return out
+
+
+def ray_autoscaling_config(a) -> dict:
+    """Ray's ``autoscaling_config`` mapping for a simserve ``AutoscalingConfig``: the
+    fields set away from the defaults (which are Ray 2.60's), so that Ray applies its own
+    defaults to the rest, as it would for a user who set only these."""
+    from dataclasses import fields
+
+    default = type(a)()
+    return {f.name: getattr(a, f.name) for f in fields(a) if getattr(a, f.name) != getattr(default, f.name)}
+
+
+class RouterCounters:
+    """Counts what the driver's own Ray router does: routing attempts (candidate sets
+    tried, ``_select_from_candidate_replicas``), queue-length probes sent and probes
+    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``).
+
+    A diagnosis of the handle path only: the router of an HTTP request lives in the
+    proxy actor, which this process cannot instrument. Installed once, by wrapping the
+    2.60 ``RequestRouter`` methods in this process before any handle routes."""
+
+    attempts = probes = probe_failures = 0
+    _installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls._installed:
+            return
+        from ray.serve._private.request_router.request_router import RequestRouter
+
+        select, probe = RequestRouter._select_from_candidate_replicas, RequestRouter._probe_queue_lens
+
+        async def counted_select(self, candidates, backoff_index):
+            cls.attempts += 1
+            return await select(self, candidates, backoff_index)
+
+        async def counted_probe(self, replicas, backoff_index):
+            result = await probe(self, replicas, backoff_index)
+            cls.probes += len(replicas)
+            cls.probe_failures += sum(1 for _, q in result if q is None)
+            return result
+
+        RequestRouter._select_from_candidate_replicas = counted_select
+        RequestRouter._probe_queue_lens = counted_probe
+        cls._installed = True
+
+    @classmethod
+    def snapshot(cls) -> tuple[int, int, int]:
+        return cls.attempts, cls.probes, cls.probe_failures
 
 
 def _free_port() -> int:

@@ -31,9 +31,10 @@ OVERHEAD_FIELDS = (
     "client_cpu_s", "router_cpu_s", "probe_cpu_s", "replica_probe_cpu_s",
     "replica_cpu_s", "proxy_cpu_s", "http_client_cpu_s",
     "client_native_cpu_s", "proxy_native_cpu_s", "replica_native_cpu_s",
+    "probe_native_cpu_s", "replica_probe_native_cpu_s",
     "ray_background_cores", "ray_background_cpu_per_request_s",
     "replica_startup_s",
-    "contended_core_speed", "gil_switch_interval_s",
+    "contended_core_speed", "gil_switch_interval_s", "replica_gil_acquisitions", "replica_probe_gil_acquisitions",
 )
 
 
@@ -100,7 +101,11 @@ def smoke_scenarios() -> list[SimConfig]:
 
 
 def grid_scenarios() -> list[SimConfig]:
-    """The larger grid for ``python -m validate`` (REPORT.md)."""
+    """The grid for ``python -m validate`` (REPORT.md): io, gil and native work; async and
+    sync handlers; 1 to 8 replicas; num_cpus 0.5 to 2; logical CPUs below, equal to and
+    above the physical cores (this machine's 2); max_ongoing_requests 1 and 5; 1 to 20
+    closed-loop clients; handle and HTTP; Poisson load at 50 % and 90 % of the nominal
+    capacity (slots over service time, or cores over CPU time)."""
     out = []
     for ingress in ("handle", "http"):
         for mo, conc in ((1, 4), (5, 16)):
@@ -108,22 +113,49 @@ def grid_scenarios() -> list[SimConfig]:
                                 max_ongoing_requests=mo, concurrent=conc, ingress=ingress))
         out.append(scenario(name=f"io1-{ingress}-c8", work=[("io", 0.001)], num_replicas=2,
                             concurrent=8, ingress=ingress))
+    io50, gil20, native20 = [("io", 0.05)], [("gil", 0.02)], [("native", 0.02)]
     out += [
-        scenario(name="gil20-async-c8", work=[("gil", 0.02)], handler="async", num_replicas=2,
-                 concurrent=8),
-        scenario(name="gil20-sync-c8", work=[("gil", 0.02)], handler="sync", num_replicas=2,
-                 concurrent=8),
-        scenario(name="gil20-sync-4rep-L4", work=[("gil", 0.02)], handler="sync", num_replicas=4,
-                 cluster_cpus=4, concurrent=8),
-        scenario(name="native20-sync-c4", work=[("native", 0.02)], handler="sync", num_replicas=1,
+        # io: clients from 1 to 20 against one-slot replicas (the router's back-off polling),
+        # sync handlers, and replica sizes from 0.5 to 2 logical CPUs, 8 replicas on 8.
+        scenario(name="io50-1rep-m1-c1", work=io50, num_replicas=1, max_ongoing_requests=1, concurrent=1),
+        scenario(name="io50-m1-c20", work=io50, num_replicas=2, max_ongoing_requests=1, concurrent=20),
+        scenario(name="io50-sync-m5-c8", work=io50, handler="sync", num_replicas=2, concurrent=8),
+        scenario(name="io50-4rep-cpu05-L2", work=io50, num_replicas=4, num_cpus=0.5, max_ongoing_requests=1,
+                 concurrent=8, cluster_cpus=2),
+        scenario(name="io50-2rep-cpu2-L4", work=io50, num_replicas=2, num_cpus=2, max_ongoing_requests=1,
+                 concurrent=4, cluster_cpus=4),
+        scenario(name="io50-8rep-m1-c8-L8", work=io50, num_replicas=8, max_ongoing_requests=1, concurrent=8,
+                 cluster_cpus=8),
+        # gil: async handlers run one request's CPU at a time, sync ones share the GIL.
+        scenario(name="gil20-async-1rep-c1", work=gil20, num_replicas=1, concurrent=1),
+        scenario(name="gil20-async-c8", work=gil20, handler="async", num_replicas=2, concurrent=8),
+        scenario(name="gil20-async-m1-c4", work=gil20, num_replicas=2, max_ongoing_requests=1, concurrent=4),
+        scenario(name="gil20-http-async-c8", work=gil20, num_replicas=2, concurrent=8, ingress="http"),
+        scenario(name="gil20-sync-c8", work=gil20, handler="sync", num_replicas=2, concurrent=8),
+        scenario(name="gil20-sync-m1-c4", work=gil20, handler="sync", num_replicas=2, max_ongoing_requests=1,
                  concurrent=4),
+        scenario(name="gil20-sync-1rep-L1-c4", work=gil20, handler="sync", num_replicas=1, concurrent=4,
+                 cluster_cpus=1),
+        scenario(name="gil20-sync-4rep-L4", work=gil20, handler="sync", num_replicas=4, cluster_cpus=4,
+                 concurrent=8),
+        scenario(name="gil20-async-8rep-L8-c16", work=gil20, num_replicas=8, cluster_cpus=8, concurrent=16),
+        scenario(name="pending-gil-3of2", work=gil20, num_replicas=3, concurrent=6, cluster_cpus=2),
+        # native work releases the GIL: sync replicas overlap it on the cores.
+        scenario(name="native20-sync-c4", work=native20, handler="sync", num_replicas=1, concurrent=4),
+        scenario(name="native20-async-2rep-c4", work=native20, num_replicas=2, concurrent=4),
+        scenario(name="native20-sync-2rep-c8", work=native20, handler="sync", num_replicas=2, concurrent=8),
         scenario(name="mixed-io-gil", work=[("io", 0.03), ("gil", 0.01)], handler="async",
                  num_replicas=2, concurrent=8),
-        scenario(name="pending-3of2", work=[("io", 0.05)], num_replicas=3, max_ongoing_requests=1,
+        scenario(name="pending-3of2", work=io50, num_replicas=3, max_ongoing_requests=1,
                  concurrent=4, cluster_cpus=2),
-        scenario(name="poisson-io50-40rps", work=[("io", 0.05)], num_replicas=2, rps=40.0),
-        scenario(name="queued-limit", work=[("io", 0.05)], num_replicas=1, max_ongoing_requests=1,
+        scenario(name="queued-limit", work=io50, num_replicas=1, max_ongoing_requests=1,
                  max_queued_requests=2, concurrent=8),
+        # Poisson: 2 one-slot io replicas serve 40 rps; 2 gil replicas 100 rps on 2 cores.
+        scenario(name="poisson-io50-40rps", work=io50, num_replicas=2, rps=40.0),
+        scenario(name="poisson-io50-m1-50pct", work=io50, num_replicas=2, max_ongoing_requests=1, rps=20.0),
+        scenario(name="poisson-io50-m1-90pct", work=io50, num_replicas=2, max_ongoing_requests=1, rps=36.0),
+        scenario(name="poisson-gil20-50pct", work=gil20, num_replicas=2, rps=50.0),
+        scenario(name="poisson-gil20-http-50pct", work=gil20, num_replicas=2, rps=50.0, ingress="http"),
     ]
     return out
 
@@ -170,7 +202,7 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     missing = [k for k in OVERHEAD_FIELDS if k not in cal]
     if missing:
         raise KeyError(f"calibration {cal.get('_path', '?')} lacks {missing}: rerun `python -m validate.calibrate`")
-    vals = {k: float(v) for k, v in costs(cal, cfg.overheads.ingress).items()}
+    vals = costs(cal, cfg.overheads.ingress)
     speed = 1.0
     if host_ns_per_loop and cal.get("host_ns_per_loop"):
         speed = float(cal["host_ns_per_loop"]) / float(host_ns_per_loop)

@@ -1,0 +1,108 @@
+"""The pure comparison logic of validate/autoscale.py on tiny synthetic data (no Ray)."""
+
+import datetime
+import math
+
+import numpy as np
+import pytest
+
+from simserve.autoscaling import AutoscalingConfig
+from validate.autoscale import (
+    EVENT_TOL_S,
+    changes,
+    compare,
+    controller_events,
+    first_scale_up,
+    last_scale_down,
+    window_latency,
+)
+from validate.harness import ray_autoscaling_config
+
+T = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
+N = [1, 1, 2, 3, 3, 2, 1]
+
+
+def test_first_scale_up_is_the_first_sample_above_the_first_count():
+    """The first scale-up is the first sample whose count exceeds the first sample's, and None if none does."""
+    assert first_scale_up(T, N) == 1.0
+    assert first_scale_up(T, [2, 2, 1, 2, 2, 2, 2]) is None
+
+
+def test_last_scale_down_is_the_last_decrease():
+    """The last scale-down is the time of the last sample below its predecessor, and None without a decrease."""
+    assert last_scale_down(T, N) == 3.0
+    assert last_scale_down(T, [1, 1, 2, 2, 3, 3, 4]) is None
+
+
+def test_changes_lists_every_new_count():
+    """Every change of the count is listed once, with its time and the new count."""
+    assert changes(T, N) == [(1.0, 2), (1.5, 3), (2.5, 2), (3.0, 1)]
+
+
+def test_window_latency_groups_by_send_time():
+    """Requests fall in the window of their send time; p50 and mean are in ms and an empty window is NaN."""
+    w = window_latency([0.1, 4.9, 5.0, 5.2, 5.4], [0.1, 0.3, 0.05, 0.05, 0.2], horizon_s=15.0, window_s=5.0)
+    assert list(w["start_s"]) == [0.0, 5.0, 10.0]
+    assert list(w["n"]) == [2, 3, 0]
+    assert w["p50_ms"][0] == pytest.approx(200.0) and w["mean_ms"][0] == pytest.approx(200.0)
+    assert w["p50_ms"][1] == pytest.approx(50.0) and w["mean_ms"][1] == pytest.approx(100.0)
+    assert math.isnan(w["p50_ms"][2]) and math.isnan(w["mean_ms"][2])
+
+
+def _side(t, n, sent, lat):
+    return {"t": t, "running": n, "starting": [0] * len(n), "sent_s": sent, "latency_s": lat}
+
+
+def test_compare_identical_sides_pass_every_criterion():
+    """A side compared with itself passes every criterion with zero latency error."""
+    sent = list(np.arange(0, 10, 0.1))
+    side = _side(T, N, sent, [0.05] * len(sent))
+    cmp = compare(side, side, horizon_s=10.0)
+    assert cmp["pass"]
+    assert all(cmp["events"][c]["pass"] for c in cmp["criteria"])
+    assert list(cmp["windows"]["p50_err"]) == [0.0, 0.0]
+
+
+def test_compare_fails_only_the_criterion_that_is_off():
+    """A last scale-down later than the tolerance fails that criterion alone; a 30% slower window fails latency."""
+    sent = list(np.arange(0, 10, 0.1))
+    real = _side(T, N, sent, [0.05] * len(sent))
+    t_late = T + [3.0 + EVENT_TOL_S + 0.5]
+    sim = _side(t_late, [1, 1, 2, 3, 3, 2, 2, 1], sent, [0.05] * len(sent))
+    ev = compare(real, sim, horizon_s=10.0)["events"]
+    assert not ev["last_scale_down_s"]["pass"]
+    assert ev["first_scale_up_s"]["pass"] and ev["peak_running"]["pass"] and ev["latency_p50_windows"]["pass"]
+    slow = _side(T, N, sent, [0.05 if s < 5 else 0.065 for s in sent])
+    ev = compare(real, slow, horizon_s=10.0)["events"]
+    assert not ev["latency_p50_windows"]["pass"] and ev["latency_p50_windows"]["failing"] == [5.0]
+
+
+def test_compare_peak_must_be_equal():
+    """One replica more at the peak fails the peak criterion."""
+    sent = [0.1]
+    cmp = compare(_side(T, N, sent, [0.05]), _side(T, [1, 1, 2, 4, 3, 2, 1], sent, [0.05]), horizon_s=1.0)
+    assert not cmp["events"]["peak_running"]["pass"]
+
+
+def test_controller_events_parses_decisions_and_startups_of_one_app():
+    """The controller log's scaling lines and start-up lines of the named application are read, times from wall0."""
+    wall0 = datetime.datetime(2026, 1, 1, 12, 0, 0).timestamp()
+    lines = [
+        "INFO 2026-01-01 12:00:22,100 controller 1 -- Upscaling Deployment(name='A', app='autoscale1') from 1 to 2 "
+        "replicas. Current ongoing requests: 2.80, current running replicas: 1.\n",
+        "INFO 2026-01-01 12:00:24,000 controller 1 -- Replica(id='x', deployment='A', app='autoscale1') started "
+        "successfully on node 'n' after 1.9s (PID: 7). Replica constructor, reconfigure method took 0.1s.\n",
+        "INFO 2026-01-01 12:00:25,000 controller 1 -- Downscaling Deployment(name='A', app='other') from 4 to 2 "
+        "replicas. Current ongoing requests: 3.73, current running replicas: 4.\n",
+        "INFO 2026-01-01 12:00:26,000 controller 1 -- Adding 1 replica to Deployment(name='A', app='autoscale1').\n",
+    ]
+    ev = controller_events(lines, wall0, horizon_s=100.0, app="autoscale1")
+    assert ev["decisions"] == [(pytest.approx(22.1), 1, 2, 2.8)]
+    assert ev["startups"] == [(pytest.approx(24.0), 1.9)]
+
+
+def test_ray_autoscaling_config_passes_only_the_fields_set():
+    """Ray gets only the fields set away from the defaults, so it applies its own defaults to the rest."""
+    a = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2, upscale_delay_s=2.0,
+                          downscale_delay_s=10.0)
+    assert ray_autoscaling_config(a) == {"max_replicas": 4, "upscale_delay_s": 2.0, "downscale_delay_s": 10.0}

@@ -1,0 +1,40 @@
+"""The report's pure arithmetic in validate/__main__.py, and the harness's arrivals, on synthetic data (no Ray)."""
+
+from validate.__main__ import SHAPES, _direction, shape_lines
+
+
+def _pooled(values: dict) -> dict:
+    return {name: {m: {"real": real, "sim": sim} for m in ("throughput_rps", "p50_ms", "p99_ms")}
+            for name, (real, sim) in values.items()}
+
+
+def test_a_change_under_five_percent_counts_as_none():
+    """Ratios within 5% of 1 have no direction; beyond it, up or down."""
+    assert [_direction(r) for r in (0.96, 1.0, 1.04, 1.06, 0.94)] == [0, 0, 0, 1, -1]
+
+
+def test_shape_agrees_only_when_real_and_simulated_move_the_same_way():
+    """Real throughput falling from 4 to 20 clients while simulated throughput rises is a 'no'; both flat is a 'yes'."""
+    case, a, b, _ = SHAPES[0]
+    pending = next(s for s in SHAPES if s[2] == "pending-3of2")
+    lines = shape_lines(_pooled({a: (34.0, 37.0), b: (30.0, 39.0), "pending-3of2": (34.2, 37.0)}))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in lines[2:]}
+    assert rows[case].endswith("| no |")
+    assert rows[pending[0]].endswith("| yes |")
+    assert len(rows) == 2  # shapes whose rows are missing are left out
+
+
+def test_the_harness_sends_the_arrivals_simserve_simulates():
+    """The real open loop's arrival times are simserve's own for the same seed, one for one."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from simserve import simulate
+    from validate.harness import poisson_arrivals_s
+    from validate.scenario import scenario
+
+    cfg = replace(scenario(name="p", work=[("io", 0.05)], num_replicas=2, rps=40.0, duration_s=5.0, warmup_s=0.0),
+                  keep_requests=True)
+    simulated = np.sort(simulate(cfg).requests["arrival_s"].to_numpy())
+    assert np.array_equal(simulated, np.asarray(list(poisson_arrivals_s(cfg))))

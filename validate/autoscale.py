@@ -1,0 +1,534 @@
+"""Autoscaling: real Ray Serve 2.60.0 against simserve on one step load.
+
+The scenario (issue 4, item 6): the io-50ms async deployment (``max_ongoing_requests``
+5) with ``autoscaling_config`` min_replicas 1, max_replicas 4, target_ongoing_requests 2,
+upscale_delay_s 2, downscale_delay_s 10 and Ray's defaults for the rest (so the handle
+samples its load every 6 s, pushes it every ``metrics_interval_s`` = 10 s, and the
+controller averages over ``look_back_period_s`` = 30 s), on ``ray.init(num_cpus=4)`` with
+``num_cpus=1`` per replica (4 fit; the machine's 2 cores time-share them, the work is
+io). Closed-loop clients call through a ``DeploymentHandle``: 1 for 15 s, 8 for 30 s, 1
+for 30 s, then none for ``TAIL_S`` while the replica states are still sampled, so that a
+scale-down after the load ends is seen rather than cut off.
+
+Both sides are observed the same way, on the clock the requests' times count from:
+the replica states every ``SAMPLE_S`` (``serve.status()`` in a thread; simserve's
+timeline at the same interval) and every request's send and answer time. The simulated
+side is ``simserve.simulate`` of the same ``SimConfig`` with the calibration file's
+``Overheads`` (``with_overheads``, the measured replica start-up included): nothing is
+fitted to this run.
+
+The criteria, from the issue, on the RUNNING count (the state a replica takes traffic
+in, and the one ``serve.status()`` shows):
+
+* first scale-up: the first sample whose count exceeds the first sample's; real and
+  simulated within ``EVENT_TOL_S``;
+* last scale-down: the last sample whose count is below the previous sample's; within
+  ``EVENT_TOL_S``;
+* peak count: equal;
+* latency per ``WINDOW_S`` window of send time, over the load: p50 and mean each within
+  ``LATENCY_TOL`` of real in every window (two criteria).
+
+For diagnosis: when the first new replica was seen at all (STARTING: the controller's
+decision) and how long it then took to be RUNNING, every change of the count, the cores
+other processes took during the run, and from the real controller's log (Serve at INFO)
+each scaling decision with the total ongoing requests its policy saw, and each replica's
+start-up time as Ray reports it.
+
+Left out: HTTP ingress, other load shapes, several handles, several simulation seeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+
+from simserve import (
+    ClusterConfig,
+    DeploymentConfig,
+    Distribution,
+    Overheads,
+    SimConfig,
+    WorkloadConfig,
+    WorkModel,
+)
+from simserve.autoscaling import AutoscalingConfig
+from simserve.load_shape import LoadShape
+from simserve.request import OK as SIM_OK
+from simserve.simulation import Simulation
+from validate.scenario import HERE, physical_cores, with_overheads
+
+STEPS = ((15.0, 1), (30.0, 8), (30.0, 1))  # (duration_s, clients)
+TAIL_S = 20.0  # no clients, states still sampled
+SAMPLE_S = 0.5
+WINDOW_S = 5.0
+EVENT_TOL_S = 3.0
+LATENCY_TOL = 0.25
+
+
+def autoscale_scenario(seed: int = 0) -> SimConfig:
+    load_s = sum(d for d, _ in STEPS)
+    return SimConfig(
+        deployment=DeploymentConfig(
+            name="Autoscale",
+            num_replicas=None,
+            num_cpus=1.0,
+            work=WorkModel.single("io", Distribution("deterministic", 0.05)),
+            autoscaling_config=AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2,
+                                                 upscale_delay_s=2.0, downscale_delay_s=10.0),
+        ),
+        cluster=ClusterConfig(nodes=1, num_cpus=4, physical_cores=physical_cores()),
+        overheads=Overheads(ingress="handle"),
+        workload=WorkloadConfig(concurrent=max(n for _, n in STEPS), duration_s=load_s + TAIL_S, warmup_s=0.0,
+                                shape=LoadShape("steps", steps=STEPS + ((TAIL_S, 0),))),
+        seed=seed,
+        keep_requests=True,
+        timeline_interval_s=SAMPLE_S,
+    )
+
+
+# -- the comparison (pure; tests/test_validate_autoscale.py) ---------------------------------------
+def first_scale_up(t, n) -> float | None:
+    """The first time the count exceeds its first value."""
+    above = np.flatnonzero(np.asarray(n) > n[0]) if len(n) else []
+    return float(t[above[0]]) if len(above) else None
+
+
+def last_scale_down(t, n) -> float | None:
+    """The last time the count is below the previous sample's."""
+    down = np.flatnonzero(np.diff(np.asarray(n)) < 0)
+    return float(t[down[-1] + 1]) if len(down) else None
+
+
+def changes(t, n) -> list[tuple[float, int]]:
+    """(time, new count) at every change of the count."""
+    n = np.asarray(n)
+    return [(float(t[i]), int(n[i])) for i in np.flatnonzero(np.diff(n) != 0) + 1]
+
+
+def window_latency(sent_s, latency_s, horizon_s: float, window_s: float = WINDOW_S) -> pd.DataFrame:
+    """Per window of send time [k w, (k+1) w) up to ``horizon_s``: count, p50 and mean (ms)."""
+    sent, lat = np.asarray(sent_s, float), 1e3 * np.asarray(latency_s, float)
+    rows = []
+    for k in range(math.ceil(horizon_s / window_s - 1e-9)):
+        x = lat[(sent >= k * window_s) & (sent < (k + 1) * window_s)]
+        rows.append({"start_s": k * window_s, "n": x.size, "p50_ms": float(np.median(x)) if x.size else math.nan,
+                     "mean_ms": float(x.mean()) if x.size else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _err(sim: float, real: float) -> float:
+    return (sim - real) / real if real and not math.isnan(real) else math.nan
+
+
+def compare(real: dict, sim: dict, horizon_s: float) -> dict:
+    """Both sides as {"t", "running", "starting", "sent_s", "latency_s"}: the events, the
+    per-window latency table and each criterion's verdict."""
+    ev = {}
+    for name, fn in (("first_scale_up_s", first_scale_up), ("last_scale_down_s", last_scale_down)):
+        r, s = fn(real["t"], real["running"]), fn(sim["t"], sim["running"])
+        ok = r is not None and s is not None and abs(s - r) <= EVENT_TOL_S or r is None and s is None
+        ev[name] = {"real": r, "sim": s, "pass": bool(ok)}
+    r, s = int(max(real["running"])), int(max(sim["running"]))
+    ev["peak_running"] = {"real": r, "sim": s, "pass": r == s}
+    # Diagnosis: the first new replica seen at all (the decision), and its start-up.
+    for side, x in (("real", real), ("sim", sim)):
+        live = np.asarray(x["running"]) + np.asarray(x["starting"])
+        seen = first_scale_up(x["t"], live)
+        up = ev["first_scale_up_s"][side]
+        ev.setdefault("first_starting_s", {})[side] = seen
+        ev.setdefault("startup_seen_s", {})[side] = up - seen if up is not None and seen is not None else None
+    w = window_latency(real["sent_s"], real["latency_s"], horizon_s).merge(
+        window_latency(sim["sent_s"], sim["latency_s"], horizon_s), on="start_s", suffixes=("_real", "_sim"))
+    for m in ("p50", "mean"):
+        w[f"{m}_err"] = [_err(s, r) for s, r in zip(w[f"{m}_ms_sim"], w[f"{m}_ms_real"])]
+        bad = w[~(w[f"{m}_err"].abs() <= LATENCY_TOL)]  # NaN (an empty window) fails too
+        ev[f"latency_{m}_windows"] = {"worst": float(w[f"{m}_err"].abs().max()), "failing": list(bad["start_s"]),
+                                      "pass": bad.empty}
+    criteria = ("first_scale_up_s", "last_scale_down_s", "peak_running", "latency_p50_windows", "latency_mean_windows")
+    return {"events": ev, "windows": w, "pass": all(ev[c]["pass"] for c in criteria), "criteria": criteria,
+            "changes": {side: changes(x["t"], x["running"]) for side, x in (("real", real), ("sim", sim))}}
+
+
+_LOG_LINE = re.compile(
+    r"^\w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller \d+ -- (?:"
+    r"(?:Up|Down)scaling .*? from (\d+) to (\d+) replicas\. Current ongoing requests: ([\d.]+)"
+    r"|.*? started successfully .*? after ([\d.]+)s)")
+
+
+def controller_events(lines, wall0: float, horizon_s: float, app: str) -> dict:
+    """From Serve controller log lines: ``decisions`` (t, from, to, total ongoing requests
+    the policy saw; deployment_state.py's Upscaling/Downscaling line) and ``startups``
+    (t RUNNING, Ray's own start-up seconds; its 'started successfully' line), with t in
+    seconds since ``wall0`` (``time.time()``; the log's clock, to the ms) within
+    [0, horizon_s], for application ``app``."""
+    out = {"decisions": [], "startups": []}
+    for line in lines:
+        m = _LOG_LINE.match(line)
+        if m is None or f"app='{app}'" not in line:
+            continue
+        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() - wall0
+        if not 0 <= t <= horizon_s:
+            continue
+        if m[2] is not None:
+            out["decisions"].append((t, int(m[2]), int(m[3]), float(m[4])))
+        else:
+            out["startups"].append((t, float(m[5])))
+    return out
+
+
+# -- the two sides ---------------------------------------------------------------------------------
+class StateSampler(threading.Thread):
+    """``serve.status()`` replica states every ``interval_s``, stamped with ``perf_counter``
+    at the middle of the call (one call takes a few ms)."""
+
+    def __init__(self, app_name: str, dep_name: str, interval_s: float = SAMPLE_S):
+        super().__init__(daemon=True, name="state-sampler")
+        self.app_name, self.dep_name, self.interval_s = app_name, dep_name, interval_s
+        self.samples: list[tuple[float, dict]] = []
+        self._stop_ev = threading.Event()
+
+    def run(self):
+        from validate.harness import RealCluster
+
+        while not self._stop_ev.is_set():
+            a = time.perf_counter()
+            states = RealCluster.replica_states(self.app_name, self.dep_name)
+            if states:  # {} is a failed call, not zero replicas
+                self.samples.append(((a + time.perf_counter()) / 2, states))
+            self._stop_ev.wait(max(0.0, self.interval_s - (time.perf_counter() - a)))
+
+    def stop(self) -> list[tuple[float, dict]]:
+        self._stop_ev.set()
+        self.join(timeout=5)
+        return self.samples
+
+
+def run_real(cl, cfg: SimConfig, app: str) -> dict:
+    """Deploy, drive and sample ``cfg`` as application ``app`` on the running
+    ``RealCluster``; times from the load's start. ``app`` must be new to this cluster:
+    Serve's client caches one handle per (deployment, application), so a reused name
+    would reuse the previous run's router, whose metric timers and samples would not
+    start with this load."""
+    import psutil
+    import ray
+
+    from validate.harness import OK, _busy_seconds, _tree_cpu, probe_ns_per_loop
+
+    d = cfg.deployment
+    try:
+        handle, states0 = cl.deploy(cfg, app)
+        if states0.get("RUNNING", 0) < 1:
+            raise RuntimeError(f"{app}: no replica RUNNING ({states0})")
+        before = probe_ns_per_loop()
+        cpu0, ours0 = psutil.cpu_times(), _tree_cpu()
+        sampler = StateSampler(app, d.name)
+        sampler.start()
+        clock = {"router_s": time.perf_counter()}  # the handle's router starts at its first call
+        try:
+            records, _ = asyncio.run(cl._drive(cfg, handle, app,
+                                               on_start=lambda t0: clock.update(t0=t0, wall0=time.time())))
+        finally:
+            samples = sampler.stop()
+        log_dir = os.path.join(ray._private.worker.global_worker.node.get_logs_dir_path(), "serve")
+        ours1, cpu1 = _tree_cpu(), psutil.cpu_times()
+        after = probe_ns_per_loop()
+    finally:
+        cl.delete(app)
+    t0, horizon = clock["t0"], cfg.workload.duration_s
+    samples = [(t - t0, s) for t, s in samples if 0 <= t - t0 <= horizon]
+    span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
+    ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
+    ok = [(s, e) for s, e, st in records if st == OK]
+    lines = []
+    for name in sorted(os.listdir(log_dir)):
+        if name.startswith("controller_") and name.endswith(".log"):
+            with open(os.path.join(log_dir, name), errors="replace") as f:
+                lines += f.readlines()
+    return {
+        "controller": controller_events(lines, clock["wall0"], horizon, app),
+        "t": [t for t, _ in samples],
+        **{k.lower(): [s.get(k, 0) for _, s in samples] for k in ("RUNNING", "STARTING", "STOPPING")},
+        "sent_s": [s for s, _ in ok], "latency_s": [e - s for s, e in ok],
+        "not_ok": len(records) - len(ok), "router_start_s": clock["router_s"] - t0,
+        "host_ns_per_loop": (before + after) / 2,
+        "foreign_cores": max(0.0, (_busy_seconds(cpu0, cpu1) - ours) / span) if span > 0 else math.nan,
+    }
+
+
+def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None) -> dict:
+    """The simulated side; ``decisions`` as the real controller's log has them (t, from,
+    to, total ongoing requests the policy saw), read off the autoscaler's steps."""
+    sim = Simulation(with_overheads(cfg, cal, host_ns_per_loop))
+    step, decisions = sim.autoscaler.step, []
+
+    def logged_step(now, running, target):
+        new = step(now, running, target)
+        if new != target:
+            decisions.append((now, target, new, sim.autoscaler.last_total))
+        return new
+
+    sim.autoscaler.step = logged_step
+    res = sim.run()
+    tl, req = res.timeline, res.requests
+    req = req[req["status"] == SIM_OK]
+    return {"t": list(tl["time_s"]), "running": list(tl["running_replicas"]), "starting": list(tl["starting_replicas"]),
+            "stopping": list(tl["stopping_replicas"]), "target": list(tl["target_replicas"]),
+            "sent_s": list(req["arrival_s"]), "latency_s": list(req["latency_s"]), "decisions": decisions}
+
+
+def run(cal: dict, repeats: int = 2) -> list[dict]:
+    """``repeats`` real runs back to back on one Ray instance, each beside its simulation."""
+    from validate.harness import RealCluster
+
+    cfg = autoscale_scenario()
+    load_s = sum(d for d, _ in STEPS)
+    out = []
+    with RealCluster(num_cpus=cfg.cluster.num_cpus, ns_per_loop=cal["host_ns_per_loop"],
+                     native_unit=cal.get("native_unit_s"), serve_log_level="INFO") as cl:
+        for i in range(repeats):
+            real = run_real(cl, cfg, f"autoscale{i + 1}")
+            sim = run_sim(cfg, cal, real["host_ns_per_loop"])
+            cmp = compare(real, sim, load_s)
+            out.append({"run": i + 1, "real": real, "sim": sim, "compare": cmp})
+            print(f"-- run {i + 1}\n{table(cmp, real, sim, cal)}", flush=True)
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------------
+def _s(x, fmt="{:.1f}"):
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "FAIL"
+
+
+def event_rows(cmp: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """(what, real, sim, sim - real, limit, verdict): the criteria, then the diagnosis rows."""
+    ev = cmp["events"]
+    rows = []
+    for key, label in (("first_scale_up_s", "first scale-up (s)"), ("last_scale_down_s", "last scale-down (s)")):
+        r, s = ev[key]["real"], ev[key]["sim"]
+        rows.append((label, _s(r), _s(s), _s(None if r is None or s is None else s - r, "{:+.1f}"),
+                     f"±{EVENT_TOL_S:g} s", _verdict(ev[key]["pass"])))
+    p = ev["peak_running"]
+    rows.append(("peak RUNNING replicas", str(p["real"]), str(p["sim"]), f"{p['sim'] - p['real']:+d}", "equal",
+                 _verdict(p["pass"])))
+    for m in ("p50", "mean"):
+        e = ev[f"latency_{m}_windows"]
+        fails = ", ".join(f"{t:g}" for t in e["failing"]) or "none"
+        rows.append((f"latency {m}, worst window", "", "", f"{100 * e['worst']:.0f}%",
+                     f"±{100 * LATENCY_TOL:.0f}%", f"{_verdict(e['pass'])} (failing windows from: {fails})"))
+    for key, label in (("first_starting_s", "diag: first new replica STARTING (s)"),
+                       ("startup_seen_s", "diag: its STARTING -> RUNNING (s)")):
+        r, s = ev[key]["real"], ev[key]["sim"]
+        rows.append((label, _s(r), _s(s), _s(None if r is None or s is None else s - r, "{:+.1f}"), "", ""))
+    return rows
+
+
+def window_rows(cmp: dict) -> list[list[str]]:
+    shape = LoadShape("steps", steps=STEPS)
+    out = []
+    for r in cmp["windows"].itertuples(index=False):
+        out.append([f"{r.start_s:g}-{r.start_s + WINDOW_S:g}", f"{shape.level(r.start_s):g}", f"{r.n_real}/{r.n_sim}",
+                    _s(r.p50_ms_real), _s(r.p50_ms_sim), _s(100 * r.p50_err, "{:+.0f}%"),
+                    _s(r.mean_ms_real), _s(r.mean_ms_sim), _s(100 * r.mean_err, "{:+.0f}%")])
+    return out
+
+
+WINDOW_HEADER = ["window s", "clients", "n real/sim", "p50 real", "p50 sim", "err", "mean real", "mean sim", "err"]
+
+
+def mechanism_lines(cmp: dict, real: dict, sim: dict, cal: dict) -> list[str]:
+    """The scaling decisions and start-ups behind the events, both sides."""
+    c = real["controller"]
+    ups = [x for _, x in c["startups"]]
+    return [
+        f"RUNNING count changes (count@s): real {_changes(cmp['changes']['real'])}; "
+        f"simulated {_changes(cmp['changes']['sim'])}",
+        f"decisions (from->to@s (total ongoing requests the policy saw)): real {_decisions(c['decisions'])}; "
+        f"simulated {_decisions(sim['decisions'])}",
+        f"replica start-up, real (Ray's log, s): {' '.join(f'{x:.1f}' for x in ups) or 'none'}; "
+        f"simulated: replica_startup_s {cal['replica_startup_s']:.2f}",
+        f"other processes' cores during the run {real['foreign_cores']:.2f}; failed or rejected requests "
+        f"{real['not_ok']}; the handle's router started {-real['router_start_s']:.2f} s before the load "
+        f"(simserve: at 0)",
+    ]
+
+
+def table(cmp: dict, real: dict, sim: dict, cal: dict) -> str:
+    lines = [f"{'':38s} {'real':>7s} {'sim':>7s} {'diff':>7s} {'limit':>8s}  verdict"]
+    lines += [f"{a:38s} {b:>7s} {c:>7s} {d:>7s} {e:>8s}  {f}" for a, b, c, d, e, f in event_rows(cmp)]
+    lines += mechanism_lines(cmp, real, sim, cal)
+    lines += ["", " ".join(f"{h:>10s}" for h in WINDOW_HEADER)]
+    lines += [" ".join(f"{c:>10s}" for c in row) for row in window_rows(cmp)]
+    lines.append(f"overall: {_verdict(cmp['pass'])}")
+    return "\n".join(lines)
+
+
+def _decisions(ds) -> str:
+    return " ".join(f"{a}->{b}@{t:.1f} ({x:.2f})" for t, a, b, x in ds) or "none"
+
+
+def _changes(ch) -> str:
+    return " ".join(f"{n}@{t:.1f}" for t, n in ch) or "none"
+
+
+def diagnosis(runs: list[dict], cal: dict) -> list[str]:
+    """What the numbers say about each failed criterion (mechanism, not a fit)."""
+    out = []
+    for r in runs:
+        cmp, ev, i = r["compare"], r["compare"]["events"], r["run"]
+        real_d, sim_d = r["real"]["controller"]["decisions"], r["sim"]["decisions"]
+        if not ev["first_scale_up_s"]["pass"]:
+            ups = [x for _, x in r["real"]["controller"]["startups"]]
+            out.append(f"run {i}, first scale-up: first decision real {_decisions(real_d[:1])}, simulated "
+                       f"{_decisions(sim_d[:1])}; replica start-ups real {' '.join(f'{x:.1f}' for x in ups)} s "
+                       f"(Ray's log), simulated replica_startup_s {cal['replica_startup_s']:.2f} s.")
+        if not ev["last_scale_down_s"]["pass"] or not ev["peak_running"]["pass"]:
+            out.append(f"run {i}, last scale-down or peak: the decisions differ: real {_decisions(real_d)}; "
+                       f"simulated {_decisions(sim_d)}.")
+        w = cmp["windows"].set_index("start_s")
+        for m in ("p50", "mean"):
+            for t in ev[f"latency_{m}_windows"]["failing"]:
+                nxt = {side: [(x, n) for x, n in cmp["changes"][side] if x >= t][:1] for side in ("real", "sim")}
+                out.append(f"run {i}, latency {m} {t:g}-{t + WINDOW_S:g} s: {w.at[t, f'{m}_ms_real']:.0f} ms real, "
+                           f"{w.at[t, f'{m}_ms_sim']:.0f} simulated; the first RUNNING count change from {t:g} s: "
+                           f"real {_changes(nxt['real'])}, simulated {_changes(nxt['sim'])}.")
+    return out
+
+
+WHY = """## Why runs differ from each other and from the simulation
+
+These are properties of Ray's code (paths under `ray/serve/`), not of one run:
+
+- The handle samples its queued and sent-but-unanswered counts every
+  min(0.2 x look_back_period_s, metrics_interval_s) = 6 s and pushes them every
+  metrics_interval_s = 10 s (`_private/router.py` `update_deployment_config`,
+  `_private/metrics_utils.py` `MetricsPusher`). Each sample is one instant of a request
+  cycle of 50-100 ms, so a sample can catch a busy or an idle moment.
+- The controller averages the merged samples from the latest first sample of any series,
+  but only if that time is not after the last merged event, whose timestamp is rounded to
+  10 ms while the bound is not (`_private/autoscaling_metrics_merge.py`
+  `merge_and_aggregate_arrays`). When a new replica's first sample is the newest event,
+  the sub-10 ms digits of `time.time()` decide whether the average restarts there (the
+  new load only) or covers the whole 30 s look-back (old and new load): the next
+  scale-up comes at once or about a push interval later, and the scale-down that follows
+  moves differently.
+- The sample and push tasks drift by a few ms per period, so where their periods meet
+  (every 30 s) either may run first; if the push runs first, a new replica enters the
+  report with one point at the push time.
+
+simserve performs the controller's arithmetic (replaying one real handle's reports through
+`simserve.autoscaling.aggregate` gave 4 of the 5 totals the controller logged, to 0.01),
+but its timestamps are exact multiples of the periods, so it always takes one branch of
+each of these; the real runs take either. The simulated replica start-up is the
+calibration's `replica_startup_s`, timed from a redeploy call to RUNNING
+(`validate/calibrate.py`); the real start-ups above are Ray's own timing of replicas the
+autoscaler added.
+"""
+
+
+def plot(runs: list[dict], path: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 7), layout="constrained")
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    sim = runs[0]["sim"]
+    ax1.step(sim["t"], sim["running"], where="post", color="k", lw=2, label="simulated RUNNING")
+    ax1.step(sim["t"], sim["target"], where="post", color="k", lw=1, ls=":", label="simulated target")
+    for r in runs:
+        ax1.step(r["real"]["t"], r["real"]["running"], where="post", color=f"C{r['run']}",
+                 label=f"real RUNNING, run {r['run']}")
+    load = LoadShape("steps", steps=STEPS + ((TAIL_S, 0),))
+    t = np.arange(0, sum(d for d, _ in STEPS) + TAIL_S, 0.1)
+    twin = ax1.twinx()
+    twin.fill_between(t, [load.level(x) for x in t], step="post", color="grey", alpha=0.15)
+    twin.set_ylabel("clients (shaded)")
+    ax1.set_ylabel("replicas")
+    ax1.legend(loc="center right", fontsize="small")
+    for r in runs:
+        w, c = r["compare"]["windows"], f"C{r['run']}"
+        mid = w["start_s"] + WINDOW_S / 2
+        ax2.plot(mid, w["p50_ms_real"], "o-", color=c, label=f"real p50, run {r['run']}")
+        ax2.plot(mid, w["mean_ms_real"], "x--", color=c, alpha=0.6, label=f"real mean, run {r['run']}")
+    w = runs[0]["compare"]["windows"]
+    ax2.plot(w["start_s"] + WINDOW_S / 2, w["p50_ms_sim"], "ks-", lw=2, label="simulated p50")
+    ax2.plot(w["start_s"] + WINDOW_S / 2, w["mean_ms_sim"], "k+:", label="simulated mean")
+    ax2.set_ylabel(f"latency per {WINDOW_S:g} s window (ms)")
+    ax2.set_xlabel("time since the load started (s)")
+    ax2.set_ylim(bottom=0)
+    ax2.legend(loc="upper right", fontsize="small")
+    fig.savefig(path, dpi=100)
+
+
+def write_report(runs: list[dict], cal: dict, path: str, command: str, wall_s: float) -> None:
+    import ray
+
+    cfg = autoscale_scenario()
+    a = cfg.deployment.autoscaling_config
+    lines = [
+        "# Autoscaling: simserve vs real Ray Serve",
+        "",
+        f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
+        f"Ray {ray.__version__}; host `{socket.gethostname()}`, {os.cpu_count()} cores, {platform.platform()}, "
+        f"Python {platform.python_version()}; wall time {wall_s:.0f} s. Calibration "
+        f"`{os.path.relpath(cal['_path'], HERE)}` (measured {cal.get('date', '?')}; replica_startup_s "
+        f"{cal['replica_startup_s']:.2f} s). The module docstring of `validate/autoscale.py` defines every number.",
+        "",
+        f"Scenario: io 50 ms async handler, max_ongoing_requests {cfg.deployment.max_ongoing_requests}, "
+        f"autoscaling_config min_replicas {a.min_replicas}, max_replicas {a.max_replicas}, target_ongoing_requests "
+        f"{a.target_ongoing_requests:g}, upscale_delay_s {a.upscale_delay_s:g}, downscale_delay_s "
+        f"{a.downscale_delay_s:g} (Ray's defaults: metrics_interval_s {a.metrics_interval_s:g}, look_back_period_s "
+        f"{a.look_back_period_s:g}); ray.init(num_cpus={cfg.cluster.num_cpus:g}), num_cpus=1 per replica; "
+        f"closed-loop clients through a DeploymentHandle: "
+        + ", ".join(f"{n} for {d:g} s" for d, n in STEPS) + f", then none for {TAIL_S:g} s (states still sampled). "
+        f"Replica states sampled every {SAMPLE_S:g} s on both sides. Error = (sim - real) / real.",
+        "",
+    ]
+    for r in runs:
+        cmp, real = r["compare"], r["real"]
+        lines += [f"## Run {r['run']}: {_verdict(cmp['pass'])}", "",
+                  "| | real | sim | sim - real | limit | verdict |", "|---|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(row) + " |" for row in event_rows(cmp)]
+        lines += [""] + [f"- {x}" for x in mechanism_lines(cmp, real, r["sim"], cal)]
+        lines += ["", "| " + " | ".join(WINDOW_HEADER) + " |", "|" + "---|" * len(WINDOW_HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in window_rows(cmp)]
+        lines.append("")
+    png = os.path.splitext(path)[0] + ".png"
+    plot(runs, png)
+    lines += [f"![replicas and latency, real vs simulated]({os.path.basename(png)})", "",
+              "## Diagnosis of what failed", ""]
+    lines += [f"- {d}" for d in diagnosis(runs, cal)] or ["- nothing failed"]
+    lines += ["", WHY]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(cal: dict, repeats: int, command: str, report: str | None = None) -> int:
+    """``python -m validate --autoscale``: run, print, write AUTOSCALE.md/.png and the raw JSON."""
+    t0 = time.perf_counter()
+    runs = run(cal, repeats)
+    wall = time.perf_counter() - t0
+    out_dir = os.path.join(HERE, "out")
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    with open(os.path.join(out_dir, f"autoscale-{stamp}.json"), "w") as f:
+        json.dump([{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}} for r in runs],
+                  f, default=str)
+    report = report or os.path.join(HERE, "AUTOSCALE.md")
+    write_report(runs, cal, report, command, wall)
+    print(f"wrote {report}; {sum(r['compare']['pass'] for r in runs)}/{len(runs)} runs pass", file=sys.stderr)
+    return 0 if all(r["compare"]["pass"] for r in runs) else 1
