@@ -38,3 +38,28 @@ def test_the_harness_sends_the_arrivals_simserve_simulates():
                   keep_requests=True)
     simulated = np.sort(simulate(cfg).requests["arrival_s"].to_numpy())
     assert np.array_equal(simulated, np.asarray(list(poisson_arrivals_s(cfg))))
+
+
+def test_a_rerun_subset_replaces_those_scenarios_runs_only(tmp_path):
+    """Resimulating a grid file and then a rerun of one scenario keeps the other scenarios' real runs
+    and takes the rerun's for that one."""
+    import json
+    import os
+
+    from validate.__main__ import resimulate
+    from validate.scenario import HERE, load_calibration
+
+    with open(os.path.join(HERE, "REPORT.json")) as f:
+        report = json.load(f)
+    by_name: dict = {}
+    for row in report["rows"]:
+        by_name.setdefault(row["name"], row)
+    a, b = (by_name[n] for n in ("queued-limit", "io50-1rep-m1-c1"))
+    rerun_b = {**b, "real": {**b["real"], "throughput_rps": 1.0}}
+    first, second = tmp_path / "grid.json", tmp_path / "rerun.json"
+    first.write_text(json.dumps({"rows": [a, b], "wall_s": 10.0, "measured": "A"}))
+    second.write_text(json.dumps({"rows": [rerun_b], "wall_s": 2.0, "measured": "B"}))
+    rows, saved = resimulate([str(first), str(second)], load_calibration())
+    assert [(r["name"], r["real"]["throughput_rps"]) for r in rows] == [
+        ("queued-limit", a["real"]["throughput_rps"]), ("io50-1rep-m1-c1", 1.0)]
+    assert saved == {"measured": "A; B for io50-1rep-m1-c1", "wall_s": 12.0}

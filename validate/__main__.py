@@ -76,21 +76,30 @@ def compare(cfg, real: dict, cal: dict) -> dict:
             "cpu_speed": sim_cfg.overheads.cpu_speed}
 
 
-def resimulate(path: str, cal: dict) -> tuple[list[dict], dict]:
-    """The real runs saved in ``path`` (``out/grid-*.json``) against today's simserve and
-    calibration: the model changes, the measurements do not."""
-    with open(path) as f:
-        saved = json.load(f)
+def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], dict]:
+    """The real runs saved in ``paths`` (``out/grid-*.json``, ``REPORT.json``) against
+    today's simserve and calibration: the model changes, the measurements do not. A later
+    file's runs replace an earlier file's runs of the same scenarios (a rerun subset)."""
+    saved_rows: list[dict] = []
+    measured, wall_s = [], 0.0
+    for path in paths:
+        with open(path) as f:
+            saved = json.load(f)
+        names = {r["name"] for r in saved["rows"]}
+        stamp = saved.get("measured") or os.path.basename(path).removeprefix("grid-").removesuffix(".json")
+        measured.append(stamp if not saved_rows else f"{stamp} for {', '.join(sorted(names))}")
+        saved_rows = [r for r in saved_rows if r["name"] not in names] + saved["rows"]
+        wall_s += saved["wall_s"]
     by_name = {c.deployment.name: c for c in grid_scenarios() + smoke_scenarios()}
     rows = []
-    for old in saved["rows"]:
+    for old in saved_rows:
         cfg = by_name.get(old["name"])
         if "error" in old or cfg is None:
             rows.append(old if "error" in old else {**old, "error": "no longer in the grid"})
             continue
         rows.append(compare(cfg, old["real"], cal))
         print(_line(rows[-1]), flush=True)
-    return rows, saved
+    return rows, {"measured": "; ".join(measured), "wall_s": wall_s}
 
 
 def _lean(sim: dict) -> dict:
@@ -366,8 +375,9 @@ def main(argv=None) -> int:
     ap.add_argument("--report", default=None, help="report path (default validate/REPORT.md, or AUTOSCALE.md)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="runs per scenario (default 1 for --smoke, 2 for the grid and --autoscale)")
-    ap.add_argument("--resimulate", metavar="FILE", default=None,
-                    help="no Ray: the real runs saved in FILE (out/grid-*.json) against today's model and "
+    ap.add_argument("--resimulate", metavar="FILE", nargs="+", default=None,
+                    help="no Ray: the real runs saved in FILE (out/grid-*.json, REPORT.json; a later file's "
+                         "runs replace an earlier one's of the same scenarios) against today's model and "
                          "calibration; writes the report")
     args = ap.parse_args(argv)
     cal = load_calibration(args.calibration)
@@ -376,7 +386,7 @@ def main(argv=None) -> int:
         rows, saved = resimulate(args.resimulate, cal)
         report = args.report or os.path.join(HERE, "REPORT.md")
         command = " ".join(["python -m validate", *(sys.argv[1:] if argv is None else argv)])
-        measured = saved.get("measured") or os.path.basename(args.resimulate).removeprefix("grid-").removesuffix(".json")
+        measured = saved["measured"]
         write_report(rows, cal, report, saved["wall_s"], command,
                      f" Real runs measured {measured} by `python -m validate` (kept in `REPORT.json`), simulated "
                      f"again with today's model and the calibration below.", measured)
