@@ -172,7 +172,7 @@ class Node:
         self._busy_cores = k if k <= c else c  # min(k, c)
 
     # The hot paths below read SimPy's clock as ``env._now`` (what ``env.now`` returns,
-    # without the property call) and inline Runner.clock/next_finish, same arithmetic.
+    # without the property call).
     def _advance(self) -> None:
         now = self.env._now
         dt = now - self._last
@@ -185,17 +185,12 @@ class Node:
         if work_s <= 0.0:
             callback(arg)
             return
-        # self._advance(), inlined:
-        now = self.env._now
-        dt = now - self._last
-        if dt > 0.0 and self.active:
-            self.service += dt * self._speed_now
-            self.core_busy_s += dt * self._busy_cores
-        self._last = now
+        self._advance()
+        now = self._last
         s = self.service
         jobs = runner.jobs
         if jobs:
-            v0 = runner.v0 = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)  # runner.clock(s)
+            v0 = runner.v0 = runner.clock(s)
         else:
             v0 = runner.v0 = 0.0
             runner.busy_since = now
@@ -205,17 +200,21 @@ class Node:
         runner.s0 = s
         self._seq += 1
         heapq.heappush(jobs, (v0 + work_s, self._seq, callback, arg))
-        # self._push(runner), inlined:
-        runner.version += 1
-        at = s + (jobs[0][0] - v0) * len(jobs) / runner.threads  # runner.next_finish()
-        self._seq += 1
-        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
+        at = self._push(runner)
         # Adding work only slows others down, so a pending timer is early, never late:
         # it will find nothing due and look again. Only this runner's own finish can
         # come before it.
         when = now + (at - s) / self._speed_now
         if when < self._timer_at:
             self._schedule(when, now)
+
+    def _push(self, runner: Runner) -> float:
+        """Put ``runner``'s next finish (node service) on the heap, its older entries stale."""
+        runner.version += 1
+        self._seq += 1
+        at = runner.next_finish()
+        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
+        return at
 
     def _schedule(self, when: float, now: float) -> None:
         if self._timer is not None:
@@ -227,13 +226,8 @@ class Node:
     def _on_timer(self, ev) -> None:
         self._timer = None
         self._timer_at = _INF
-        # self._advance(), inlined:
-        now = self.env._now
-        dt = now - self._last
-        if dt > 0.0 and self.active:
-            self.service += dt * self._speed_now
-            self.core_busy_s += dt * self._busy_cores
-        self._last = now
+        self._advance()
+        now = self._last
         s = self.service
         # Due: within rounding of the service clock, or closer than the clock of
         # simulated time can resolve (else a residue of 1e-13 s would never be reached).
@@ -247,7 +241,7 @@ class Node:
             if version != runner.version:
                 continue  # a stale entry: the runner's job count changed since
             jobs = runner.jobs
-            v = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)  # runner.clock(s)
+            v = runner.clock(s)
             # The heap said this runner's first job is due; others may finish with it.
             _, _, cb, arg = heappop(jobs)
             finished.append((cb, arg))
@@ -257,10 +251,7 @@ class Node:
                 finished.append((cb, arg))
             runner.v0, runner.s0 = v, s
             if jobs:
-                # self._push(runner), inlined:
-                runner.version += 1
-                self._seq += 1
-                heapq.heappush(heap, (s + (jobs[0][0] - v) * len(jobs) / runner.threads, runner.version, self._seq, runner))
+                self._push(runner)
             else:
                 runner.version += 1
                 runner.busy_s += now - runner.busy_since

@@ -88,8 +88,6 @@ class RayRouter:
         self.router_cpu_s = overheads.cpu("router_cpu_s")
         self.probe_cpu_s = overheads.cpu("probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("probe_native_cpu_s")
-        # No hop and no replica CPU: every probe is answered within _send_probes itself.
-        self._probes_answer_at_once = self.hop_s <= 0.0 and overheads.cpu("replica_probe_cpu_s") <= 0.0
         self.max_queued_requests = max_queued_requests
         self.replicas: list = []
         self.to_route: deque = deque()
@@ -309,15 +307,15 @@ class RayRouter:
             self._send_probes(probe)
 
     def _send_probes(self, probe: "_Probe") -> None:
-        # asyncio.wait(timeout=deadline) starts once the RPCs are sent. (Answered at once,
-        # the probe closes below and its deadline would fire doing nothing: skip that event.)
-        if not (self._probes_answer_at_once and probe.replicas):
-            self.sim._after(probe.deadline_s, self._probe_deadline, probe)
         for r in probe.replicas:
             if self.hop_s > 0.0:
                 self.sim._after(self.sim.hop(), self._probe_arrives, (probe, r))
             else:
                 self._probe_arrives((probe, r))
+        # asyncio.wait(timeout=deadline) starts once the RPCs are sent; a probe answered
+        # in full already (no hop, no replica CPU) has nothing left to wait for.
+        if not probe.closed:
+            self.sim._after(probe.deadline_s, self._probe_deadline, probe)
 
     def _probe_arrives(self, pair) -> None:
         pair[1].answer_probe(self._probe_read, pair)
