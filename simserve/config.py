@@ -29,6 +29,8 @@ HANDLERS = ("async", "sync")
 ROUTERS = ("pow2", "round_robin", "ideal")
 INGRESSES = ("handle", "http")
 PLACEMENTS = ("spread", "pack")
+TIMER_LATENESS = ("metrics_record_late_s", "metrics_record_late_cv", "metrics_push_late_s", "metrics_push_late_cv",
+                  "control_loop_late_s")
 PER_REQUEST_COSTS = (
     "hop_s",
     "http_hop_s",
@@ -240,7 +242,8 @@ class Overheads:
     busy, relative to one busy core alone (a host property, measured, not a Ray cost);
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
-    variation ``hop_cv``. ``cpu_speed`` scales every CPU cost: 0.5 means this host runs
+    variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
+    autoscaling tasks starts (the router's metrics sample and push, the controller's loop). ``cpu_speed`` scales every CPU cost: 0.5 means this host runs
     at half the speed the costs were measured at.
 
     All default to zero (the pure queueing model); ``python -m validate.calibrate``
@@ -275,11 +278,20 @@ class Overheads:
     # like any other thread when a handler holds it.
     replica_gil_acquisitions: int = 1
     replica_probe_gil_acquisitions: int = 1  # the same for answering one queue-length probe
+    # How late each turn of Ray's periodic autoscaling tasks starts, beyond its interval: the
+    # task's own run time plus its event loop's wake-up (Ray sleeps the full interval after
+    # each run, so the lateness accumulates). Per turn a gamma draw with this mean and cv.
+    metrics_record_late_s: float = 0.0  # a router's metrics sample
+    metrics_record_late_cv: float = 0.0
+    metrics_push_late_s: float = 0.0  # a router's push to the controller
+    metrics_push_late_cv: float = 0.0
+    control_loop_late_s: float = 0.0  # the controller's loop, every turn (its loop body)
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        for name in PER_REQUEST_COSTS + ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s"):
+        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s")
+        for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
         _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)

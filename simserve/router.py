@@ -11,7 +11,10 @@
 * Each attempt samples two distinct replicas (``pow2``) or the next in turn
   (``round_robin``), takes the lowest cached queue length below
   ``max_ongoing_requests`` (cache entries expire after 10 s), and otherwise probes the
-  candidates (one round trip) and takes the lowest probed length below the limit.
+  candidates (one round trip) and takes the lowest probed length below the limit. A
+  probe not answered within ``queue_len_response_deadline_s`` (0.1 s, doubling with
+  each back-off step up to ``max_queue_len_response_deadline_s``, 1 s) counts as no
+  answer, and its late answer is neither used nor cached.
 * When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
   before the next attempt. A freed slot wakes nobody: under saturation dispatch is
   polling.
@@ -25,9 +28,8 @@
 hands the oldest waiting request to the least-loaded free slot the instant one frees,
 so the difference between the two is what polling and probing cost.
 
-Left out: locality (same node, same AZ) and multiplexed-model preferences, probe
-deadlines and failures (probes always answer within their 0.1 s deadline here), and
-request timeouts and client disconnects.
+Left out: locality (same node, same AZ) and multiplexed-model preferences, failed
+probes (a dead replica), request timeouts and client disconnects.
 
 Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
 work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, and

@@ -17,8 +17,8 @@ The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
 process on the first node; with HTTP ingress the router and proxy costs run in the
 proxy process and the client's in a load-generator process, both on the first node.
 Randomness comes from one ``SeedSequence`` split into independent streams for
-arrivals, service demand and routing, so changing the router leaves the arrivals and
-the demands untouched.
+arrivals, service demand, routing, hop jitter and the autoscaling timers' lateness, so
+changing the router leaves the arrivals and the demands untouched.
 
 The timeline samples every ``timeline_interval_s``. Without a request table
 (``keep_requests=False``) it holds at most ``TIMELINE_MAX_ROWS`` (20,000) rows: at the
@@ -104,11 +104,14 @@ class SimResult:
 
 def streams(seed: int) -> dict:
     """Independent random streams, one per concern, from one seed."""
-    arrivals, service, routing, platform = np.random.SeedSequence(seed).spawn(4)
+    # spawn(n) gives the same first children for any n: a stream added at the end leaves
+    # the others' draws unchanged.
+    arrivals, service, routing, platform, timers = np.random.SeedSequence(seed).spawn(5)
     return {
         "arrivals": np.random.default_rng(arrivals),
         "service": np.random.default_rng(service),
         "platform": np.random.default_rng(platform),  # hop latency jitter
+        "timers": np.random.default_rng(timers),  # lateness of the autoscaling timers
         # The router draws one or two small integers per attempt: Python's Mersenne
         # Twister does that ten times faster than a NumPy call, and is as portable.
         "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
@@ -151,6 +154,12 @@ class Simulation:
         self.controller.routers.append(self.router)
         self.controller.start(d.initial_replicas)
         self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
+        if self.autoscaler is not None:
+            self._record_late = Distribution("gamma", oh.cpu("metrics_record_late_s"),
+                                             oh.metrics_record_late_cv).sampler(rngs["timers"])
+            self._push_late = Distribution("gamma", oh.cpu("metrics_push_late_s"),
+                                           oh.metrics_push_late_cv).sampler(rngs["timers"])
+            self._control_loop_s = CONTROL_LOOP_INTERVAL_S + oh.cpu("control_loop_late_s")
         self.sent: dict[int, int] = {}  # the router's sent-but-unfinished requests per replica
         self._decision = None  # the autoscaler's last target, applied on the next tick
         self.peak_running = self.controller.count(RUNNING)
@@ -336,16 +345,20 @@ class Simulation:
             self._after(dt, self._sample_timeline, None)
 
     # -- autoscaling ---------------------------------------------------------------------------
+    # Ray runs each periodic task, then sleeps its full interval (``MetricsPusher``, the
+    # controller's ``run_control_loop``), so every turn comes a little later than the
+    # interval and the tasks drift against each other: where the sample's and the push's
+    # periods meet, either may run first, and that decides what the controller sees.
     def _record_metrics(self, _=None) -> None:
-        """The router's metrics sample, every ``sample_interval_s``."""
+        """The router's metrics sample, every ``sample_interval_s`` plus its lateness."""
         running = {r.index for r in self.controller.running()}
         self.sent = {k: n for k, n in self.sent.items() if n or k in running}
         self.autoscaler.metrics.record(0, self.env.now, self.router.num_queued, self.sent)
-        self._after(self.autoscaler.config.sample_interval_s, self._record_metrics, None)
+        self._after(self.autoscaler.config.sample_interval_s + self._record_late(), self._record_metrics, None)
 
     def _push_metrics(self, _=None) -> None:
         self.autoscaler.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
-        self._after(self.autoscaler.config.push_interval_s, self._push_metrics, None)
+        self._after(self.autoscaler.config.push_interval_s + self._push_late(), self._push_metrics, None)
 
     def _control_loop(self, _=None) -> None:
         """The controller's loop: apply the last decision, then decide again."""
@@ -355,7 +368,7 @@ class Simulation:
         running = [r.index for r in ctl.running()]
         self.peak_running = max(self.peak_running, len(running))
         self._decision = self.autoscaler.step(self.env.now, running, ctl.target)
-        self._after(CONTROL_LOOP_INTERVAL_S, self._control_loop, None)
+        self._after(self._control_loop_s, self._control_loop, None)
 
     def _take_snapshot(self, _=None) -> None:
         self._snapshot = self._measure()

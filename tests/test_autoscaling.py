@@ -3,6 +3,8 @@ load shapes together (the policy and metric pipeline alone: test_autoscaling_pol
 
 import math
 
+import pytest
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +99,27 @@ def test_issue_example_step_load_scales_up_then_down():
     assert tl["running_replicas"].max() == 4
     assert tl.loc[tl["time_s"] < 15 + 2, "target_replicas"].max() == 1
     assert res.summary["autoscaling"]["final_target"] < 4
+
+
+def test_timers_start_each_turn_their_interval_plus_their_lateness_after_the_last():
+    """With deterministic lateness, the router samples at k x (1 + 0.01) s, pushes at
+    k x (2 + 0.005) s, and the controller's loop turns every 0.1 + 0.05 s."""
+    from simserve.simulation import Simulation
+
+    a = AutoscalingConfig(min_replicas=1, max_replicas=1, metrics_interval_s=2, look_back_period_s=5)
+    cfg = SimConfig(
+        deployment=DeploymentConfig(num_replicas=None, autoscaling_config=a,
+                                    work=WorkModel.single("io", Distribution("deterministic", 0.05))),
+        overheads=Overheads(metrics_record_late_s=0.01, metrics_push_late_s=0.005, control_loop_late_s=0.05),
+        workload=WorkloadConfig(concurrent=1, duration_s=4.5),
+    )
+    sim = Simulation(cfg)
+    ticks = []
+    step = sim.autoscaler.step
+    sim.autoscaler.step = lambda now, running, target: ticks.append(now) or step(now, running, target)
+    sim.run()
+    report = sim.autoscaler.metrics._reports[0]
+    assert report.timestamp == pytest.approx(4.01)
+    assert [t for t, _ in report.queued] == pytest.approx([0.0, 1.01, 2.02, 3.03])
+    assert ticks[:4] == pytest.approx([0.0, 0.15, 0.30, 0.45])
+    assert len(ticks) == 30  # turns at 0, 0.15, ..., 4.35

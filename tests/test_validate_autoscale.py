@@ -14,6 +14,7 @@ from validate.autoscale import (
     controller_events,
     first_scale_up,
     last_scale_down,
+    spread_rows,
     window_latency,
 )
 from validate.harness import ray_autoscaling_config
@@ -106,3 +107,22 @@ def test_ray_autoscaling_config_passes_only_the_fields_set():
     a = AutoscalingConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=2, upscale_delay_s=2.0,
                           downscale_delay_s=10.0)
     assert ray_autoscaling_config(a) == {"max_replicas": 4, "upscale_delay_s": 2.0, "downscale_delay_s": 10.0}
+
+
+def test_spread_rows_count_the_seeds_within_the_limit_of_each_real_run():
+    """Per event: the real runs, the seeds' min / median / max, every seed, and how many
+    seeds fall within the event tolerance (or equal the peak) of each real run."""
+    def run(up, down, peak):
+        return {"compare": {"events": {"first_scale_up_s": {"real": up}, "last_scale_down_s": {"real": down},
+                                       "peak_running": {"real": peak}}}}
+
+    runs = [run(24.0, 60.0, 4), run(24.5, 80.0, 3)]
+    spread = [{"first_scale_up_s": 24.0, "last_scale_down_s": d, "peak_running": 4}
+              for d in (60.5, 61.0, 64.0, 70.0)]
+    rows = {r[0]: r for r in spread_rows(runs, spread)}
+    down = rows["last scale-down (s)"]
+    assert down[1] == "60.0 80.0"
+    assert down[2] == "60.5 / 62.5 / 70.0"
+    assert down[4] == f"{sum(abs(d - 60.0) <= EVENT_TOL_S for d in (60.5, 61.0, 64.0, 70.0))}/4 0/4"
+    assert rows["peak RUNNING replicas"][4] == "4/4 0/4"
+    assert rows["first scale-up (s)"][4] == "4/4 4/4"

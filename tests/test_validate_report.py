@@ -63,3 +63,18 @@ def test_a_rerun_subset_replaces_those_scenarios_runs_only(tmp_path):
     assert [(r["name"], r["real"]["throughput_rps"]) for r in rows] == [
         ("queued-limit", a["real"]["throughput_rps"]), ("io50-1rep-m1-c1", 1.0)]
     assert saved == {"measured": "A; B for io50-1rep-m1-c1", "wall_s": 12.0}
+
+
+def test_gil_work_is_simulated_at_the_speed_it_was_sized_with():
+    """A gil segment sized at 30 ns per iteration and run on a host at 36 is simulated 1.2x as long, whatever
+    the calibration's own host speed; io is untouched."""
+    import pytest
+
+    from validate.scenario import load_calibration, scenario, with_overheads
+
+    cfg = scenario(name="s", work=[("io", 0.01), ("gil", 0.02)], rps=1.0)
+    cal = {**load_calibration(), "host_ns_per_loop": 40.0}
+    segs = with_overheads(cfg, cal, 36.0, sized_ns_per_loop=30.0).deployment.work.segments
+    assert segs[0].duration.mean_s == 0.01
+    assert segs[1].duration.mean_s == pytest.approx(0.024)
+    assert with_overheads(cfg, cal, 36.0).deployment.work.segments[1].duration.mean_s == pytest.approx(0.018)

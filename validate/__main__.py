@@ -10,7 +10,8 @@
 Each scenario (a ``SimConfig``) runs on real Ray (``validate.harness``), then in
 simserve with the calibration file's ``Overheads`` and ``cpu_speed`` = calibration
 ``host_ns_per_loop`` / this run's ``host_ns_per_loop`` (``gil``/``native`` segments
-scaled by the same ratio, see ``scenario.with_overheads``). The table also shows
+scaled by this run's ``host_ns_per_loop`` over the one the harness sized them with,
+see ``scenario.with_overheads``). The table also shows
 ``foreign``: cores other users' processes took during the real run (system busy time
 minus our process tree's CPU), and ``simfree``: simserve's throughput on the cores
 left free -- a diagnosis column, not the pass/fail one. Scenarios that share a logical
@@ -64,13 +65,16 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
 
 
 def compare(cfg, real: dict, cal: dict) -> dict:
-    """One real run and simserve on the same configuration, at the run's host speed."""
-    sim_cfg = with_overheads(cfg, cal, real["host_ns_per_loop"])
+    """One real run and simserve on the same configuration, at the run's host speed, its
+    work simulated at the speed the harness sized it with (the calibration of its day)."""
+    sized_ns_per_loop = (real.get("host_probe") or {}).get("work_ns_per_loop")
+    sim_cfg = with_overheads(cfg, cal, real["host_ns_per_loop"], sized_ns_per_loop=sized_ns_per_loop)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
-    sim_free = simulate(with_overheads(cfg, cal, real["host_ns_per_loop"], physical_cores=free)).summary
+    sim_free = simulate(with_overheads(cfg, cal, real["host_ns_per_loop"], physical_cores=free,
+                                       sized_ns_per_loop=sized_ns_per_loop)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
             "cpu_speed": sim_cfg.overheads.cpu_speed}

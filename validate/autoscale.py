@@ -28,13 +28,17 @@ in, and the one ``serve.status()`` shows):
 * latency per ``WINDOW_S`` window of send time, over the load: p50 and mean each within
   ``LATENCY_TOL`` of real in every window (two criteria).
 
+Beside seed 0, the report shows the simulation's spread over ``SEEDS`` seeds (the
+autoscaling timers' lateness is random, as real runs differ) and, per real run, how many
+seeds meet each event criterion.
+
 For diagnosis: when the first new replica was seen at all (STARTING: the controller's
 decision) and how long it then took to be RUNNING, every change of the count, the cores
 other processes took during the run, and from the real controller's log (Serve at INFO)
 each scaling decision with the total ongoing requests its policy saw, and each replica's
 start-up time as Ray reports it.
 
-Left out: HTTP ingress, other load shapes, several handles, several simulation seeds.
+Left out: HTTP ingress, other load shapes, several handles.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ SAMPLE_S = 0.5
 WINDOW_S = 5.0
 EVENT_TOL_S = 3.0
 LATENCY_TOL = 0.25
+SEEDS = 20  # simulated seeds for the spread section
 
 
 def autoscale_scenario(seed: int = 0) -> SimConfig:
@@ -222,9 +227,14 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
     would reuse the previous run's router, whose metric timers and samples would not
     start with this load."""
     import psutil
-    import ray
 
-    from validate.harness import OK, _busy_seconds, _tree_cpu, probe_ns_per_loop
+    from validate.harness import (
+        OK,
+        _busy_seconds,
+        _tree_cpu,
+        controller_log_lines,
+        probe_ns_per_loop,
+    )
 
     d = cfg.deployment
     try:
@@ -241,7 +251,6 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
                                                on_start=lambda t0: clock.update(t0=t0, wall0=time.time())))
         finally:
             samples = sampler.stop()
-        log_dir = os.path.join(ray._private.worker.global_worker.node.get_logs_dir_path(), "serve")
         ours1, cpu1 = _tree_cpu(), psutil.cpu_times()
         after = probe_ns_per_loop()
     finally:
@@ -251,13 +260,8 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
     span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
     ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
     ok = [(s, e) for s, e, st in records if st == OK]
-    lines = []
-    for name in sorted(os.listdir(log_dir)):
-        if name.startswith("controller_") and name.endswith(".log"):
-            with open(os.path.join(log_dir, name), errors="replace") as f:
-                lines += f.readlines()
     return {
-        "controller": controller_events(lines, clock["wall0"], horizon, app),
+        "controller": controller_events(controller_log_lines(), clock["wall0"], horizon, app),
         "t": [t for t, _ in samples],
         **{k.lower(): [s.get(k, 0) for _, s in samples] for k in ("RUNNING", "STARTING", "STOPPING")},
         "sent_s": [s for s, _ in ok], "latency_s": [e - s for s, e in ok],
@@ -286,6 +290,47 @@ def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None) -> dict:
     return {"t": list(tl["time_s"]), "running": list(tl["running_replicas"]), "starting": list(tl["starting_replicas"]),
             "stopping": list(tl["stopping_replicas"]), "target": list(tl["target_replicas"]),
             "sent_s": list(req["arrival_s"]), "latency_s": list(req["latency_s"]), "decisions": decisions}
+
+
+def seed_spread(cal: dict, host_ns_per_loop: float | None, seeds: int = SEEDS) -> list[dict]:
+    """The simulation's own run-to-run spread: the events of seeds 0..seeds-1 (the
+    autoscaling timers' lateness and the hops are random, so the seed moves where the
+    timers meet, as real runs differ)."""
+    out = []
+    for seed in range(seeds):
+        sim = run_sim(autoscale_scenario(seed), cal, host_ns_per_loop)
+        out.append({"seed": seed, "first_scale_up_s": first_scale_up(sim["t"], sim["running"]),
+                    "last_scale_down_s": last_scale_down(sim["t"], sim["running"]),
+                    "peak_running": int(max(sim["running"])), "decisions": sim["decisions"]})
+    return out
+
+
+def spread_rows(runs: list[dict], spread: list[dict]) -> list[list[str]]:
+    """Per event: the real runs, the seeds' range and median, and for each real run the
+    share of seeds within the criterion's limit of it."""
+    rows = []
+    for key, label in (("first_scale_up_s", "first scale-up (s)"), ("last_scale_down_s", "last scale-down (s)"),
+                       ("peak_running", "peak RUNNING replicas")):
+        sims = [x[key] for x in spread if x[key] is not None]
+        reals = [r["compare"]["events"][key]["real"] for r in runs]
+        fmt = "{:d}" if key == "peak_running" else "{:.1f}"
+
+        def near(real, key=key, sims=sims):
+            if real is None:
+                return "-"
+            ok = sum(1 for x in sims if (x == real if key == "peak_running" else abs(x - real) <= EVENT_TOL_S))
+            return f"{ok}/{len(spread)}"
+
+        values = sorted(sims)
+        rows.append([label, " ".join(_s(x, fmt) for x in reals),
+                     f"{_s(values[0], fmt)} / {_s(float(np.median(values)), '{:.1f}')} / {_s(values[-1], fmt)}"
+                     if values else "-",
+                     " ".join(fmt.format(x) if key == "peak_running" else f"{x:.1f}" for x in values),
+                     " ".join(near(x) for x in reals)])
+    return rows
+
+
+SPREAD_HEADER = ["event", "real runs", "seeds: min / median / max", "every seed", "seeds within the limit of each real run"]
 
 
 def run(cal: dict, repeats: int = 2) -> list[dict]:
@@ -427,17 +472,23 @@ These are properties of Ray's code (paths under `ray/serve/`), not of one run:
   new load only) or covers the whole 30 s look-back (old and new load): the next
   scale-up comes at once or about a push interval later, and the scale-down that follows
   moves differently.
-- The sample and push tasks drift by a few ms per period, so where their periods meet
-  (every 30 s) either may run first; if the push runs first, a new replica enters the
-  report with one point at the push time.
+- The sample and push tasks run and then sleep their whole interval, so each turn comes
+  late by the task's run time plus the event loop's wake-up (measured at c=1 by
+  `python -m validate.calibrate`: `metrics_record_late_s`, `metrics_push_late_s`, about
+  1 ms a turn, with the spread in `*_late_cv`), and the lateness accumulates: where their
+  periods meet (every 30 s) either may run first. If the push runs first, the report
+  carries the queued count of the sample before and a new replica's current count, and the
+  controller can see more requests than there are clients.
+- The controller's loop turns every 0.1 s plus its own run time (`control_loop_late_s`), so
+  its decisions fall on a drifting grid, not on multiples of 0.1 s.
 
 simserve performs the controller's arithmetic (replaying one real handle's reports through
-`simserve.autoscaling.aggregate` gave 4 of the 5 totals the controller logged, to 0.01),
-but its timestamps are exact multiples of the periods, so it always takes one branch of
-each of these; the real runs take either. The simulated replica start-up is the
-calibration's `replica_startup_s`, timed from a redeploy call to RUNNING
-(`validate/calibrate.py`); the real start-ups above are Ray's own timing of replicas the
-autoscaler added.
+`simserve.autoscaling.aggregate` gave 4 of the 5 totals the controller logged, to 0.01) and
+draws each timer turn's lateness from the measured mean and spread, so its seeds take the
+branches above as the real runs do (the spread section). The simulated replica start-up is
+the calibration's `replica_startup_s`, timed by the controller's own log from the turn that
+adds a replica to the turn that makes it RUNNING (`validate/calibrate.py`); the real
+start-ups above are Ray's own timing of the replicas the autoscaler added.
 """
 
 
@@ -474,7 +525,8 @@ def plot(runs: list[dict], path: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_report(runs: list[dict], cal: dict, path: str, command: str, wall_s: float) -> None:
+def write_report(runs: list[dict], spread: list[dict], cal: dict, path: str, command: str,
+                 wall_s: float) -> None:
     import ray
 
     cfg = autoscale_scenario()
@@ -510,7 +562,14 @@ def write_report(runs: list[dict], cal: dict, path: str, command: str, wall_s: f
     png = os.path.splitext(path)[0] + ".png"
     plot(runs, png)
     lines += [f"![replicas and latency, real vs simulated]({os.path.basename(png)})", "",
-              "## Diagnosis of what failed", ""]
+              f"## The simulation's spread over {len(spread)} seeds", "",
+              ("Each run above is compared with seed 0. Real runs differ from each other (the "
+               "timers meet in a different order, see below), and so do simulated seeds: the "
+               "autoscaling timers' lateness (measured, `metrics_*_late_s`, `control_loop_late_s`) "
+               "and the hops are random draws."), "",
+              "| " + " | ".join(SPREAD_HEADER) + " |", "|" + "---|" * len(SPREAD_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in spread_rows(runs, spread)]
+    lines += ["", "## Diagnosis of what failed", ""]
     lines += [f"- {d}" for d in diagnosis(runs, cal)] or ["- nothing failed"]
     lines += ["", WHY]
     with open(path, "w") as f:
@@ -521,14 +580,16 @@ def main(cal: dict, repeats: int, command: str, report: str | None = None) -> in
     """``python -m validate --autoscale``: run, print, write AUTOSCALE.md/.png and the raw JSON."""
     t0 = time.perf_counter()
     runs = run(cal, repeats)
+    # After the real runs, so that the simulations do not take the real runs' cores.
+    spread = seed_spread(cal, float(np.mean([r["real"]["host_ns_per_loop"] for r in runs])))
     wall = time.perf_counter() - t0
     out_dir = os.path.join(HERE, "out")
     os.makedirs(out_dir, exist_ok=True)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     with open(os.path.join(out_dir, f"autoscale-{stamp}.json"), "w") as f:
-        json.dump([{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}} for r in runs],
-                  f, default=str)
+        json.dump({"runs": [{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}}
+                            for r in runs], "seed_spread": spread}, f, default=str)
     report = report or os.path.join(HERE, "AUTOSCALE.md")
-    write_report(runs, cal, report, command, wall)
+    write_report(runs, spread, cal, report, command, wall)
     print(f"wrote {report}; {sum(r['compare']['pass'] for r in runs)}/{len(runs)} runs pass", file=sys.stderr)
     return 0 if all(r["compare"]["pass"] for r in runs) else 1

@@ -9,9 +9,10 @@ These are microbenchmarks at concurrency 1 or idle, separate from validation; no
 here comes from the validation grid or is ever adjusted to make a validation row match.
 
 Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-op
-deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``). Phases, in order:
-idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, replica
-start-up. Each traffic phase first sends 200 warm-up requests, then measures its own
+deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
+(access logs off), for the controller's start-up lines. Phases, in order:
+idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, GIL held,
+autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up requests, then measures its own
 idle baseline of ``IDLE_S`` and then ``N`` requests one at a time (so every request is
 exactly one routing attempt and nothing queues). Every per-request CPU figure below is
 ``(CPU during the N requests - idle rate x their duration) / N``.
@@ -40,10 +41,12 @@ agents, log monitor, idle ``ray::IDLE`` workers...) are *background*.
 Fields (all derived in ``derive``; the inputs are in ``raw``):
 
 * ``host_ns_per_loop`` -- the fixed pure-Python probe ``for i in range(n): x += i``:
-  best of 7 x 200k iterations, ns per iteration, before Ray starts. The harness sizes
-  ``gil`` work from it (``n = seconds / host_ns_per_loop``).
+  median of 7 x 200k iterations, ns per iteration, before Ray starts (the fastest of
+  7 up to the 2026-11-25 19:50 file). The harness sizes ``gil`` work from it
+  (``n = seconds / host_ns_per_loop``).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
-  (subprocess, ``OMP_NUM_THREADS=1``); the harness sizes ``native`` work from it.
+  (subprocess, ``OMP_NUM_THREADS=1``, median of 7); the harness sizes ``native`` work
+  from it.
 * ``ray_background_cores`` -- background processes' CPU-seconds per second over an
   ``IDLE_BG_S`` window with the no-op app deployed and no traffic (per-process
   breakdown in ``raw.idle``). The request-path processes' own idle rates (driver,
@@ -103,13 +106,29 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   - 2 hop_s - replica_cpu_s) / 2.
 * ``replica_startup_s`` -- a second deployment with an empty ``__init__`` (1 replica,
   ``num_cpus=0.5``); ``STARTUP_REPS`` times: redeploy it with ``num_replicas=2``
-  (non-blocking) and poll ``serve.status()`` every 20 ms until the controller shows the
-  new replica (any state) and then until it is RUNNING, then back to 1 and wait for the
-  stop. The field is the median time from the replica's appearance to RUNNING, which
-  is what simserve's start-up means (allocated to routable); the redeploy call's own
-  time is not part of it (it is in ``raw.startup.scale_up_to_running_s``, the whole
-  redeploy-to-RUNNING time, which the 2026-11-25 17:15 and earlier files used and which
-  was 1.5 s longer than the start-ups Ray logs for replicas its autoscaler adds).
+  (non-blocking), wait until two are RUNNING, then back to 1 and wait for the stop. A
+  redeploy through the API is a new version to Serve, so each one is a rolling update
+  that also replaces the running replicas, one start after another (about three starts
+  per rep). Every start is timed on its own, between two lines of the controller's log
+  (Serve at INFO): ``Adding 1 replica`` (the loop turn that starts the replica) and the
+  replica's ``started successfully`` (the loop turn that finds it ready and makes it
+  RUNNING), which is what simserve's start-up means (allocated to routable) and what a
+  replica the autoscaler adds goes through; the field is the median over the reps'
+  starts. Files up to 2026-11-25 18:48 timed the redeploy by polling ``serve.status()``
+  from the first new replica's appearance until two were RUNNING, which spans two
+  serial starts of the rolling update (2.8 s, where the log gives 1.4-1.7 s a start);
+  that figure is still kept as ``raw.derived.replica_startup_polled_s``.
+* Autoscaling timers (``raw.timers``): a deployment with an ``autoscaling_config``
+  (min = max = 1, ``look_back_period_s`` 2.5 s so the handle samples every 0.5 s,
+  ``metrics_interval_s`` 1 s) driven one request at a time for ``TIMER_S`` through a new
+  handle, whose router's ``RouterMetricsManager`` sample and push methods are wrapped to
+  log their wall times; Ray's ``MetricsPusher`` runs a task and then sleeps its whole
+  interval, so each turn starts late by the task's run time plus the loop's wake-up.
+  ``metrics_record_late_s`` / ``metrics_push_late_s`` are the mean of (period - interval)
+  over the turns, ``*_late_cv`` their standard deviation over that mean;
+  ``control_loop_late_s`` is the controller's loop period over the same span
+  (``get_health_metrics``: ``num_control_loops`` and ``timestamp`` before and after)
+  minus Ray's 0.1 s sleep.
 * ``replica_gil_acquisitions`` -- how many separate times the replica's Ray machinery
   takes the GIL per request: ``GIL_REQUESTS`` no-op requests at c=1 to a replica in
   which another thread spins pure Python without pause (``GilHog``), against the same
@@ -126,11 +145,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import math
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -140,7 +161,14 @@ import time
 
 import numpy as np
 
-from validate.harness import RealCluster, probe_ns_per_loop, process_role, thread_cpu
+from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
+from validate.harness import (
+    RealCluster,
+    controller_log_lines,
+    probe_ns_per_loop,
+    process_role,
+    thread_cpu,
+)
 from validate.scenario import OVERHEAD_FIELDS, calibration_path, scenario
 
 WARMUP = 200
@@ -148,6 +176,9 @@ IDLE_S = 3.0
 IDLE_BG_S = 8.0
 STARTUP_REPS = 5
 GIL_REQUESTS = 500
+TIMER_S = 20.0
+TIMER_LOOK_BACK_S = 2.5  # the handle samples every 0.5 s
+TIMER_PUSH_S = 1.0
 
 FIELDS = OVERHEAD_FIELDS
 CONTENTION_S = 3.0  # how long each spinning process runs in the core-contention phase
@@ -478,6 +509,98 @@ def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
             "probe_control_spinning_process": _stats(control_probes), "probe_gil_held_in_replica": _stats(hog_probes)}
 
 
+class _TimerLog:
+    """Wall times (``time.time()``) of the driver's routers' metric tasks: every sample
+    (``_add_autoscaling_metrics_point``) and push (``push_autoscaling_metrics_to_controller``),
+    by wrapping ``RouterMetricsManager`` in this process; a router built after ``install``
+    registers the wrapped methods with its ``MetricsPusher``."""
+
+    def __init__(self):
+        from ray.serve._private.router import RouterMetricsManager
+
+        self.cls = RouterMetricsManager
+        self.orig = {m: getattr(RouterMetricsManager, m) for m in TIMER_METHODS.values()}
+        self.times: dict[str, list[float]] = {k: [] for k in TIMER_METHODS}
+
+    def install(self):
+        for key, m in TIMER_METHODS.items():
+            setattr(self.cls, m, self._logged(self.orig[m], self.times[key]))
+
+    @staticmethod
+    def _logged(fn, out):
+        def logged(mgr):
+            out.append(time.time())
+            return fn(mgr)
+
+        return logged
+
+    def restore(self):
+        for m, fn in self.orig.items():
+            setattr(self.cls, m, fn)
+
+
+TIMER_METHODS = {"record": "_add_autoscaling_metrics_point", "push": "push_autoscaling_metrics_to_controller"}
+
+
+def _period_stats(times: list[float], interval_s: float) -> dict:
+    """Per-iteration lateness of a periodic task: its periods minus ``interval_s``."""
+    late = np.diff(np.asarray(times)) - interval_s
+    if late.size == 0:
+        return {"n": 0, "mean_s": math.nan, "median_s": math.nan, "std_s": math.nan}
+    return {"n": int(late.size), "mean_s": float(late.mean()), "median_s": float(np.median(late)),
+            "std_s": float(late.std()), "max_s": float(late.max())}
+
+
+def _timer_phase(cl: RealCluster) -> dict:
+    """The autoscaling timers' lateness at c=1: a deployment with an ``autoscaling_config``
+    (min = max = 1, so nothing scales; ``look_back_period_s`` TIMER_LOOK_BACK_S, so the
+    handle samples every 0.2 x that, and ``metrics_interval_s`` TIMER_PUSH_S) driven one
+    request at a time for TIMER_S through a new handle, whose router's sample and push
+    times are logged; and the controller's loop count over the same span
+    (``get_health_metrics``: ``num_control_loops``)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    from simserve.autoscaling import AutoscalingConfig
+
+    a = AutoscalingConfig(min_replicas=1, max_replicas=1, look_back_period_s=TIMER_LOOK_BACK_S,
+                          metrics_interval_s=TIMER_PUSH_S)
+    cfg = scenario(name="Timers", work=[("io", 0.0)], rps=1.0)
+    cfg = dataclasses.replace(cfg, deployment=dataclasses.replace(cfg.deployment, num_replicas=None,
+                                                                  autoscaling_config=a))
+    controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    log = _TimerLog()
+    log.install()
+    try:
+        handle, states = cl.deploy(cfg, "timers")
+        if states.get("RUNNING", 0) < 1:
+            raise SystemExit(f"timers replica did not start: {states}")
+
+        async def drive():
+            end = time.perf_counter() + TIMER_S
+            n = 0
+            while time.perf_counter() < end:
+                await handle.remote()
+                n += 1
+            return n
+
+        h0 = ray.get(controller.get_health_metrics.remote())
+        n = asyncio.run(drive())
+        h1 = ray.get(controller.get_health_metrics.remote())
+    finally:
+        log.restore()
+        cl.delete("timers")
+    loops = h1["num_control_loops"] - h0["num_control_loops"]
+    span = h1["timestamp"] - h0["timestamp"]
+    return {"requests": n, "record_interval_s": a.sample_interval_s, "push_interval_s": a.push_interval_s,
+            "record_times": log.times["record"], "push_times": log.times["push"],
+            "record": _period_stats(log.times["record"], a.sample_interval_s),
+            "push": _period_stats(log.times["push"], a.push_interval_s),
+            "control_loops": loops, "control_span_s": span,
+            "control_loop_period_s": span / loops if loops else math.nan,
+            "control_loop_duration_s": h1.get("loop_duration_s")}
+
+
 def _startup_phase(cl: RealCluster, reps: int) -> dict:
     from ray import serve
     from ray.serve.api import _run
@@ -515,9 +638,34 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
         down.append(d)
         time.sleep(1.0)
     cl.delete("startup")
+    logged = _logged_startups(controller_log_lines(), "startup", name)
     return {"first_deploy_s": first, "scale_up_to_running_s": samples, "starting_to_running_s": starting,
-            "scale_down_s": down,
-            "poll_interval_s": 0.02}
+            "scale_down_s": down, "poll_interval_s": 0.02,
+            # The first is the application's first replica (deploy(1)); the rest are the reps.
+            "logged_add_to_running_s": logged[1:], "logged_first_s": logged[:1]}
+
+
+_LOG_TIME = re.compile(r"^\w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller ")
+
+
+def _logged_startups(lines, app: str, deployment: str) -> list[float]:
+    """Seconds from each ``Adding N replica`` line of the controller (the replica's start
+    call follows in the same loop turn) to the next ``started successfully`` line (the
+    loop turn that finds it ready and makes it RUNNING), for one deployment."""
+    dep = f"Deployment(name='{deployment}', app='{app}')"
+    rep = f"deployment='{deployment}', app='{app}')"
+    out, added = [], None
+    for line in lines:
+        m = _LOG_TIME.match(line)
+        if m is None:
+            continue
+        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if "Adding" in line and dep in line:
+            added = t
+        elif "started successfully" in line and rep in line and added is not None:
+            out.append(t - added)
+            added = None
+    return out
 
 
 # -- derivation ------------------------------------------------------------------------------------
@@ -604,10 +752,19 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     v["http_hop_s"] = clamp("http_hop_s", (web["latency"]["median_s"] - v["http_client_cpu_s"] - v["proxy_cpu_s"]
                                            - v["router_cpu_s"] - 2 * v["hop_s"] - v["replica_cpu_s"]) / 2)
     # Start-up.
-    ups = [x for x in up["starting_to_running_s"] if not math.isnan(x)]
-    if not ups:
-        warnings.append("no replica start-up measured; replica_startup_s is 0")
+    ups = up["logged_add_to_running_s"]
+    if len(ups) < STARTUP_REPS:
+        warnings.append(f"only {len(ups)} replica start-ups found in the controller's log ({STARTUP_REPS} reps)")
     v["replica_startup_s"] = statistics.median(ups) if ups else 0.0
+    polled = [x for x in up["starting_to_running_s"] if not math.isnan(x)]
+    v["replica_startup_polled_s"] = statistics.median(polled) if polled else math.nan
+    return v
+
+
+def clamp_late(v: float, warnings: list) -> float:
+    if not v >= 0:  # also NaN: nothing logged
+        warnings.append(f"a timer's lateness came out {v!r}; set to 0")
+        return 0.0
     return v
 
 
@@ -664,7 +821,7 @@ def main(argv=None) -> int:
         warnings.append(f"host {100 * busy_before:.0f}% busy before calibration: other processes are running")
     contention = _core_contention(os.cpu_count() or 1)
     cpu0 = psutil.cpu_times()
-    with RealCluster(num_cpus=2) as cl:
+    with RealCluster(num_cpus=2, serve_log_level="INFO") as cl:
         host_before = cl.ns_per_loop  # taken before ray.init
         pc = ProcessCPU()
         counter = ProbeCounter()
@@ -684,6 +841,7 @@ def main(argv=None) -> int:
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
             gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
+            timer_raw = _timer_phase(cl)
         finally:
             counter.restore()
         cl.delete("noop")
@@ -708,6 +866,13 @@ def main(argv=None) -> int:
                     - gil_raw["probe_control_spinning_process"]["median_s"])
     vals["replica_probe_gil_wait_s"] = probe_wait_s
     vals["replica_probe_gil_acquisitions"] = max(1, round(probe_wait_s / vals["gil_switch_interval_s"]))
+    for task in ("record", "push"):
+        st = timer_raw[task]
+        if st["n"] < 5:
+            warnings.append(f"only {st['n']} metrics {task} periods logged")
+        vals[f"metrics_{task}_late_s"] = clamp_late(st["mean_s"], warnings)
+        vals[f"metrics_{task}_late_cv"] = st["std_s"] / st["mean_s"] if st["mean_s"] > 0 else 0.0
+    vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
     doc["http"] = {
@@ -723,7 +888,7 @@ def main(argv=None) -> int:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw, "gil": gil_raw,
-             "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "timers": timer_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
@@ -734,7 +899,8 @@ def main(argv=None) -> int:
         f.write("\n")
     print(f"wrote {out}")
     for k in FIELDS:
-        if k in ("hop_cv", "contended_core_speed", "replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
+        if k in ("hop_cv", "contended_core_speed", "replica_gil_acquisitions", "replica_probe_gil_acquisitions") \
+                or k.endswith("_cv"):
             print(f"  {k:34s} {doc[k]:8.3f}")
         elif k == "ray_background_cores":
             print(f"  {k:34s} {doc[k]:8.4f} cores")

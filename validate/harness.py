@@ -11,12 +11,16 @@ scenario's distributions inside the replica):
 * ``io``     -- ``await asyncio.sleep(d)`` (async handler) or ``time.sleep(d)`` (sync).
 * ``gil``    -- ``spin(n)``: ``for i in range(n): x += i``, with ``n = d / ns_per_loop``;
   ``ns_per_loop`` is the calibration file's ``host_ns_per_loop`` (measured once per
-  machine, best of several short probes on an idle machine; ``RealCluster`` measures
-  it at start-up when not given), so ``n`` iterations take ``d`` alone on an idle core.
+  machine, the median of several short probes on an idle machine; ``RealCluster``
+  measures it at start-up when not given), so ``n`` iterations take ``d`` alone on an
+  idle core. The median, not the fastest probe, because work runs at the typical speed:
+  in a one-off check on 2026-11-25 (a script not kept), 100 runs of ``spin`` sized for
+  20 ms took a median 5 % longer than the fastest of 7 probes predicted, in the driver
+  and in a replica alike; the simulation was told the shorter time.
 * ``native`` -- repeated ``numpy`` 192x192 float64 matmuls (BLAS, GIL released, on
   ``OMP_NUM_THREADS`` threads as Ray sets them), ``n = d / native_unit_s``: the
-  single-thread time of one matmul (calibration file, else measured at start-up in a
-  subprocess with ``OMP_NUM_THREADS=1``).
+  single-thread time of one matmul, median of 7 (calibration file, else measured at
+  start-up in a subprocess with ``OMP_NUM_THREADS=1``).
 
 Placement never hangs: ``serve.run(..., _blocking=False)`` then ``serve.status()`` is
 polled until the replicas that can be placed (``floor(L / num_cpus)``) are RUNNING or
@@ -32,14 +36,17 @@ Statistics follow simserve's ``Recorder``: throughput counts answers received in
 rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 
 Host speed: ``host_ns_per_loop`` is the mean of the fixed probe (``spin``, ns per
-iteration, best of 5 x 100k) taken just before and just after the run; a light
+iteration, median of 5 x 100k) taken just before and just after the run; a light
 background thread (20k iterations every 0.5 s, timed with ``thread_time``) reports the
-speed during the run as ``host_probe.during_ns_per_loop``.
+speed during the run as ``host_probe.during_ns_per_loop``. ``driver_gc``: the driver's
+garbage-collector pauses during the drive (collections per second and mean pause per
+generation, the longest pause, the fraction of the time paused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import os
@@ -68,13 +75,13 @@ def spin(n: int) -> int:
 
 
 def probe_ns_per_loop(n: int = 100_000, reps: int = 5) -> float:
-    """ns per iteration of ``spin``: the best of ``reps`` wall-clock timings."""
-    best = math.inf
+    """ns per iteration of ``spin``: the median of ``reps`` wall-clock timings."""
+    times = []
     for _ in range(reps):
         t0 = time.perf_counter_ns()
         spin(n)
-        best = min(best, time.perf_counter_ns() - t0)
-    return best / n
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / n
 
 
 def native_unit_s() -> float:
@@ -83,16 +90,47 @@ def native_unit_s() -> float:
         "import time, numpy as np\n"
         f"a = np.random.default_rng(0).random(({NATIVE_N}, {NATIVE_N}))\n"
         "for _ in range(20): a @ a\n"
-        "best = 1e9\n"
+        "times = []\n"
         "for _ in range(7):\n"
         "    t0 = time.perf_counter()\n"
         "    for _ in range(50): a @ a\n"
-        "    best = min(best, (time.perf_counter() - t0) / 50)\n"
-        "print(best)\n"
+        "    times.append((time.perf_counter() - t0) / 50)\n"
+        "print(sorted(times)[3])\n"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+class GcPauses:
+    """The driver's garbage-collector pauses while installed (``gc.callbacks``): a
+    collection stops every Python thread of the process, the client loop and the
+    handle's router alike."""
+
+    def __init__(self):
+        self.pauses: list[tuple[int, float]] = []  # (generation, seconds)
+        self._t0 = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._t0))
+
+    def __enter__(self):
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc):
+        gc.callbacks.remove(self._callback)
+        return False
+
+    def summary(self, wall_s: float) -> dict:
+        by_gen = {g: [d for gen, d in self.pauses if gen == g] for g in (0, 1, 2)}
+        return {"per_s": {g: len(x) / wall_s for g, x in by_gen.items()},
+                "mean_ms": {g: 1e3 * statistics.fmean(x) if x else 0.0 for g, x in by_gen.items()},
+                "max_ms": 1e3 * max((d for _, d in self.pauses), default=0.0),
+                "paused_fraction": sum(d for _, d in self.pauses) / wall_s}
 
 
 class HostProbe(threading.Thread):
@@ -355,10 +393,13 @@ class RealCluster:
             pt0 = time.process_time()
             routed0 = RouterCounters.snapshot()
             probe.start()
+            drive0 = time.perf_counter()
             try:
-                records, window = asyncio.run(self._drive(cfg, handle, app_name))
+                with GcPauses() as gc_pauses:
+                    records, window = asyncio.run(self._drive(cfg, handle, app_name))
             finally:
                 during = probe.stop()
+            drive_wall = time.perf_counter() - drive0
             routed1 = RouterCounters.snapshot()
             pt1 = time.process_time()
             roles1 = role_cpu()
@@ -395,6 +436,7 @@ class RealCluster:
                         "session_ns_per_loop": self.session_ns_per_loop,
                         "native_unit_s": self.native_unit},
             driver_cpu_s_per_request=(pt1 - pt0) / max(1, summary["completed_total"]),
+            driver_gc=gc_pauses.summary(drive_wall),
             # Diagnosis: CPU by process role over the whole drive (warm-up included), in
             # cores and per completed request; Python (GIL) vs C++ threads.
             cpu_by_role={r: {"python_cores": x["python_s"] / duration_wall,
@@ -634,6 +676,20 @@ def role_cpu_diff(a: dict, b: dict) -> dict:
         r["python_s"] += py - py0
         r["native_s"] += nat - nat0
     return out
+
+
+def controller_log_lines() -> list[str]:
+    """Every line of this Ray session's Serve controller log (scaling decisions and
+    replica start-ups are there at Serve's INFO level)."""
+    import ray
+
+    log_dir = os.path.join(ray._private.worker.global_worker.node.get_logs_dir_path(), "serve")
+    lines: list[str] = []
+    for name in sorted(os.listdir(log_dir)):
+        if name.startswith("controller_") and name.endswith(".log"):
+            with open(os.path.join(log_dir, name), errors="replace") as f:
+                lines += f.readlines()
+    return lines
 
 
 def ray_autoscaling_config(a) -> dict:

@@ -35,6 +35,8 @@ OVERHEAD_FIELDS = (
     "ray_background_cores", "ray_background_cpu_per_request_s",
     "replica_startup_s",
     "contended_core_speed", "gil_switch_interval_s", "replica_gil_acquisitions", "replica_probe_gil_acquisitions",
+    "metrics_record_late_s", "metrics_record_late_cv", "metrics_push_late_s", "metrics_push_late_cv",
+    "control_loop_late_s",
 )
 
 
@@ -184,13 +186,16 @@ def load_calibration(path: str | None = None) -> dict:
 
 
 def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
-                   physical_cores: float | None = None) -> SimConfig:
+                   physical_cores: float | None = None, sized_ns_per_loop: float | None = None) -> SimConfig:
     """``cfg`` with the calibration's Overheads; ``cpu_speed`` = calibration host speed
     over this run's host speed (ns per probe iteration: bigger is slower).
 
-    The harness sizes ``gil`` / ``native`` work with the calibration's speed, so on a
-    host running at ``cpu_speed`` they take ``duration / cpu_speed``: the simulated
-    segments are scaled the same way (simserve's ``cpu_speed`` scales only Overheads).
+    The harness sizes ``gil`` / ``native`` work with a host speed, ``sized_ns_per_loop``
+    (the calibration file's ``host_ns_per_loop`` when the run was made; by default
+    ``cal``'s), so on a host running at ``host_ns_per_loop`` they take ``duration x
+    host_ns_per_loop / sized_ns_per_loop``: the simulated segments are scaled so
+    (simserve's ``cpu_speed`` scales only Overheads). Runs made with an older calibration
+    are simulated with today's costs and their own sizing.
     ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
     users' processes during the real run).
 
@@ -208,9 +213,12 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
         speed = float(cal["host_ns_per_loop"]) / float(host_ns_per_loop)
     oh = Overheads(ingress=cfg.overheads.ingress, cpu_speed=speed, **vals)
     d = cfg.deployment
-    if speed != 1.0:
+    stretch = 1.0
+    if host_ns_per_loop and (sized_ns_per_loop or cal.get("host_ns_per_loop")):
+        stretch = float(host_ns_per_loop) / float(sized_ns_per_loop or cal["host_ns_per_loop"])
+    if stretch != 1.0:
         segs = tuple(
-            s if s.kind == "io" else Segment(s.kind, _scale(s.duration, 1.0 / speed)) for s in d.work.segments
+            s if s.kind == "io" else Segment(s.kind, _scale(s.duration, stretch)) for s in d.work.segments
         )
         d = dataclasses.replace(d, work=WorkModel(segs))
     cl = cfg.cluster
