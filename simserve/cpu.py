@@ -34,7 +34,7 @@ import math
 
 import simpy
 
-from simserve.events import NORMAL, Wake
+from simserve.events import later
 
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
@@ -89,7 +89,7 @@ class Process:
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))
-            node.env.schedule(Wake(_join_gil, (self, work_s, callback, arg)), NORMAL, wait)
+            node.later(wait, _join_gil, (self, work_s, callback, arg))
             return
         node.add(self.gil, work_s, callback, arg)
 
@@ -107,8 +107,8 @@ def _nothing(_) -> None:
     pass
 
 
-def _join_gil(ev) -> None:
-    process, work_s, callback, arg = ev._value
+def _join_gil(args) -> None:
+    process, work_s, callback, arg = args
     process.node.add(process.gil, work_s, callback, arg)
 
 
@@ -138,7 +138,9 @@ class Node:
         self._last = 0.0
         self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
-        self._timer = None  # the pending timer (a Wake); an earlier one cancels it
+        # Schedules a Call (none on the nodes of a placement-only cluster, without env).
+        self.later = later(env) if env is not None else None
+        self._timer = None  # the pending timer (a Call); an earlier one cancels it
         self._timer_at = _INF  # when the pending timer fires
         # _speed() and min(threads, cores) for the current thread count: they change
         # only when a runner starts or stops, so _retune() recomputes them then.
@@ -220,10 +222,9 @@ class Node:
         if self._timer is not None:
             self._timer.callbacks = ()  # superseded: SimPy will pop it and do nothing
         self._timer_at = when
-        self._timer = ev = Wake(self._on_timer)
-        self.env.schedule(ev, NORMAL, max(when - now, 0.0))
+        self._timer = self.later(max(when - now, 0.0), self._on_timer, None)
 
-    def _on_timer(self, ev) -> None:
+    def _on_timer(self, _) -> None:
         self._timer = None
         self._timer_at = _INF
         self._advance()
