@@ -39,6 +39,8 @@ from simserve.events import later
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
 _EPS = 1e-12
+# Most thread counts whose speed a node remembers (see Node._retune).
+_TUNINGS_MAX = 256
 
 
 class Runner:
@@ -143,7 +145,8 @@ class Node:
         self._timer = None  # the pending timer (a Call); an earlier one cancels it
         self._timer_at = _INF  # when the pending timer fires
         # _speed() and min(threads, cores) for the current thread count: they change
-        # only when a runner starts or stops, so _retune() recomputes them then.
+        # only when a runner starts or stops, so _retune() looks them up then.
+        self._tunings: dict = {}  # thread count -> (_speed(), min(threads, cores))
         self._retune()
 
     def process(self, name: str) -> Process:
@@ -168,10 +171,17 @@ class Node:
         return share * (1.0 - (1.0 - self.contended_core_speed) * (busy - 1.0) / (c - 1.0))
 
     def _retune(self) -> None:
-        """The thread count changed: recompute the per-thread speed and the busy cores."""
-        self._speed_now = self._speed()
-        k, c = self.threads, self.physical_cores
-        self._busy_cores = k if k <= c else c  # min(k, c)
+        """The thread count changed: the per-thread speed and the busy cores for it, kept
+        per thread count. Fractional counts (background cores, float drift) can take many
+        values, so the table is emptied when it reaches _TUNINGS_MAX entries."""
+        k = self.threads
+        tuning = self._tunings.get(k)
+        if tuning is None:
+            if len(self._tunings) >= _TUNINGS_MAX:
+                self._tunings.clear()
+            c = self.physical_cores
+            tuning = self._tunings[k] = (self._speed(), k if k <= c else c)  # min(k, c)
+        self._speed_now, self._busy_cores = tuning
 
     # The hot paths below read SimPy's clock as ``env._now`` (what ``env.now`` returns,
     # without the property call).
