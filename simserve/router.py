@@ -112,11 +112,12 @@ class RayRouter:
 
         With zero costs one routing task can serve thousands of queued requests at one
         instant; chaining the steps as calls would exhaust Python's stack."""
-        self._ready.append((step, task))
         if self._draining:
+            self._ready.append((step, task))
             return
         self._draining = True
         try:
+            step(task)
             while self._ready:
                 step, task = self._ready.popleft()
                 step(task)
