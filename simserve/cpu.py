@@ -140,9 +140,9 @@ class Node:
         self._last = 0.0
         self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
-        # Schedules a Call (none on the nodes of a placement-only cluster, without env).
+        # later(delay, fn, arg) (none on the nodes of a placement-only cluster, without env).
         self.later = later(env) if env is not None else None
-        self._timer = None  # the pending timer (a Call); an earlier one cancels it
+        self._timer = 0  # the pending timer's number: an earlier one supersedes it
         self._timer_at = _INF  # when the pending timer fires
         # _speed() and min(threads, cores) for the current thread count: they change
         # only when a runner starts or stops, so _retune() looks them up then.
@@ -229,13 +229,13 @@ class Node:
         return at
 
     def _schedule(self, when: float, now: float) -> None:
-        if self._timer is not None:
-            self._timer.callbacks = ()  # superseded: SimPy will pop it and do nothing
+        self._timer += 1  # any pending timer is superseded: it will do nothing
         self._timer_at = when
-        self._timer = self.later(max(when - now, 0.0), self._on_timer, None)
+        self.later(max(when - now, 0.0), self._on_timer, self._timer)
 
-    def _on_timer(self, _) -> None:
-        self._timer = None
+    def _on_timer(self, timer: int) -> None:
+        if timer != self._timer:
+            return  # superseded by an earlier one
         self._timer_at = _INF
         self._advance()
         now = self._last

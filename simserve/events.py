@@ -1,26 +1,19 @@
 """The simulation's internal events, and the loop that runs SimPy's calendar.
 
-SimPy's ``Environment.step()`` pops ``(time, priority, id, event)`` off the calendar,
-swaps the event's ``callbacks`` for None, calls each callback with the event, and then
-reads ``event._ok`` (and ``_defused`` only when that is false). That is everything it
-asks of an event. So ``Call(fn, arg)``, an object with those attributes whose one
-callback calls ``fn(arg)``, put on the calendar with ``NORMAL`` priority, is driven by
-SimPy's own loop exactly as ``env.timeout(delay, arg)`` with one callback appended would
-be: same calendar, same order (time, then priority, then insertion), at a fraction of
-the cost, with no callback list and no validation of the delay (the callers never pass
-a negative one). To cancel one that has not fired, set its ``callbacks`` to ``()``: it
-stays on the calendar (so ``env.peek()`` and the end of a run are as before), and the
-loop pops it doing nothing.
+SimPy's calendar (``env._queue``) is a heap of ``(time, priority, id, event)``, ordered
+by time, then priority, then insertion (``id`` from ``env._eid``). A callback of the
+simulation's own (timers, routing tasks, hops) goes on the same heap as a bare entry
+``(time, NORMAL, id, fn, arg)``: ``later(env)`` returns ``at(delay, fn, arg)``, which
+pushes one, in the place ``env.schedule(event, NORMAL, delay)`` would put an event, at a
+fraction of the cost of an event object. Comparisons never get past the unique ``id``,
+so the two kinds of entry sort together, as events alone would.
 
-``later(env)`` returns ``at(delay, fn, arg)``, which schedules a ``Call`` and returns
-it: what ``env.schedule(Call(fn, arg), NORMAL, delay)`` does (push
-``(now + delay, NORMAL, next id, event)`` on ``env._queue``, ids from ``env._eid``),
-without the method call.
-
-``run(env, until)`` is ``env.run(until)`` with ``step()`` written into its loop, and a
-``Call`` run as ``fn(arg)`` directly: the same events in the same order with the same
-effects, without two Python calls per event. Any SimPy event (``Event``, ``Timeout``,
-``AnyOf``) on the calendar is processed as ``step()`` would.
+SimPy's own ``step()`` expects an event in the fourth place, so the calendar is run by
+``run(env, until)``: ``env.run(until)`` with ``step()`` written into its loop, which
+calls ``fn(arg)`` for a bare entry and processes a SimPy event (``Event``, ``Timeout``,
+``AnyOf``) exactly as ``step()`` does. An entry cannot be taken back; a callback that may
+be superseded (a node's timer) checks when it runs whether it still applies. It stays on
+the calendar until then, as a cancelled SimPy event would.
 
 Elsewhere, the hot paths read the clock as ``env._now``, which is what the ``env.now``
 property returns, without the property call.
@@ -33,36 +26,16 @@ from heapq import heappop, heappush
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import NORMAL, URGENT, Event
 
-__all__ = ["NORMAL", "Call", "later", "run"]
-
-
-def _run(ev: "Call") -> None:
-    ev.fn(ev.arg)
-
-
-_RUN = (_run,)
-
-
-class Call:
-    __slots__ = ("callbacks", "fn", "arg")
-    _ok = True  # read by Environment.step() after the callbacks
-
-    def __init__(self, fn, arg):
-        self.callbacks = _RUN  # step() replaces the attribute, never mutates the tuple
-        self.fn = fn
-        self.arg = arg
+__all__ = ["NORMAL", "later", "run"]
 
 
 def later(env):
-    """``at(delay, fn, arg)``: call ``fn(arg)`` ``delay`` seconds from now; returns the
-    scheduled ``Call`` (to cancel it)."""
+    """``at(delay, fn, arg)``: call ``fn(arg)`` ``delay`` seconds from now."""
     queue = env._queue
     eid = env._eid
 
-    def at(delay: float, fn, arg) -> Call:
-        ev = Call(fn, arg)
-        heappush(queue, (env._now + delay, NORMAL, next(eid), ev))
-        return ev
+    def at(delay: float, fn, arg) -> None:
+        heappush(queue, (env._now + delay, NORMAL, next(eid), fn, arg))
 
     return at
 
@@ -86,14 +59,16 @@ def run(env, until=None):
     try:
         while True:
             try:
-                env._now, _, _, ev = heappop(queue)
+                entry = heappop(queue)
             except IndexError:
                 raise EmptySchedule from None
+            env._now = entry[0]
+            if len(entry) == 5:  # later()'s (time, NORMAL, id, fn, arg)
+                entry[3](entry[4])
+                continue
+            ev = entry[3]  # a SimPy event: what step() does
             callbacks = ev.callbacks
             ev.callbacks = None
-            if callbacks is _RUN:
-                ev.fn(ev.arg)
-                continue
             for callback in callbacks:
                 callback(ev)
             if not ev._ok and not hasattr(ev, "_defused"):
