@@ -153,7 +153,9 @@ class Simulation:
         self.controller.routers.append(self.router)
         self.controller.start(d.initial_replicas)
         self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
-        self.sent: dict[int, int] = {}  # the router's sent-but-unfinished requests per replica
+        # The router's sent-but-unfinished requests per replica: the autoscaler's metric,
+        # kept only when there is an autoscaler to read it.
+        self.sent: dict[int, int] = {}
         self._decision = None  # the autoscaler's last target, applied on the next tick
         self.peak_running = self.controller.count(RUNNING)
 
@@ -237,7 +239,8 @@ class Simulation:
             replica.begin(req)
 
     def _accepted(self, req, replica, qlen: int) -> None:
-        self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
+        if self.autoscaler is not None:
+            self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
         self.router.on_accepted(req, replica, qlen)
 
     @staticmethod
@@ -259,7 +262,8 @@ class Simulation:
         self._response_at_router(*pair)
 
     def _response_at_router(self, req, replica) -> None:
-        self.sent[replica.index] -= 1
+        if self.autoscaler is not None:
+            self.sent[replica.index] -= 1
         self.router.on_response(req, replica)
         if self.http_hop_s > 0.0:
             self.later(self.http_hop_s, self._at_client, req)
