@@ -194,7 +194,7 @@ class Replica:
         req.released_s = self._last  # now
         self.ongoing -= 1
         self.completed += 1
-        self.sim.on_slot_freed(self)
+        self.sim.router.on_slot_freed(self)
 
     # -- statistics ----------------------------------------------------------------
     def stats_now(self) -> dict:

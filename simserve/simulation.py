@@ -248,9 +248,6 @@ class Simulation:
         answer, req, replica, qlen = args
         answer(req, replica, qlen)
 
-    def on_slot_freed(self, replica) -> None:
-        self.router.on_slot_freed(replica)
-
     def on_response_sent(self, replica, req) -> None:
         if self.hop_s > 0.0:
             delay = max(self.hop(), req.accepted_at_router_s - self.env.now)

@@ -67,7 +67,7 @@ class Source:
         w = self.w
         if w.requests is not None and self.issued >= w.requests:
             return False
-        if w.duration_s is not None and w.requests is None and self.env.now >= w.duration_s:
+        if w.duration_s is not None and w.requests is None and self.env._now >= w.duration_s:
             return False
         return True
 
