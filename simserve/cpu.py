@@ -34,11 +34,13 @@ import math
 
 import simpy
 
-from simserve.events import NORMAL, Wake
+from simserve.events import later
 
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
 _EPS = 1e-12
+# Most thread counts whose speed a node remembers (see Node._retune).
+_TUNINGS_MAX = 256
 
 
 class Runner:
@@ -89,7 +91,7 @@ class Process:
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))
-            node.env.schedule(Wake(_join_gil, (self, work_s, callback, arg)), NORMAL, wait)
+            node.later(wait, _join_gil, (self, work_s, callback, arg))
             return
         node.add(self.gil, work_s, callback, arg)
 
@@ -107,8 +109,8 @@ def _nothing(_) -> None:
     pass
 
 
-def _join_gil(ev) -> None:
-    process, work_s, callback, arg = ev._value
+def _join_gil(args) -> None:
+    process, work_s, callback, arg = args
     process.node.add(process.gil, work_s, callback, arg)
 
 
@@ -138,10 +140,13 @@ class Node:
         self._last = 0.0
         self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
-        self._timer = None  # the pending timer (a Wake); an earlier one cancels it
+        # later(delay, fn, arg) (none on the nodes of a placement-only cluster, without env).
+        self.later = later(env) if env is not None else None
+        self._timer = 0  # the pending timer's number: an earlier one supersedes it
         self._timer_at = _INF  # when the pending timer fires
         # _speed() and min(threads, cores) for the current thread count: they change
-        # only when a runner starts or stops, so _retune() recomputes them then.
+        # only when a runner starts or stops, so _retune() looks them up then.
+        self._tunings: dict = {}  # thread count -> (_speed(), min(threads, cores))
         self._retune()
 
     def process(self, name: str) -> Process:
@@ -166,10 +171,17 @@ class Node:
         return share * (1.0 - (1.0 - self.contended_core_speed) * (busy - 1.0) / (c - 1.0))
 
     def _retune(self) -> None:
-        """The thread count changed: recompute the per-thread speed and the busy cores."""
-        self._speed_now = self._speed()
-        k, c = self.threads, self.physical_cores
-        self._busy_cores = k if k <= c else c  # min(k, c)
+        """The thread count changed: the per-thread speed and the busy cores for it, kept
+        per thread count. Fractional counts (background cores, float drift) can take many
+        values, so the table is emptied when it reaches _TUNINGS_MAX entries."""
+        k = self.threads
+        tuning = self._tunings.get(k)
+        if tuning is None:
+            if len(self._tunings) >= _TUNINGS_MAX:
+                self._tunings.clear()
+            c = self.physical_cores
+            tuning = self._tunings[k] = (self._speed(), k if k <= c else c)  # min(k, c)
+        self._speed_now, self._busy_cores = tuning
 
     # The hot paths below read SimPy's clock as ``env._now`` (what ``env.now`` returns,
     # without the property call).
@@ -217,14 +229,13 @@ class Node:
         return at
 
     def _schedule(self, when: float, now: float) -> None:
-        if self._timer is not None:
-            self._timer.callbacks = ()  # superseded: SimPy will pop it and do nothing
+        self._timer += 1  # any pending timer is superseded: it will do nothing
         self._timer_at = when
-        self._timer = ev = Wake(self._on_timer)
-        self.env.schedule(ev, NORMAL, max(when - now, 0.0))
+        self.later(max(when - now, 0.0), self._on_timer, self._timer)
 
-    def _on_timer(self, ev) -> None:
-        self._timer = None
+    def _on_timer(self, timer: int) -> None:
+        if timer != self._timer:
+            return  # superseded by an earlier one
         self._timer_at = _INF
         self._advance()
         now = self._last

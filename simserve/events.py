@@ -1,18 +1,19 @@
-"""The simulation's internal events: a callback at a later time, lighter than a ``Timeout``.
+"""The simulation's internal events, and the loop that runs SimPy's calendar.
 
-SimPy's ``Environment.step()`` pops ``(time, priority, id, event)`` off the calendar,
-swaps the event's ``callbacks`` for None, calls each callback with the event, and then
-reads ``event._ok`` (and ``_defused`` only when that is false). That is everything it
-asks of an event. So an object with those attributes, put on the calendar with the
-public ``env.schedule(event, NORMAL, delay)``, is driven by SimPy's own loop exactly as
-``env.timeout(delay, value)`` with one callback appended would be: same calendar, same
-order (time, then priority, then insertion), at about two thirds of the cost, with no
-callback list and no validation of the delay (the callers never pass a negative one).
+SimPy's calendar (``env._queue``) is a heap of ``(time, priority, id, event)``, ordered
+by time, then priority, then insertion (``id`` from ``env._eid``). A callback of the
+simulation's own (timers, routing tasks, hops) goes on the same heap as a bare entry
+``(time, NORMAL, id, fn, arg)``: ``later(env)`` returns ``at(delay, fn, arg)``, which
+pushes one, in the place ``env.schedule(event, NORMAL, delay)`` would put an event, at a
+fraction of the cost of an event object. Comparisons never get past the unique ``id``,
+so the two kinds of entry sort together, as events alone would.
 
-``Wake(callback, value)``: ``callback(event)`` reads ``event._value``, as with a Timeout.
-``Call(fn, arg)``: calls ``fn(arg)``. To cancel one that has not fired, set its
-``callbacks`` to ``()``: it stays on the calendar (so ``env.peek()`` and the end of a run
-are as before), and SimPy pops it doing nothing.
+SimPy's own ``step()`` expects an event in the fourth place, so the calendar is run by
+``run(env, until)``: ``env.run(until)`` with ``step()`` written into its loop, which
+calls ``fn(arg)`` for a bare entry and processes a SimPy event (``Event``, ``Timeout``,
+``AnyOf``) exactly as ``step()`` does. An entry cannot be taken back; a callback that may
+be superseded (a node's timer) checks when it runs whether it still applies. It stays on
+the calendar until then, as a cancelled SimPy event would.
 
 Elsewhere, the hot paths read the clock as ``env._now``, which is what the ``env.now``
 property returns, without the property call.
@@ -20,33 +21,65 @@ property returns, without the property call.
 
 from __future__ import annotations
 
-from simpy.events import NORMAL
+from heapq import heappop, heappush
 
-__all__ = ["NORMAL", "Wake", "Call"]
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import NORMAL, URGENT, Event
 
-
-class Wake:
-    __slots__ = ("callbacks", "_value")
-    _ok = True  # read by Environment.step() after the callbacks
-
-    def __init__(self, callback, value=None):
-        self.callbacks = (callback,)
-        self._value = value
+__all__ = ["NORMAL", "later", "run"]
 
 
-def _run(ev: "Call") -> None:
-    ev.fn(ev.arg)
+def later(env):
+    """``at(delay, fn, arg)``: call ``fn(arg)`` ``delay`` seconds from now."""
+    queue = env._queue
+    eid = env._eid
+
+    def at(delay: float, fn, arg) -> None:
+        heappush(queue, (env._now + delay, NORMAL, next(eid), fn, arg))
+
+    return at
 
 
-_RUN = (_run,)
-
-
-class Call:
-    __slots__ = ("callbacks", "fn", "arg")
-    _ok = True
-
-    def __init__(self, fn, arg):
-        self.callbacks = _RUN  # step() replaces the attribute, never mutates the tuple
-        self.fn = fn
-        self.arg = arg
-
+def run(env, until=None):
+    """``env.run(until)``: process events until ``until`` (an event, a time, or None for
+    as long as there are any); the same exceptions when the calendar runs dry."""
+    if until is not None:
+        if not isinstance(until, Event):
+            at = until if isinstance(until, int) else float(until)
+            if at <= env._now:
+                raise ValueError(f"until ({at}) must be greater than the current simulation time")
+            until = Event(env)  # before all regular events at that time
+            until._ok = True
+            until._value = None
+            env.schedule(until, URGENT, at - env._now)
+        elif until.callbacks is None:
+            return until.value
+        until.callbacks.append(StopSimulation.callback)
+    queue = env._queue
+    try:
+        while True:
+            try:
+                entry = heappop(queue)
+            except IndexError:
+                raise EmptySchedule from None
+            env._now = entry[0]
+            if len(entry) == 5:  # later()'s (time, NORMAL, id, fn, arg)
+                entry[3](entry[4])
+                continue
+            ev = entry[3]  # a SimPy event: what step() does
+            callbacks = ev.callbacks
+            ev.callbacks = None
+            for callback in callbacks:
+                callback(ev)
+            if not ev._ok and not hasattr(ev, "_defused"):
+                # A failed event nobody defused crashes the run, as in step().
+                exc = type(ev._value)(*ev._value.args)
+                exc.__cause__ = ev._value
+                raise exc
+    except StopSimulation as exc:
+        return exc.args[0]
+    except EmptySchedule:
+        if until is not None:
+            assert not until.triggered
+            raise RuntimeError(f"No scheduled events left but \"until\" event was not triggered: {until}") from None
+    return None

@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections import deque
 
 from simserve.cpu import Node
-from simserve.events import NORMAL, Wake
 from simserve.request import FAILED
 
 PENDING = "PENDING_ALLOCATION"
@@ -149,7 +148,7 @@ class Replica:
         kind = self.kinds[i]
         duration = req.demand[i]
         if kind == "io":
-            self.env.schedule(Wake(self._after_io, req), NORMAL, duration)
+            self.sim.later(duration, self._next_segment, req)
         elif self.is_async:
             if self._loop_busy:
                 self._loop_waiting.append(req)
@@ -167,9 +166,6 @@ class Replica:
             self.process.run_gil(duration, callback, req)
         else:
             self.process.run_native(self.omp_num_threads, duration, callback, req)
-
-    def _after_io(self, ev) -> None:
-        self._next_segment(ev._value)
 
     def _after_loop_cpu(self, req) -> None:
         if self._loop_waiting:
@@ -198,7 +194,7 @@ class Replica:
         req.released_s = self._last  # now
         self.ongoing -= 1
         self.completed += 1
-        self.sim.on_slot_freed(self)
+        self.sim.router.on_slot_freed(self)
 
     # -- statistics ----------------------------------------------------------------
     def stats_now(self) -> dict:

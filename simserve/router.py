@@ -42,7 +42,6 @@ import bisect
 import random
 from collections import deque
 
-from simserve.events import NORMAL, Wake
 
 
 class _Task:
@@ -115,11 +114,12 @@ class RayRouter:
 
         With zero costs one routing task can serve thousands of queued requests at one
         instant; chaining the steps as calls would exhaust Python's stack."""
-        self._ready.append((step, task))
         if self._draining:
+            self._ready.append((step, task))
             return
         self._draining = True
         try:
+            step(task)
             while self._ready:
                 step, task = self._ready.popleft()
                 step(task)
@@ -184,10 +184,7 @@ class RayRouter:
             task = _Task()
             self.tasks.add(task)
             # asyncio runs a new task after the current callback, not inside it.
-            self.env.schedule(Wake(self._task_begin, task), NORMAL, 0.0)
-
-    def _task_begin(self, ev) -> None:
-        self._next_own(ev._value)
+            self.sim.later(0.0, self._next_own, task)
 
     def _next_own(self, task: _Task) -> None:
         """The outer loop of ``_fulfill_pending_requests``: pick the next request to own."""
@@ -220,12 +217,11 @@ class RayRouter:
         if k >= 3:
             cfg = self.cfg
             delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
-            self.env.schedule(Wake(self._after_sleep, task), NORMAL, delay)
+            self.sim.later(delay, self._after_sleep, task)
         else:
             self._charge_and_choose(task)
 
-    def _after_sleep(self, ev) -> None:
-        task = ev._value
+    def _after_sleep(self, task: _Task) -> None:
         if task.alive:
             self._charge_and_choose(task)
 
@@ -311,13 +307,13 @@ class RayRouter:
     def _send_probes(self, probe: "_Probe") -> None:
         for r in probe.replicas:
             if self.hop_s > 0.0:
-                self.sim._after(self.sim.hop(), self._probe_arrives, (probe, r))
+                self.sim.later(self.sim.hop(), self._probe_arrives, (probe, r))
             else:
                 self._probe_arrives((probe, r))
         # asyncio.wait(timeout=deadline) starts once the RPCs are sent; a probe answered
         # in full already (no hop, no replica CPU) has nothing left to wait for.
         if not probe.closed:
-            self.sim._after(probe.deadline_s, self._probe_deadline, probe)
+            self.sim.later(probe.deadline_s, self._probe_deadline, probe)
 
     def _probe_arrives(self, pair) -> None:
         pair[1].answer_probe(self._probe_read, pair)
@@ -326,7 +322,7 @@ class RayRouter:
         probe, r = pair
         answer = (probe, r, r.ongoing)
         if self.hop_s > 0.0:
-            self.sim._after(self.sim.hop(), self._probe_back, answer)
+            self.sim.later(self.sim.hop(), self._probe_back, answer)
         else:
             self._probe_back(answer)
 

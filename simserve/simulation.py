@@ -28,8 +28,9 @@ is exact, its p50/p99 the answer-weighted mean of the per-interval percentiles i
 covers; ``simserve/metrics.py`` states the rule in full.
 
 Internal callbacks (timers, routing tasks, hops) go on SimPy's calendar as the light
-events of ``simserve/events.py``, driven by SimPy's own ``step()``; the hot paths read
-the clock as ``env._now``, which is what ``env.now`` returns.
+events of ``simserve/events.py`` (``Simulation.later``), and ``events.run`` drives the
+calendar as ``env.run`` would; the hot paths read the clock as ``env._now``, which is
+what ``env.now`` returns.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from simserve.bottleneck import diagnose
 from simserve.config import SimConfig
 from simserve.cpu import Node
 from simserve.distributions import Distribution
-from simserve.events import NORMAL, Call
+from simserve import events
 from simserve.metrics import TIMELINE_COLUMNS, TIMELINE_MAX_ROWS, Recorder, Timeline, p50_p99_ms  # noqa: F401
 from simserve.controller import Controller
 from simserve.placement import Placer
@@ -122,6 +123,7 @@ class Simulation:
     def __init__(self, config: SimConfig):
         self.cfg = config
         self.env = simpy.Environment()
+        self.later = events.later(self.env)  # later(delay, fn, arg): fn(arg) after delay
         self.streams = rngs = streams(config.seed)
         d = config.deployment
         oh = config.overheads
@@ -160,7 +162,9 @@ class Simulation:
             self._push_late = Distribution("gamma", oh.cpu("metrics_push_late_s"),
                                            oh.metrics_push_late_cv).sampler(rngs["timers"])
             self._control_loop_s = CONTROL_LOOP_INTERVAL_S + oh.cpu("control_loop_late_s")
-        self.sent: dict[int, int] = {}  # the router's sent-but-unfinished requests per replica
+        # The router's sent-but-unfinished requests per replica: the autoscaler's metric,
+        # kept only when there is an autoscaler to read it.
+        self.sent: dict[int, int] = {}
         self._decision = None  # the autoscaler's last target, applied on the next tick
         self.peak_running = self.controller.count(RUNNING)
 
@@ -207,7 +211,7 @@ class Simulation:
         if not self.http:
             self._submit(req)
         elif self.http_hop_s > 0.0:
-            self._after(self.http_hop_s, self._at_proxy, req)
+            self.later(self.http_hop_s, self._at_proxy, req)
         else:
             self._at_proxy(req)
 
@@ -220,7 +224,7 @@ class Simulation:
     def send(self, req, replica) -> None:
         """The router's actor call; the replica answers accepted or rejected."""
         if self.hop_s > 0.0:
-            self._after(self.hop(), self._arrive, (req, replica))
+            self.later(self.hop(), self._arrive, (req, replica))
         else:
             self._deliver(req, replica)
 
@@ -236,7 +240,7 @@ class Simulation:
         if self.hop_s > 0.0:
             delay = self.hop()
             req.accepted_at_router_s = self.env._now + delay
-            self._after(delay, self._answer, (answer, req, replica, qlen))
+            self.later(delay, self._answer, (answer, req, replica, qlen))
         else:
             req.accepted_at_router_s = self.env._now
             answer(req, replica, qlen)
@@ -244,7 +248,8 @@ class Simulation:
             replica.begin(req)
 
     def _accepted(self, req, replica, qlen: int) -> None:
-        self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
+        if self.autoscaler is not None:
+            self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
         self.router.on_accepted(req, replica, qlen)
 
     @staticmethod
@@ -252,13 +257,10 @@ class Simulation:
         answer, req, replica, qlen = args
         answer(req, replica, qlen)
 
-    def on_slot_freed(self, replica) -> None:
-        self.router.on_slot_freed(replica)
-
     def on_response_sent(self, replica, req) -> None:
         if self.hop_s > 0.0:
             delay = max(self.hop(), req.accepted_at_router_s - self.env.now)
-            self._after(delay, self._at_router, (req, replica))
+            self.later(delay, self._at_router, (req, replica))
         else:
             self._response_at_router(req, replica)
 
@@ -266,10 +268,11 @@ class Simulation:
         self._response_at_router(*pair)
 
     def _response_at_router(self, req, replica) -> None:
-        self.sent[replica.index] -= 1
+        if self.autoscaler is not None:
+            self.sent[replica.index] -= 1
         self.router.on_response(req, replica)
         if self.http_hop_s > 0.0:
-            self._after(self.http_hop_s, self._at_client, req)
+            self.later(self.http_hop_s, self._at_client, req)
         else:
             self._at_client(req)
 
@@ -283,17 +286,17 @@ class Simulation:
     def on_backpressure(self, req) -> None:
         """``max_queued_requests`` overflow: a 503 straight back to the client."""
         if self.http_hop_s > 0.0:
-            self._after(self.http_hop_s, self._rejected_at_client, req)
+            self.later(self.http_hop_s, self._rejected_at_client, req)
         else:
             # Through an event, so a closed-loop client's next try is not a recursion.
-            self._after(0.0, self._rejected_at_client, req)
+            self.later(0.0, self._rejected_at_client, req)
 
     def _rejected_at_client(self, req) -> None:
         req.status = REJECTED
         req.end_s = self.env.now
         self._finish(req)
         if self.source.w.kind == "closed":
-            self._after(CLIENT_RETRY_PAUSE_S, self.source.on_answer, req)
+            self.later(CLIENT_RETRY_PAUSE_S, self.source.on_answer, req)
 
     def _finish(self, req) -> None:
         del self.in_flight[req.id]
@@ -309,10 +312,7 @@ class Simulation:
     # -- helpers ----------------------------------------------------------------------------
     def at(self, t: float, fn, arg) -> None:
         """Call ``fn(arg)`` at simulated time ``t``."""
-        self._after(max(t - self.env.now, 0.0), fn, arg)
-
-    def _after(self, delay: float, fn, arg) -> None:
-        self.env.schedule(Call(fn, arg), NORMAL, delay)
+        self.later(max(t - self.env.now, 0.0), fn, arg)
 
     def add_timeline_row(self, row: tuple, answers: int) -> None:
         """One timeline interval's row (``TIMELINE_COLUMNS``) and its number of answers."""
@@ -342,7 +342,7 @@ class Simulation:
             done,
         )
         if self.env.peek() < float("inf"):  # stop sampling once nothing else can happen
-            self._after(dt, self._sample_timeline, None)
+            self.later(dt, self._sample_timeline, None)
 
     # -- autoscaling ---------------------------------------------------------------------------
     # Ray runs each periodic task, then sleeps its full interval (``MetricsPusher``, the
@@ -354,11 +354,11 @@ class Simulation:
         running = {r.index for r in self.controller.running()}
         self.sent = {k: n for k, n in self.sent.items() if n or k in running}
         self.autoscaler.metrics.record(0, self.env.now, self.router.num_queued, self.sent)
-        self._after(self.autoscaler.config.sample_interval_s + self._record_late(), self._record_metrics, None)
+        self.later(self.autoscaler.config.sample_interval_s + self._record_late(), self._record_metrics, None)
 
     def _push_metrics(self, _=None) -> None:
         self.autoscaler.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
-        self._after(self.autoscaler.config.push_interval_s + self._push_late(), self._push_metrics, None)
+        self.later(self.autoscaler.config.push_interval_s + self._push_late(), self._push_metrics, None)
 
     def _control_loop(self, _=None) -> None:
         """The controller's loop: apply the last decision, then decide again."""
@@ -368,7 +368,7 @@ class Simulation:
         running = [r.index for r in ctl.running()]
         self.peak_running = max(self.peak_running, len(running))
         self._decision = self.autoscaler.step(self.env.now, running, ctl.target)
-        self._after(self._control_loop_s, self._control_loop, None)
+        self.later(self._control_loop_s, self._control_loop, None)
 
     def _take_snapshot(self, _=None) -> None:
         self._snapshot = self._measure()
@@ -393,7 +393,7 @@ class Simulation:
         wall0 = time.perf_counter()
         w = self.cfg.workload
         if w.warmup_s > 0.0:
-            self._after(w.warmup_s, self._take_snapshot, None)
+            self.later(w.warmup_s, self._take_snapshot, None)
         else:
             self._take_snapshot()
         if self.autoscaler is not None:
@@ -403,19 +403,19 @@ class Simulation:
         # Answers after which the run is over (``requests`` runs only).
         self._stop_after = self._total_requests() if w.requests is not None else None
         self.source.start()
-        self._after(self.cfg.timeline_interval_s, self._sample_timeline, None)
+        self.later(self.cfg.timeline_interval_s, self._sample_timeline, None)
         if w.requests is not None:
             until = self.done if w.duration_s is None else simpy.AnyOf(self.env, [self.done, self.env.timeout(w.duration_s)])
             if self._total_requests() > 0:
                 try:
-                    self.env.run(until=until)
+                    events.run(self.env, until)
                 except RuntimeError as e:
                     # Nothing left to happen (no replica can ever serve): end here, with
                     # the unserved requests in flight, as a real run would hang.
                     if "No scheduled events left" not in str(e):
                         raise
         else:
-            self.env.run(until=w.duration_s)
+            events.run(self.env, w.duration_s)
         if self._snapshot is None:  # the run ended inside the warm-up
             self._take_snapshot()
         end = self._measure()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from simserve.distributions import Distribution
-from simserve.events import NORMAL, Wake
 
 # How often a closed loop re-reads a ramp or sine level (clients are whole numbers).
 SHAPE_TICK_S = 0.1
@@ -68,7 +67,7 @@ class Source:
         w = self.w
         if w.requests is not None and self.issued >= w.requests:
             return False
-        if w.duration_s is not None and w.requests is None and self.env.now >= w.duration_s:
+        if w.duration_s is not None and w.requests is None and self.env._now >= w.duration_s:
             return False
         return True
 
@@ -129,10 +128,9 @@ class ClosedLoop(Source):
                 self._send(c)
             return
         self._busy.add(c)  # thinking counts as busy: it will send when done
-        self.env.schedule(Wake(self._after_think, c), NORMAL, self._think())
+        self.sim.later(self._think(), self._after_think, c)
 
-    def _after_think(self, ev) -> None:
-        c = ev._value
+    def _after_think(self, c: int) -> None:
         self._busy.discard(c)
         if c < self.active and self._may_issue():
             self._send(c)
@@ -177,9 +175,9 @@ class PoissonArrivals(Source):
         self.sim.at(self.env.now + float(self.rng.exponential(mean)), self._switch, True)
 
     def _schedule(self) -> None:
-        self.env.schedule(Wake(self._arrive), NORMAL, self.gap())
+        self.sim.later(self.gap(), self._arrive, None)
 
-    def _arrive(self, ev) -> None:
+    def _arrive(self, _) -> None:
         if not self._may_issue():
             return
         if self.w.shape is None or self.rng.random() * self._peak < self._rate():
@@ -197,9 +195,9 @@ class TraceArrivals(Source):
 
     def _schedule(self) -> None:
         if self._i < len(self._times):
-            self.env.schedule(Wake(self._arrive), NORMAL, max(self._times[self._i] - self.env.now, 0.0))
+            self.sim.later(max(self._times[self._i] - self.env.now, 0.0), self._arrive, None)
 
-    def _arrive(self, ev) -> None:
+    def _arrive(self, _) -> None:
         if self._may_issue():
             self._i += 1
             self._issue(-1)
