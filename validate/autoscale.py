@@ -325,7 +325,7 @@ def spread_rows(runs: list[dict], spread: list[dict]) -> list[list[str]]:
         rows.append([label, " ".join(_s(x, fmt) for x in reals),
                      f"{_s(values[0], fmt)} / {_s(float(np.median(values)), '{:.1f}')} / {_s(values[-1], fmt)}"
                      if values else "-",
-                     " ".join(fmt.format(x) if key == "peak_running" else f"{x:.1f}" for x in values),
+                     " ".join(fmt.format(x) for x in values),
                      " ".join(near(x) for x in reals)])
     return rows
 
