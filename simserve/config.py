@@ -286,11 +286,17 @@ class Overheads:
     metrics_push_late_s: float = 0.0  # a router's push to the controller
     metrics_push_late_cv: float = 0.0
     control_loop_late_s: float = 0.0  # the controller's loop, every turn (its loop body)
+    # A message (a hop) to a process none of whose Python threads has had work for
+    # idle_wake_after_s arrives idle_wake_s later: the thread, and on a virtual machine its
+    # idle core, must be woken first. A property of the host, not of Ray.
+    idle_wake_s: float = 0.0
+    idle_wake_after_s: float = 0.0
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s")
+        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s", "idle_wake_s",
+                  "idle_wake_after_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)

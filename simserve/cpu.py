@@ -50,7 +50,7 @@ class Runner:
     ``v0 + (S - s0) * threads / len(jobs)``; (v0, s0) are reset whenever the number of
     jobs changes."""
 
-    __slots__ = ("threads", "v0", "s0", "jobs", "version", "busy_s", "busy_since", "name")
+    __slots__ = ("threads", "v0", "s0", "jobs", "version", "busy_s", "busy_since", "idle_since", "name")
 
     def __init__(self, threads: float, name: str = ""):
         self.threads = threads
@@ -60,6 +60,7 @@ class Runner:
         self.version = 0  # invalidates this runner's older entries in the node's heap
         self.busy_s = 0.0
         self.busy_since = 0.0
+        self.idle_since = 0.0  # when its last job ended (while it has none)
         self.name = name
 
     def clock(self, service: float) -> float:
@@ -79,6 +80,10 @@ class Process:
         self.node = node
         self.name = name
         self.gil = Runner(1, name)
+
+    def idle_for(self, now: float) -> float:
+        """How long none of its Python threads has had work (0 while one has)."""
+        return 0.0 if self.gil.jobs else now - self.gil.idle_since
 
     def run_gil(self, work_s: float, callback, arg) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -266,6 +271,7 @@ class Node:
             else:
                 runner.version += 1
                 runner.busy_s += now - runner.busy_since
+                runner.idle_since = now
                 self.threads -= runner.threads
                 self.active -= 1
                 idled = True

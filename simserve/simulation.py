@@ -10,6 +10,9 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
              replica_post_cpu_s, then the slot is free
     --hop_s--> router (cache decrement) [--http_hop_s--> client]
 
+A hop to a process whose Python threads have had nothing to do for ``idle_wake_after_s``
+takes ``idle_wake_s`` longer: the thread, and on a virtual machine its core, must be woken.
+
 Beside the path, without holding it up: each process's C++ threads (``*_native_cpu_s``)
 and Ray's daemons (``ray_background_*``) burn cores.
 
@@ -137,6 +140,8 @@ class Simulation:
         self.hop_s = oh.hop_s
         self.hop = Distribution("lognormal", oh.hop_s, oh.hop_cv).sampler(rngs["platform"])
         self.http_hop_s = oh.http_hop_s if self.http else 0.0
+        self.idle_wake_s = oh.idle_wake_s
+        self.idle_wake_after_s = oh.idle_wake_after_s
         self.client_cpu_s = oh.cpu("http_client_cpu_s" if self.http else "client_cpu_s")
         self.proxy_cpu_s = oh.cpu("proxy_cpu_s") if self.http else 0.0
         # C++ threads: the driver's (handle ingress) or the proxy's (HTTP), and Ray's daemons.
@@ -211,9 +216,17 @@ class Simulation:
         if not self.http:
             self._submit(req)
         elif self.http_hop_s > 0.0:
-            self.later(self.http_hop_s, self._at_proxy, req)
+            self.later(self.http_hop_s + self.wake_s(self.proxy_process), self._at_proxy, req)
         else:
             self._at_proxy(req)
+
+    def wake_s(self, process) -> float:
+        """What a message to ``process`` adds to its hop: ``idle_wake_s`` when none of the
+        process's Python threads has had work for ``idle_wake_after_s`` (the thread, and on
+        a virtual machine its idle core, must be woken), else nothing. Judged as it is sent."""
+        if self.idle_wake_s > 0.0 and process.idle_for(self.env._now) >= self.idle_wake_after_s:
+            return self.idle_wake_s
+        return 0.0
 
     def _at_proxy(self, req) -> None:
         if self.proxy_cpu_s > 0.0:
@@ -224,7 +237,7 @@ class Simulation:
     def send(self, req, replica) -> None:
         """The router's actor call; the replica answers accepted or rejected."""
         if self.hop_s > 0.0:
-            self.later(self.hop(), self._arrive, (req, replica))
+            self.later(self.hop() + self.wake_s(replica.process), self._arrive, (req, replica))
         else:
             self._deliver(req, replica)
 
@@ -238,7 +251,7 @@ class Simulation:
         # The acceptance is the first item on the request's stream: the response can
         # never reach the router before it.
         if self.hop_s > 0.0:
-            delay = self.hop()
+            delay = self.hop() + self.wake_s(self.proxy_process)
             req.accepted_at_router_s = self.env._now + delay
             self.later(delay, self._answer, (answer, req, replica, qlen))
         else:
@@ -259,7 +272,7 @@ class Simulation:
 
     def on_response_sent(self, replica, req) -> None:
         if self.hop_s > 0.0:
-            delay = max(self.hop(), req.accepted_at_router_s - self.env.now)
+            delay = max(self.hop() + self.wake_s(self.proxy_process), req.accepted_at_router_s - self.env.now)
             self.later(delay, self._at_router, (req, replica))
         else:
             self._response_at_router(req, replica)
@@ -272,7 +285,7 @@ class Simulation:
             self.sent[replica.index] -= 1
         self.router.on_response(req, replica)
         if self.http_hop_s > 0.0:
-            self.later(self.http_hop_s, self._at_client, req)
+            self.later(self.http_hop_s + self.wake_s(self.client_process), self._at_client, req)
         else:
             self._at_client(req)
 

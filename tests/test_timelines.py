@@ -138,3 +138,22 @@ def test_changing_the_router_leaves_arrivals_and_demands_alone():
     a = simulate(config(router="pow2", **base)).requests
     b = simulate(config(router="ideal", **base)).requests
     assert a["arrival_s"].tolist() == b["arrival_s"].tolist()
+
+
+def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
+    """1 ms hops, 2 ms wake after 10 ms idle, 50 ms of io. The first request probes the replica (the
+    cache is empty: 2 ms more) and its response reaches a driver idle for 53 ms (+2 ms); the second,
+    sent at 1 s, needs no probe but finds the replica idle (+2 ms) and then the driver (+2 ms)."""
+    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+
+    def latencies(wake_s):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.05))),
+            overheads=Overheads(hop_s=0.001, hop_cv=0.0, idle_wake_s=wake_s, idle_wake_after_s=0.01),
+            workload=WorkloadConfig(trace_arrivals_s=(0.0, 1.0), requests=2, duration_s=None),
+            keep_requests=True,
+        )
+        return sorted(simulate(cfg).requests["latency_s"])
+
+    assert latencies(0.0) == pytest.approx([0.052, 0.054])
+    assert latencies(0.002) == pytest.approx([0.056, 0.056])

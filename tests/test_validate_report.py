@@ -78,3 +78,17 @@ def test_gil_work_is_simulated_at_the_speed_it_was_sized_with():
     assert segs[0].duration.mean_s == 0.01
     assert segs[1].duration.mean_s == pytest.approx(0.024)
     assert with_overheads(cfg, cal, 36.0).deployment.work.segments[1].duration.mean_s == pytest.approx(0.018)
+
+
+def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached():
+    """Round trips of 3.0 ms back to back rising to 4.8 ms from 50 ms of idleness on give a 1.8 ms wake
+    after 20 ms, the first gap with at least 0.9 ms of excess."""
+    import pytest
+
+    from validate.calibrate import idle_wake
+
+    wake = {"gaps_s": [0.0, 0.005, 0.02, 0.05, 0.1, 0.2], "median_s": [0.0030, 0.0031, 0.0040, 0.0047, 0.0048, 0.0049]}
+    cost, after = idle_wake(wake)
+    assert cost == pytest.approx(0.0018)
+    assert after == 0.02
+    assert idle_wake({"gaps_s": [0.0, 0.05], "median_s": [0.003, 0.0029]}) == (0.0, 0.0)

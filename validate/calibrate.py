@@ -11,8 +11,8 @@ here comes from the validation grid or is ever adjusted to make a validation row
 Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-op
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
-idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, GIL held,
-autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up
+idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, GIL held, idle
+gaps, autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up
 requests, then measures its own idle baseline of ``IDLE_S`` and then ``N`` requests
 one at a time (so every request is exactly one routing attempt and nothing queues).
 Every per-request CPU figure below is ``(CPU during the N requests - idle rate x their
@@ -119,6 +119,15 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   from the first new replica's appearance until two were RUNNING, which spans two
   serial starts of the rolling update (2.8 s, where the log gives 1.4-1.7 s a start);
   that figure is still kept as ``raw.derived.replica_startup_polled_s``.
+* ``idle_wake_s`` / ``idle_wake_after_s`` (``raw.wake``): no-op requests at c=1 through
+  the handle, each sent after the client has idled ``gap`` (every gap of
+  ``WAKE_GAPS_S``, ``WAKE_REQUESTS`` each). Back to back the round trip is the handle
+  phase's; after longer gaps it grows, and from about 50 ms of idleness on it stops
+  growing (a one-off sweep on 2026-11-25, script not kept, was flat from 50 to 400 ms): the replica's
+  threads, its core, and the driver's C++ threads had gone idle and must be woken.
+  ``idle_wake_s`` is the median excess over back to back of the gaps from
+  ``WAKE_FULL_S`` on; ``idle_wake_after_s`` the first gap whose excess reaches half of
+  it (the replica has idled about half a round trip longer than the client).
 * Autoscaling timers (``raw.timers``): a deployment with an ``autoscaling_config``
   (min = max = 1, ``look_back_period_s`` 2.5 s so the handle samples every 0.5 s,
   ``metrics_interval_s`` 1 s) driven one request at a time for ``TIMER_S`` through a new
@@ -177,6 +186,9 @@ IDLE_S = 3.0
 IDLE_BG_S = 8.0
 STARTUP_REPS = 5
 GIL_REQUESTS = 500
+WAKE_GAPS_S = (0.0, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2)
+WAKE_FULL_S = 0.05  # from here on the excess no longer grows (a one-off sweep, 2026-11-25: flat to 400 ms)
+WAKE_REQUESTS = 100
 TIMER_S = 20.0
 TIMER_LOOK_BACK_S = 2.5  # the handle samples every 0.5 s
 TIMER_PUSH_S = 1.0
@@ -443,6 +455,38 @@ class GilHog:
 
     async def __call__(self, request=None):
         return "ok"
+
+
+async def _wake_phase(handle, n: int) -> dict:
+    """No-op requests at c=1, each sent after the client has idled ``gap`` seconds, for
+    every gap in WAKE_GAPS_S (0: back to back): the median round trip per gap."""
+    for _ in range(WARMUP):
+        await handle.remote()
+    medians = []
+    for gap in WAKE_GAPS_S:
+        lat = []
+        for _ in range(n):
+            await asyncio.sleep(gap)
+            s = time.perf_counter()
+            await handle.remote()
+            lat.append(time.perf_counter() - s)
+        medians.append(statistics.median(lat))
+    return {"n": n, "gaps_s": list(WAKE_GAPS_S), "median_s": medians}
+
+
+def idle_wake(wake: dict) -> tuple[float, float]:
+    """``(idle_wake_s, idle_wake_after_s)`` from ``_wake_phase``'s medians: the round
+    trip's excess over back to back, taken as the median excess of the gaps of at least
+    WAKE_FULL_S (where it has stopped growing), and the first gap whose excess reaches
+    half of that."""
+    base = wake["median_s"][0]
+    excess = [m - base for m in wake["median_s"]]
+    full = [e for g, e in zip(wake["gaps_s"], excess) if g >= WAKE_FULL_S]
+    cost = statistics.median(full)
+    if cost <= 0:
+        return 0.0, 0.0
+    after = next(g for g, e in zip(wake["gaps_s"], excess) if e >= cost / 2)
+    return cost, after
 
 
 async def _sequential(handle, n: int) -> list[float]:
@@ -842,6 +886,7 @@ def main(argv=None) -> int:
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
             gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
+            wake_raw = asyncio.run(_wake_phase(handle, WAKE_REQUESTS))
             timer_raw = _timer_phase(cl)
         finally:
             counter.restore()
@@ -873,6 +918,7 @@ def main(argv=None) -> int:
             warnings.append(f"only {st['n']} metrics {task} periods logged")
         vals[f"metrics_{task}_late_s"] = clamp_late(st["mean_s"], warnings)
         vals[f"metrics_{task}_late_cv"] = st["std_s"] / st["mean_s"] if st["mean_s"] > 0 else 0.0
+    vals["idle_wake_s"], vals["idle_wake_after_s"] = idle_wake(wake_raw)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
@@ -889,7 +935,7 @@ def main(argv=None) -> int:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw, "gil": gil_raw,
-             "timers": timer_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "timers": timer_raw, "wake": wake_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
