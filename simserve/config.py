@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-
 from typing import TYPE_CHECKING
 
 from simserve.distributions import KINDS, Distribution
@@ -243,8 +242,9 @@ class Overheads:
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
-    autoscaling tasks starts (the router's metrics sample and push, the controller's loop). ``cpu_speed`` scales every CPU cost: 0.5 means this host runs
-    at half the speed the costs were measured at.
+    autoscaling tasks starts (the router's metrics sample and push, the controller's loop).
+    ``cpu_speed`` scales every CPU cost: 0.5 means this host runs at half the speed the
+    costs were measured at.
 
     All default to zero (the pure queueing model); ``python -m validate.calibrate``
     measures them on real Ray and ``--calibration FILE`` loads them

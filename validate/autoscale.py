@@ -71,6 +71,7 @@ from simserve.autoscaling import AutoscalingConfig
 from simserve.load_shape import LoadShape
 from simserve.request import OK as SIM_OK
 from simserve.simulation import Simulation
+from validate.harness import log_time
 from validate.scenario import HERE, physical_cores, with_overheads
 
 STEPS = ((15.0, 1), (30.0, 8), (30.0, 1))  # (duration_s, clients)
@@ -183,7 +184,7 @@ def controller_events(lines, wall0: float, horizon_s: float, app: str) -> dict:
         m = _LOG_LINE.match(line)
         if m is None or f"app='{app}'" not in line:
             continue
-        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() - wall0
+        t = log_time(m[1]) - wall0
         if not 0 <= t <= horizon_s:
             continue
         if m[2] is not None:

@@ -175,6 +175,7 @@ from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
 from validate.harness import (
     RealCluster,
     controller_log_lines,
+    log_time,
     probe_ns_per_loop,
     process_role,
     thread_cpu,
@@ -462,15 +463,7 @@ async def _wake_phase(handle, n: int) -> dict:
     every gap in WAKE_GAPS_S (0: back to back): the median round trip per gap."""
     for _ in range(WARMUP):
         await handle.remote()
-    medians = []
-    for gap in WAKE_GAPS_S:
-        lat = []
-        for _ in range(n):
-            await asyncio.sleep(gap)
-            s = time.perf_counter()
-            await handle.remote()
-            lat.append(time.perf_counter() - s)
-        medians.append(statistics.median(lat))
+    medians = [statistics.median(await _sequential(handle, n, gap, warmup=0)) for gap in WAKE_GAPS_S]
     return {"n": n, "gaps_s": list(WAKE_GAPS_S), "median_s": medians}
 
 
@@ -489,11 +482,15 @@ def idle_wake(wake: dict) -> tuple[float, float]:
     return cost, after
 
 
-async def _sequential(handle, n: int) -> list[float]:
-    for _ in range(WARMUP):
+async def _sequential(handle, n: int, gap_s: float | None = None, warmup: int = WARMUP) -> list[float]:
+    """Round trips of ``n`` requests one at a time after ``warmup`` untimed ones, each
+    sent after the client has idled ``gap_s`` (``asyncio.sleep``) when given."""
+    for _ in range(warmup):
         await handle.remote()
     lat = []
     for _ in range(n):
+        if gap_s is not None:
+            await asyncio.sleep(gap_s)
         s = time.perf_counter()
         await handle.remote()
         lat.append(time.perf_counter() - s)
@@ -704,7 +701,7 @@ def _logged_startups(lines, app: str, deployment: str) -> list[float]:
         m = _LOG_TIME.match(line)
         if m is None:
             continue
-        t = datetime.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        t = log_time(m[1])
         if "Adding" in line and dep in line:
             added = t
         elif "started successfully" in line and rep in line and added is not None:

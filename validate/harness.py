@@ -46,6 +46,7 @@ generation, the longest pause, the fraction of the time paused).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import json
 import math
@@ -690,6 +691,12 @@ def controller_log_lines() -> list[str]:
             with open(os.path.join(log_dir, name), errors="replace") as f:
                 lines += f.readlines()
     return lines
+
+
+def log_time(stamp: str) -> float:
+    """A Serve log line's timestamp (``2026-11-25 20:33:01,804``, local time) on the
+    ``time.time()`` scale."""
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
 
 
 def ray_autoscaling_config(a) -> dict:
