@@ -6,9 +6,13 @@
    requests are in a handler at once.
 4. For GIL-bound code, more 1-CPU replicas beat fewer multi-CPU ones at the same CPU
    budget; and where that fails: GIL-releasing (native) work, or I/O-bound work in an
-   async handler with enough slots (max_ongoing_requests=100). With
-   max_ongoing_requests=5, I/O-bound replicas are limited by their slots, so more
-   replicas still win, for a different reason.
+   async handler, with enough slots (max_ongoing_requests=100). With
+   max_ongoing_requests=5, 40 clients wait for 2 x 5 slots and Ray's router decides:
+   its back-off polling, and the replicas it fills twice from a stale queue-length
+   cache (which reject), leave slots idle, so more replicas win for every kind of work,
+   for a reason the claim does not name. (Measured on real Ray Serve 2.60 with 50 ms
+   of I/O, 2 replicas x 5 slots: 40 clients got 39.8 rps of the 200 the slots allow,
+   24 clients 106.5; see validate/README.md.)
 
 Run: python experiments/seed_claims.py [--quick]
 """
@@ -57,7 +61,7 @@ def main() -> None:
     # Claim 4 and its limits: the same 8-CPU budget split three ways, for each kind of work.
     shapes = [{"deployment.num_replicas": n, "deployment.num_cpus": 8 / n} for n in (8, 4, 2)]
     frames = []
-    for kind, slots in (("gil", 5), ("native", 5), ("io", 5), ("io", 100)):
+    for kind, slots in (("gil", 5), ("native", 5), ("io", 5), ("native", 100), ("io", 100)):
         base = SimConfig(
             DeploymentConfig(handler="async", max_ongoing_requests=slots, work=WorkModel.single(kind, Distribution("exponential", 0.05))),
             ClusterConfig(num_cpus=8, physical_cores=8),
@@ -68,7 +72,7 @@ def main() -> None:
     budget = pd.concat(frames, ignore_index=True)
     for work, g in budget.groupby("work", sort=False):
         many, few = g["throughput_rps"].iloc[0], g["throughput_rps"].iloc[-1]
-        wins = not work.startswith("native") and not work.endswith("100")
+        wins = not work.endswith(" 100")
         claims.append((f"{work}: 8 x 1 CPU beats 2 x 4 CPUs", "yes" if wins else "fails: about equal",
                        f"{many:.0f} vs {few:.0f} rps", (many > 1.5 * few) == wins))
 

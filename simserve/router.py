@@ -20,6 +20,12 @@
   polling.
 * The cache is bumped on send, overwritten by the replica's answer (accepted or
   rejected, with its true queue length) and decremented when the response arrives.
+* All of it runs on one asyncio loop, one callback at a time (``_run``): a routing
+  task's step holds the loop until the task sleeps, probes or ends, and the requests
+  it fulfils are sent (and the cache bumped) only after it. A step whose own request
+  is served first goes on to the next, still reading the old cache, so with free
+  slots in the cache it can give one replica many requests, which it rejects: under
+  heavy queueing this is what collapses Ray's throughput (see validate/README.md).
 * A rejected request goes back into both deques at its original position.
 * ``max_queued_requests`` counts requests in their routing phase; an arrival that
   finds the count at the limit is rejected at once (``BackPressureError``, HTTP 503).
@@ -33,7 +39,8 @@ probes (a dead replica), request timeouts and client disconnects.
 
 Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
 work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, and
-every message a hop.
+every message a hop. The loop's thread spends them one at a time; the caller's other
+threads (the client's loop) share the process's GIL with it.
 """
 
 from __future__ import annotations
@@ -100,30 +107,68 @@ class RayRouter:
         self._queued_last = 0.0
         self._rr_next = 0
         self._waiting_for_replicas: list = []
-        self._ready: deque = deque()  # continuations run by _soon
-        self._draining = False
+        # The router's asyncio loop (see _run): the current step's continuations, the
+        # callbacks queued behind it, whether it runs and whether it spends CPU now.
+        self._step: deque = deque()
+        self._queued: deque = deque()
+        self._running = False
+        self._busy = False
         self._tasks_cap = 0  # min(max_num_routing_tasks_cap, 2 * len(replicas))
         self._bits = (0, 0)  # bit lengths of len(replicas) and len(replicas) - 1
         self.probes = 0
         self.probe_timeouts = 0
         self.attempts = 0
 
-    def _soon(self, step, task: _Task) -> None:
-        """Run ``step(task)`` once the current step returns: a loop, not a recursion.
+    # -- the router's event loop ---------------------------------------------------------
+    def _call_soon(self, fn, arg) -> None:
+        """asyncio's ``call_soon`` on the router's loop: ``fn(arg)`` runs after the step
+        under way and after every callback queued before it."""
+        self._queued.append((fn, arg))
+        if not self._running:
+            self._run()
 
-        With zero costs one routing task can serve thousands of queued requests at one
-        instant; chaining the steps as calls would exhaust Python's stack."""
-        if self._draining:
-            self._ready.append((step, task))
-            return
-        self._draining = True
+    def _call_later(self, pair) -> None:
+        self._call_soon(*pair)
+
+    def _soon(self, step, task: _Task) -> None:
+        """The step under way goes on with ``step(task)`` once the current call returns:
+        a loop, not a recursion (with zero costs one routing task can route thousands of
+        queued requests in one step)."""
+        self._step.append((step, task))
+        if not self._running:
+            self._run()
+
+    def _cpu(self, cost_s: float, step, task) -> None:
+        """The step under way spends ``cost_s`` of GIL work, then goes on: meanwhile the
+        loop runs nothing else."""
+        self._busy = True
+        self.process.run_gil(cost_s, self._cpu_done, (step, task))
+
+    def _cpu_done(self, pair) -> None:
+        self._busy = False
+        self._step.append(pair)
+        if not self._running:
+            self._run()
+
+    def _run(self) -> None:
+        """One thread runs the loop, one callback at a time, and a routing task's step
+        holds it until the task suspends (a back-off sleep, a probe, no replicas, its
+        end). So a request a step fulfils is sent, and the cache bumped, only after the
+        step (``future.set_result`` queues the awaiting ``assign_request``): until then
+        the step's own selections see the old queue lengths and can pick a replica again
+        that it has just filled, which the replica then rejects."""
+        self._running = True
         try:
-            step(task)
-            while self._ready:
-                step, task = self._ready.popleft()
-                step(task)
+            while True:
+                if self._step:
+                    fn, arg = self._step.popleft()
+                elif self._busy or not self._queued:
+                    return
+                else:
+                    fn, arg = self._queued.popleft()
+                fn(arg)
         finally:
-            self._draining = False
+            self._running = False
 
     # -- the replica set -------------------------------------------------------------
     def update_replicas(self, replicas: list) -> None:
@@ -135,7 +180,7 @@ class RayRouter:
         waiting, self._waiting_for_replicas = self._waiting_for_replicas, []
         for task in waiting:
             if task.alive:
-                self._attempt(task)
+                self._call_soon(self._attempt, task)
         self._maybe_start_tasks()
 
     # -- queue accounting ----------------------------------------------------------------
@@ -151,10 +196,17 @@ class RayRouter:
 
     # -- entry ----------------------------------------------------------------------------
     def submit(self, req) -> None:
+        # assign_request runs on the router's loop, handed over by run_coroutine_threadsafe
+        # from the caller's thread: in a later turn of the loop, after the caller's own work
+        # (so also after the bookkeeping of a replica whose response set off this request).
+        self.sim.later(0.0, self._call_later, (self._submit, req))
+
+    def _submit(self, req) -> None:
         if self.max_queued_requests != -1 and self.num_queued >= self.max_queued_requests:
             self.sim.on_backpressure(req)
             return
         self._enqueue(req, retry=False)
+        self.sim.on_queued()
 
     def _enqueue(self, req, retry: bool) -> None:
         self._set_queued(+1)
@@ -183,7 +235,7 @@ class RayRouter:
             task = _Task()
             self.tasks.add(task)
             # asyncio runs a new task after the current callback, not inside it.
-            self.sim.later(0.0, self._next_own, task)
+            self._call_soon(self._next_own, task)
 
     def _next_own(self, task: _Task) -> None:
         """The outer loop of ``_fulfill_pending_requests``: pick the next request to own."""
@@ -199,9 +251,8 @@ class RayRouter:
         self._exit(task)
 
     def _exit(self, task: _Task) -> None:
-        if task.alive:
-            task.alive = False
-            self.tasks.discard(task)
+        task.alive = False
+        self.tasks.discard(task)
         if self.to_route:
             self._maybe_start_tasks()
 
@@ -216,7 +267,7 @@ class RayRouter:
         if k >= 3:
             cfg = self.cfg
             delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
-            self.sim.later(delay, self._after_sleep, task)
+            self.sim.later(delay, self._call_later, (self._after_sleep, task))
         else:
             self._charge_and_choose(task)
 
@@ -227,7 +278,7 @@ class RayRouter:
     def _charge_and_choose(self, task: _Task) -> None:
         self.attempts += 1
         if self.router_cpu_s > 0.0:
-            self.process.run_gil(self.router_cpu_s, self._choose, task)
+            self._cpu(self.router_cpu_s, self._choose, task)
         else:
             self._choose(task)
 
@@ -299,7 +350,7 @@ class RayRouter:
             self.process.burn(self.probe_native_cpu_s * len(replicas))
         cost = self.probe_cpu_s * len(replicas)
         if cost > 0.0:
-            self.process.run_gil(cost, self._send_probes, probe)
+            self._cpu(cost, self._send_probes, probe)
         else:
             self._send_probes(probe)
 
@@ -332,21 +383,22 @@ class RayRouter:
         probe.answers.append((r, qlen))
         if len(probe.answers) == len(probe.replicas):
             probe.closed = True
-            self._probed(probe.task, probe.answers)
+            self._call_soon(self._probed, probe)
 
     def _probe_deadline(self, probe: "_Probe") -> None:
         if not probe.closed:
             probe.closed = True
             self.probe_timeouts += len(probe.replicas) - len(probe.answers)
-            self._probed(probe.task, probe.answers)
+            self._call_soon(self._probed, probe)
 
-    def _probed(self, task: _Task | None, answers: list) -> None:
+    def _probed(self, probe: _Probe) -> None:
+        task = probe.task
         if task is not None and not task.alive:
             return  # a cancelled task never records its probe results
         now = self.env.now
         best = None
         best_len = None
-        for r, qlen in answers:
+        for r, qlen in probe.answers:
             if r.state != "RUNNING":
                 continue
             self.cache[r.index] = (qlen, now)
@@ -377,24 +429,45 @@ class RayRouter:
         # for the garbage collector (a tenth of a large run's time).
         req.task = None
         if owner is not None and owner is not task and owner.alive:
-            self._exit(owner)  # _cancel_routing_task_for_pending_request
+            # _cancel_routing_task_for_pending_request: the owner never runs again, but it
+            # leaves the task set (and starts its replacement) only when its cancellation
+            # is delivered, after this step and before the send queued next.
+            owner.alive = False
+            self._call_soon(self._exit, owner)
+        self._call_soon(self._send, (req, replica))
+        self._soon(self._next_own if task.own.fulfilled else self._attempt, task)
+
+    def _send(self, pair) -> None:
+        """``assign_request`` resumes: ``try_send_request``, then ``on_send_request``."""
+        req, replica = pair
         entry = self.cache.get(replica.index)
         self.cache[replica.index] = ((entry[0] if entry else 0) + 1, self.env._now)
         self.sim.send(req, replica)
-        self._soon(self._next_own if task.own.fulfilled else self._attempt, task)
 
-    # -- answers from replicas -------------------------------------------------------------------
+    # -- answers from replicas (callbacks on the router's loop) ----------------------------------
     def on_accepted(self, req, replica, qlen: int) -> None:
+        self._call_soon(self._new_queue_len, (replica, qlen))
+
+    def _new_queue_len(self, pair) -> None:
+        replica, qlen = pair
         self.cache[replica.index] = (qlen, self.env._now)
 
     def on_rejected(self, req, replica, qlen: int) -> None:
-        self.cache[replica.index] = (qlen, self.env.now)
+        self._call_soon(self._rejected, (req, replica, qlen))
+
+    def _rejected(self, args) -> None:
+        req, replica, qlen = args
+        self.cache[replica.index] = (qlen, self.env._now)
         self._enqueue(req, retry=True)
 
     def on_response(self, req, replica) -> None:
+        self._call_soon(self._decrement, replica)
+
+    def _decrement(self, replica) -> None:
+        """``decrement_queue_len_cache``: max(0, n - 1)."""
         entry = self.cache.get(replica.index)
         if entry is not None:
-            self.cache[replica.index] = (entry[0] - 1 if entry[0] > 0 else 0, self.env._now)  # max(0, n - 1)
+            self.cache[replica.index] = (entry[0] - 1 if entry[0] > 0 else 0, self.env._now)
 
     def on_slot_freed(self, replica) -> None:
         """Ray's router is not told when a slot frees: it finds out by polling."""
@@ -457,6 +530,7 @@ class IdealRouter:
             return
         self._area()
         self.waiting.append(req)
+        self.sim.on_queued()
 
     def _send(self, req, replica) -> None:
         k = self.reserved[replica.index]

@@ -207,6 +207,9 @@ class Simulation:
 
     def _submit(self, req) -> None:
         self.router.submit(req)
+
+    def on_queued(self) -> None:
+        """The router has queued a new request for its first routing attempt."""
         if self.autoscaler is not None and not self.router.replicas:
             a = self.autoscaler
             if a.metrics.should_push_now(0, self.router.num_queued):

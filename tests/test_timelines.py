@@ -40,10 +40,13 @@ def test_sync_handlers_share_the_gil_pairwise():
     assert list(df["latency_s"]) == [1.0] * 8
 
 
-def test_ray_router_polls_until_a_new_arrival_finds_the_freed_slot():
-    """Ray's router, 2 one-slot replicas, 3 clients: request 2 waits from 0 s in back-off, and the
-    routing task of the request sent at 0.5 s finds the freed slot and gives it to request 2 (FIFO)."""
+def test_ray_router_polls_and_a_step_fills_one_replica_twice_from_the_stale_cache():
+    """Ray's router, 2 one-slot replicas, 3 clients: request 2 waits from 0 s in back-off. At 0.5 s
+    both slots free; the routing task of request 3 reads both as free in the cache and, the cache not
+    bumped until its step ends, gives replica 0 first to request 2 (FIFO) and then to request 3
+    itself; replica 0 rejects 3, whose retry takes replica 1, and request 4 polls until 1.0 s."""
     cfg = config(kind="gil", mean_s=0.5, replicas=2, max_ongoing=1, concurrent=3, requests=6, duration_s=None)
+    result = simulate(cfg)
     assert _timeline(cfg) == [
         (0, 0.0, 0.0, 0.5),
         (1, 0.0, 0.0, 0.5),
@@ -52,6 +55,8 @@ def test_ray_router_polls_until_a_new_arrival_finds_the_freed_slot():
         (4, 0.5, 1.0, 1.5),
         (5, 1.0, 1.0, 1.5),
     ]
+    assert result.requests.set_index("request_id").loc[[2, 3, 4], "replica"].tolist() == [0, 1, 1]
+    assert result.replicas["rejected"].sum() == 1
 
 
 def test_ray_router_backoff_schedule_when_nothing_else_arrives():

@@ -121,6 +121,8 @@ def grid_scenarios() -> list[SimConfig]:
         # sync handlers, and replica sizes from 0.5 to 2 logical CPUs, 8 replicas on 8.
         scenario(name="io50-1rep-m1-c1", work=io50, num_replicas=1, max_ongoing_requests=1, concurrent=1),
         scenario(name="io50-m1-c20", work=io50, num_replicas=2, max_ongoing_requests=1, concurrent=20),
+        # 4 clients per slot: steps that fill a replica from a stale cache, and rejections.
+        scenario(name="io50-m5-c40", work=io50, num_replicas=2, concurrent=40),
         scenario(name="io50-sync-m5-c8", work=io50, handler="sync", num_replicas=2, concurrent=8),
         scenario(name="io50-4rep-cpu05-L2", work=io50, num_replicas=4, num_cpus=0.5, max_ongoing_requests=1,
                  concurrent=8, cluster_cpus=2),
