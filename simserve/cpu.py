@@ -29,8 +29,8 @@ Left out: the switch interval's slicing beyond that first wait (sharing is smoot
 
 from __future__ import annotations
 
-import heapq
-import math
+from heapq import heappop, heappush
+from math import ulp
 
 import simpy
 
@@ -216,7 +216,7 @@ class Node:
             self._retune()
         runner.s0 = s
         self._seq += 1
-        heapq.heappush(jobs, (v0 + work_s, self._seq, callback, arg))
+        heappush(jobs, (v0 + work_s, self._seq, callback, arg))
         at = self._push(runner)
         # Adding work only slows others down, so a pending timer is early, never late:
         # it will find nothing due and look again. Only this runner's own finish can
@@ -230,7 +230,7 @@ class Node:
         runner.version += 1
         self._seq += 1
         at = runner.next_finish()
-        heapq.heappush(self._heap, (at, runner.version, self._seq, runner))
+        heappush(self._heap, (at, runner.version, self._seq, runner))
         return at
 
     def _schedule(self, when: float, now: float) -> None:
@@ -247,34 +247,36 @@ class Node:
         s = self.service
         # Due: within rounding of the service clock, or closer than the clock of
         # simulated time can resolve (else a residue of 1e-13 s would never be reached).
-        limit = s + _EPS * (1.0 + s) + 4.0 * self._speed_now * math.ulp(now)
+        limit = s + _EPS * (1.0 + s) + 4.0 * self._speed_now * ulp(now)
         heap = self._heap
-        heappop = heapq.heappop
-        finished = []
+        finished = []  # the jobs done, as their (tag, seq, callback, arg)
         idled = False
         while heap and heap[0][0] <= limit:
             _, version, _, runner = heappop(heap)
             if version != runner.version:
                 continue  # a stale entry: the runner's job count changed since
             jobs = runner.jobs
-            v = runner.clock(s)
-            # The heap said this runner's first job is due; others may finish with it.
-            _, _, cb, arg = heappop(jobs)
-            finished.append((cb, arg))
-            done_by = v + _EPS * (1.0 + abs(v))
-            while jobs and jobs[0][0] <= done_by:
-                _, _, cb, arg = heappop(jobs)
-                finished.append((cb, arg))
-            runner.v0, runner.s0 = v, s
-            if jobs:
-                self._push(runner)
+            if len(jobs) == 1:
+                # Its only job (the common case): no clock to carry over, since the next
+                # job to come resets it.
+                finished.append(jobs.pop())
             else:
-                runner.version += 1
-                runner.busy_s += now - runner.busy_since
-                runner.idle_since = now
-                self.threads -= runner.threads
-                self.active -= 1
-                idled = True
+                v = runner.clock(s)
+                # The heap said this runner's first job is due; others may finish with it.
+                finished.append(heappop(jobs))
+                done_by = v + _EPS * (1.0 + abs(v))
+                while jobs and jobs[0][0] <= done_by:
+                    finished.append(heappop(jobs))
+                runner.v0, runner.s0 = v, s
+                if jobs:
+                    self._push(runner)
+                    continue
+            runner.version += 1
+            runner.busy_s += now - runner.busy_since
+            runner.idle_since = now
+            self.threads -= runner.threads
+            self.active -= 1
+            idled = True
         if idled:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
@@ -284,8 +286,8 @@ class Node:
             heappop(heap)
         if heap and heap[0][0] < _INF:
             self._schedule(now + (heap[0][0] - s) / self._speed_now, now)
-        for cb, arg in finished:
-            cb(arg)
+        for _, _, callback, arg in finished:
+            callback(arg)
 
     def time_to_next_finish(self, runner: Runner) -> float:
         """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""
