@@ -148,6 +148,7 @@ class Node:
         # later(delay, fn, arg) (none on the nodes of a placement-only cluster, without env).
         self.later = later(env) if env is not None else None
         self._timer = 0  # the pending timer's number: an earlier one supersedes it
+        self._fire = self._on_timer  # bound once: a timer is set for most jobs
         self._timer_at = _INF  # when the pending timer fires
         # _speed() and min(threads, cores) for the current thread count: they change
         # only when a runner starts or stops, so _retune() looks them up then.
@@ -236,7 +237,7 @@ class Node:
     def _schedule(self, when: float, now: float) -> None:
         self._timer += 1  # any pending timer is superseded: it will do nothing
         self._timer_at = when
-        self.later(max(when - now, 0.0), self._on_timer, self._timer)
+        self.later(max(when - now, 0.0), self._fire, self._timer)
 
     def _on_timer(self, timer: int) -> None:
         if timer != self._timer:
