@@ -485,6 +485,7 @@ class IdealRouter:
         self.reserved: dict = {}  # replica index -> slots promised (sent, not finished)
         # free[k]: replicas with k reserved slots and room for more (dicts keep order).
         self.free: list = []
+        self._routable: set = set()  # indices of the replicas in the routing set
         self.queued_area = 0.0
         self._queued_last = 0.0
         self.probes = 0
@@ -493,6 +494,7 @@ class IdealRouter:
 
     def update_replicas(self, replicas: list) -> None:
         self.replicas = list(replicas)
+        self._routable = {r.index for r in replicas}
         limit = max((r.max_ongoing_requests for r in replicas), default=0)
         self.free = [dict() for _ in range(limit + 1)]
         for r in replicas:
@@ -551,11 +553,12 @@ class IdealRouter:
 
     def on_slot_freed(self, replica) -> None:
         k = self.reserved[replica.index]
+        self.reserved[replica.index] = k - 1
+        if replica.index not in self._routable:
+            return  # taken out of the routing set (stopping): it only finishes its requests
         if k < replica.max_ongoing_requests:
             del self.free[k][replica]
-        k -= 1
-        self.reserved[replica.index] = k
-        self.free[k][replica] = None
+        self.free[k - 1][replica] = None
         self._drain()
 
     def on_accepted(self, req, replica, qlen: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simserve import DeploymentConfig, Distribution, Overheads, SimConfig, WorkloadConfig, WorkModel, simulate
+from simserve import DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
 from simserve.autoscaling import AutoscalingConfig
 from simserve.load_shape import LoadShape
 
@@ -123,3 +123,19 @@ def test_timers_start_each_turn_their_interval_plus_their_lateness_after_the_las
     assert [t for t, _ in report.queued] == pytest.approx([0.0, 1.01, 2.02, 3.03])
     assert ticks[:4] == pytest.approx([0.0, 0.15, 0.30, 0.45])
     assert len(ticks) == 30  # turns at 0, 0.15, ..., 4.35
+
+
+def test_ideal_router_lets_a_replica_leaving_the_routing_set_finish_its_requests():
+    """With the ideal router, a replica stopped by a downscale while it still runs requests frees
+    its slots without error, and every request is answered (seeds that once raised KeyError)."""
+    a = AutoscalingConfig(min_replicas=0, max_replicas=3, downscale_delay_s=0.5, upscale_delay_s=0.5)
+    for seed in (1, 4, 5):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=None, autoscaling_config=a,
+                                        work=WorkModel.single("io", Distribution("exponential", 0.1))),
+            router=RouterConfig(policy="ideal"),
+            workload=WorkloadConfig(concurrent=3, duration_s=60),
+            seed=seed,
+        )
+        result = simulate(cfg)
+        assert result.summary["failed"] == 0 and result.summary["completed"] > 0
