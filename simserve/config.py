@@ -243,6 +243,8 @@ class Overheads:
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
     autoscaling tasks starts (the router's metrics sample and push, the controller's loop).
+    ``done_callback_lag_s`` is how long after its response the router learns that a
+    request's replica task has ended.
     ``cpu_speed`` scales every CPU cost: 0.5 means this host runs at half the speed the
     costs were measured at.
 
@@ -291,12 +293,16 @@ class Overheads:
     # idle core, must be woken first. A property of the host, not of Ray.
     idle_wake_s: float = 0.0
     idle_wake_after_s: float = 0.0
+    # How long after a response reaches the caller its router's done callbacks run (they
+    # wait for the end of the replica's task, not for the response): the queue-length
+    # cache's decrement and the autoscaling count of running requests come that late.
+    done_callback_lag_s: float = 0.0
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
         others = ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s", "idle_wake_s",
-                  "idle_wake_after_s")
+                  "idle_wake_after_s", "done_callback_lag_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)

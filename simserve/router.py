@@ -19,7 +19,10 @@
   before the next attempt. A freed slot wakes nobody: under saturation dispatch is
   polling.
 * The cache is bumped on send, overwritten by the replica's answer (accepted or
-  rejected, with its true queue length) and decremented when the response arrives.
+  rejected, with its true queue length) and decremented by the request's done callback,
+  which runs when the replica's task has ended (``done_callback_lag_s`` after the
+  response reaches the caller): a request routed in between finds the slot taken and
+  probes.
 * All of it runs on one asyncio loop, one callback at a time (``_run``): a routing
   task's step holds the loop until the task sleeps, probes or ends, and the requests
   it fulfils are sent (and the cache bumped) only after it. A step whose own request

@@ -8,7 +8,8 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
     --hop_s--> replica admits or rejects (the answer travels back one hop)
     replica: replica_cpu_s, the handler's segments, the response leaves,
              replica_post_cpu_s, then the slot is free
-    --hop_s--> router (cache decrement) [--http_hop_s--> client]
+    --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later the
+               router's done callbacks (cache decrement, autoscaling count)
 
 A hop to a process whose Python threads have had nothing to do for ``idle_wake_after_s``
 takes ``idle_wake_s`` longer: the thread, and on a virtual machine its core, must be woken.
@@ -142,6 +143,7 @@ class Simulation:
         self.http_hop_s = oh.http_hop_s if self.http else 0.0
         self.idle_wake_s = oh.idle_wake_s
         self.idle_wake_after_s = oh.idle_wake_after_s
+        self.done_callback_lag_s = oh.done_callback_lag_s
         self.client_cpu_s = oh.cpu("http_client_cpu_s" if self.http else "client_cpu_s")
         self.proxy_cpu_s = oh.cpu("proxy_cpu_s") if self.http else 0.0
         # C++ threads: the driver's (handle ingress) or the proxy's (HTTP), and Ray's daemons.
@@ -284,13 +286,21 @@ class Simulation:
         self._response_at_router(*pair)
 
     def _response_at_router(self, req, replica) -> None:
-        if self.autoscaler is not None:
-            self.sent[replica.index] -= 1
-        self.router.on_response(req, replica)
+        if self.done_callback_lag_s > 0.0:
+            self.later(self.done_callback_lag_s, self._done, (req, replica))
+        else:
+            self._done((req, replica))
         if self.http_hop_s > 0.0:
             self.later(self.http_hop_s + self.wake_s(self.client_process), self._at_client, req)
         else:
             self._at_client(req)
+
+    def _done(self, pair) -> None:
+        """The router's done callbacks for a finished request."""
+        req, replica = pair
+        if self.autoscaler is not None:
+            self.sent[replica.index] -= 1
+        self.router.on_response(req, replica)
 
     def _at_client(self, req) -> None:
         req.end_s = self.env._now

@@ -162,3 +162,17 @@ def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer(
 
     assert latencies(0.0) == pytest.approx([0.052, 0.054])
     assert latencies(0.002) == pytest.approx([0.056, 0.056])
+
+
+def test_a_done_callback_later_than_the_response_makes_the_next_request_probe():
+    """One one-slot replica, one client, 1 ms hops: with the done callback 1.5 ms after each response,
+    the next request (sent on that response) still finds the slot counted in the cache and probes,
+    so each dispatch waits a 2 ms probe round trip; with no lag only the first request probes."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, max_ongoing=1, concurrent=1, requests=4, duration_s=None)
+    runs = {lag: simulate(replace(cfg, overheads=Overheads(hop_s=0.001, hop_cv=0.0, done_callback_lag_s=lag)))
+            for lag in (0.0, 0.0015)}
+    late = runs[0.0015].requests[["dispatch_s", "end_s"]].round(9).values.tolist()
+    assert late == [[0.003, 0.104], [0.107, 0.208], [0.211, 0.312], [0.315, 0.416]]
+    assert runs[0.0015].summary["router"]["probes_per_request"] == 1.0
+    assert runs[0.0].requests["dispatch_s"].round(9).tolist() == [0.003, 0.105, 0.207, 0.309]
+    assert runs[0.0].summary["router"]["probes_per_request"] == 0.25

@@ -92,3 +92,13 @@ def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached(
     assert cost == pytest.approx(0.0018)
     assert after == 0.02
     assert idle_wake({"gaps_s": [0.0, 0.05], "median_s": [0.003, 0.0029]}) == (0.0, 0.0)
+
+
+def test_done_lags_pair_the_kth_done_callback_since_the_first_send_with_the_kth_answer():
+    """Requests sent back to back from 0.5 s: callbacks before that (the warm-up's) are ignored, and
+    each lag is measured from its request's answer (negative when the callback runs before it)."""
+    from validate.calibrate import done_lags
+
+    answered = [1.0, 2.0, 3.0]
+    done = [0.2, 1.0015, 1.9995, 3.001]
+    assert [round(x, 6) for x in done_lags(answered, done, since=0.5)] == [0.0015, -0.0005, 0.001]

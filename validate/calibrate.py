@@ -147,6 +147,11 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   (at least 1). Each take waits about one switch interval behind the spinning thread.
   ``replica_probe_gil_acquisitions`` -- the same for a queue-length probe, forced on
   the router's loop (``_probe_queue_lens`` with a 1 s deadline) to the same replicas.
+* ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
+  from the client's answer to the router's done callback for that request
+  (``decrement_queue_len_cache``, timed by ``harness.RouterCounters``): Ray runs it when
+  the replica's task ends, which reaches the caller after the response; a request
+  routed in between still sees the replica's slot as taken.
 
 A negative difference is clamped to 0 and flagged in ``raw.warnings``.
 """
@@ -174,6 +179,7 @@ import numpy as np
 from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
 from validate.harness import (
     RealCluster,
+    RouterCounters,
     controller_log_lines,
     log_time,
     probe_ns_per_loop,
@@ -293,6 +299,15 @@ def _background_by_label(d: dict) -> dict:
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+def done_lags(answered: list[float], done, since: float) -> list[float]:
+    """Sequential requests, the first sent at ``since`` and answered at ``answered``: how
+    much later than its answer each one's done callback ran (negative: before it). Each
+    request has one callback, and they run in order: the k-th in ``done`` after ``since``
+    is request k's."""
+    after = sorted(d for d in done if d > since)
+    return [d - a for d, a in zip(after, answered)]
+
+
 def _stats(lat: list[float]) -> dict:
     a = np.asarray(lat)
     return {"n": int(a.size), "mean_s": float(a.mean()), "median_s": float(np.median(a)),
@@ -343,19 +358,21 @@ async def _handle_phase(handle, n: int, pc: ProcessCPU, counter: ProbeCounter) -
     rpid = (await handle.cpu_times.remote())["pid"]
     idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
     s0, r0, p0 = pc.snapshot(), clock() if clock else 0.0, counter.n
-    lat = []
+    lat, answered = [], []
     w0 = time.perf_counter()
     for _ in range(n):
         s = time.perf_counter()
         await handle.remote()
-        lat.append(time.perf_counter() - s)
+        answered.append(time.perf_counter())
+        lat.append(answered[-1] - s)
     load_wall = time.perf_counter() - w0
+    await asyncio.sleep(0.1)  # the last request's done callback
     r1, s1, p1 = clock() if clock else 0.0, pc.snapshot(), counter.n
     load = ProcessCPU.diff(s0, s1)
     return {"n": n, "idle_wall_s": idle_wall, "load_wall_s": load_wall, "latency": _stats(lat),
             "latencies_s": [round(x, 7) for x in lat],
             "router_thread_found": clock is not None, "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
-            "probes": p1 - p0, "replica_pid": rpid,
+            "probes": p1 - p0, "replica_pid": rpid, "done_callback_lag": _stats(done_lags(answered, RouterCounters.done_times, w0)),
             "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
             "idle_replica": idle.get(rpid), "load_replica": load.get(rpid),
             "idle_background_by_process": _background_by_label(idle),
@@ -715,12 +732,16 @@ def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
     return (load_cpu - idle_cpu / idle_wall * load_wall) / n
 
 
+def clamp(name: str, v: float, warnings: list) -> float:
+    if v < 0:
+        warnings.append(f"{name} came out negative ({v:.6g}); clamped to 0")
+        return 0.0
+    return v
+
+
 def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -> dict:
-    def clamp(name, v):
-        if v < 0:
-            warnings.append(f"{name} came out negative ({v:.6g}); clamped to 0")
-            return 0.0
-        return v
+    def nonneg(name, v):
+        return clamp(name, v, warnings)
 
     def per(ph, role, kind="cpu_s"):
         ld, il = ph["load_by_role"].get(role), ph["idle_by_role"].get(role)
@@ -734,12 +755,12 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
 
     v: dict = {}
     # Probes, forced on the router's loop.
-    v["probe_cpu_s"] = clamp("probe_cpu_s", _per_request(pr["router_load_cpu_s"], pr["load_wall_s"],
+    v["probe_cpu_s"] = nonneg("probe_cpu_s", _per_request(pr["router_load_cpu_s"], pr["load_wall_s"],
                                                          pr["router_idle_cpu_s"], pr["idle_wall_s"], pr["n"]))
-    v["replica_probe_cpu_s"] = clamp("replica_probe_cpu_s", per_rep(pr, "python_s"))
+    v["replica_probe_cpu_s"] = nonneg("replica_probe_cpu_s", per_rep(pr, "python_s"))
     v["probe_driver_python_all_threads_cpu_s"] = per(pr, "driver", "python_s")
-    v["probe_native_cpu_s"] = clamp("probe_native_cpu_s", per(pr, "driver", "native_s"))
-    v["replica_probe_native_cpu_s"] = clamp("replica_probe_native_cpu_s", per_rep(pr, "native_s"))
+    v["probe_native_cpu_s"] = nonneg("probe_native_cpu_s", per(pr, "driver", "native_s"))
+    v["replica_probe_native_cpu_s"] = nonneg("replica_probe_native_cpu_s", per_rep(pr, "native_s"))
     v["probe_background_cpu_s"] = per(pr, "background")
     v["probe_rtt_median_s"] = pr["latency"]["median_s"]
     # Handle c=1.
@@ -748,15 +769,15 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     router_all = _per_request(h["router_load_cpu_s"], h["load_wall_s"], h["router_idle_cpu_s"], h["idle_wall_s"],
                               h["n"])
     v["router_thread_cpu_s_per_request"] = router_all
-    v["router_cpu_s"] = clamp("router_cpu_s", router_all - probes_per_req * v["probe_cpu_s"])
+    v["router_cpu_s"] = nonneg("router_cpu_s", router_all - probes_per_req * v["probe_cpu_s"])
     driver_py = per(h, "driver", "python_s")
     v["driver_python_cpu_s_per_request"] = driver_py
-    v["client_cpu_s"] = clamp("client_cpu_s", driver_py - router_all)
-    v["client_native_cpu_s"] = clamp("client_native_cpu_s", per(h, "driver", "native_s"))
+    v["client_cpu_s"] = nonneg("client_cpu_s", driver_py - router_all)
+    v["client_native_cpu_s"] = nonneg("client_native_cpu_s", per(h, "driver", "native_s"))
     rep_py = per_rep(h, "python_s")
     v["replica_python_cpu_s_per_request"] = rep_py
-    v["replica_cpu_s"] = clamp("replica_cpu_s", rep_py - probes_per_req * v["replica_probe_cpu_s"])
-    v["replica_native_cpu_s"] = clamp("replica_native_cpu_s", per_rep(h, "native_s"))
+    v["replica_cpu_s"] = nonneg("replica_cpu_s", rep_py - probes_per_req * v["replica_probe_cpu_s"])
+    v["replica_native_cpu_s"] = nonneg("replica_native_cpu_s", per_rep(h, "native_s"))
     # Background idle rate: the idle phase and the handle phase's own idle window together
     # (11 s: the background's CPU comes in 10 ms ticks from periodic loops, so a longer
     # reference is less noisy than the 3 s window alone).
@@ -765,19 +786,19 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     v["ray_background_cores"] = bg_idle / idle["wall_s"]
     bg_rate = (bg_idle + bg_idle_h) / (idle["wall_s"] + h["idle_wall_s"])
     bg_load = h["load_by_role"].get("background", {"cpu_s": 0.0})["cpu_s"]
-    v["ray_background_cpu_per_request_s"] = clamp("ray_background_cpu_per_request_s",
+    v["ray_background_cpu_per_request_s"] = nonneg("ray_background_cpu_per_request_s",
                                                   (bg_load - bg_rate * h["load_wall_s"]) / h["n"])
     v["ray_background_cpu_per_request_s_3s_idle_only"] = per(h, "background")
     v["request_path_idle_cores"] = {r: x["cpu_s"] / idle["wall_s"] for r, x in idle["by_role"].items()
                                     if r != "background" and not r.startswith("_")}
     path_cpu = v["client_cpu_s"] + v["router_cpu_s"] + v["replica_cpu_s"]
-    v["hop_s"] = clamp("hop_s", (h["latency"]["median_s"] - path_cpu) / 2)
+    v["hop_s"] = nonneg("hop_s", (h["latency"]["median_s"] - path_cpu) / 2)
     s = np.asarray(h["latencies_s"]) - path_cpu
     v["hop_cv_untrimmed"] = float(math.sqrt(2) * s.std() / s.mean())
     st = np.sort(s)[: int(math.floor(0.99 * s.size))]
     v["hop_cv"] = float(math.sqrt(2) * st.std() / st.mean())
     # HTTP c=1.
-    v["http_client_cpu_s"] = clamp("http_client_cpu_s", per(web, "driver"))
+    v["http_client_cpu_s"] = nonneg("http_client_cpu_s", per(web, "driver"))
     v["http_client_python_cpu_s"] = per(web, "driver", "python_s")
     v["http_client_native_cpu_s"] = per(web, "driver", "native_s")
     v["proxy_probes_assumed"] = probes_per_req
@@ -786,12 +807,12 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     if web["load_by_role"].get("proxy") is None:
         warnings.append("ProxyActor process not found; proxy_cpu_s is 0 (unmeasured)")
         proxy_py = 0.0
-    v["proxy_cpu_s"] = clamp("proxy_cpu_s", proxy_py - v["router_cpu_s"] - probes_per_req * v["probe_cpu_s"])
-    v["proxy_native_cpu_s"] = clamp("proxy_native_cpu_s", per(web, "proxy", "native_s"))
+    v["proxy_cpu_s"] = nonneg("proxy_cpu_s", proxy_py - v["router_cpu_s"] - probes_per_req * v["probe_cpu_s"])
+    v["proxy_native_cpu_s"] = nonneg("proxy_native_cpu_s", per(web, "proxy", "native_s"))
     v["replica_python_cpu_s_per_http_request"] = per(web, "replica", "python_s")
     v["replica_native_cpu_s_per_http_request"] = per(web, "replica", "native_s")
     v["background_cpu_s_per_http_request"] = per(web, "background")
-    v["http_hop_s"] = clamp("http_hop_s", (web["latency"]["median_s"] - v["http_client_cpu_s"] - v["proxy_cpu_s"]
+    v["http_hop_s"] = nonneg("http_hop_s", (web["latency"]["median_s"] - v["http_client_cpu_s"] - v["proxy_cpu_s"]
                                            - v["router_cpu_s"] - 2 * v["hop_s"] - v["replica_cpu_s"]) / 2)
     # Start-up.
     ups = up["logged_add_to_running_s"]
@@ -916,6 +937,7 @@ def main(argv=None) -> int:
         vals[f"metrics_{task}_late_s"] = clamp_late(st["mean_s"], warnings)
         vals[f"metrics_{task}_late_cv"] = st["std_s"] / st["mean_s"] if st["mean_s"] > 0 else 0.0
     vals["idle_wake_s"], vals["idle_wake_after_s"] = idle_wake(wake_raw)
+    vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).

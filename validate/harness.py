@@ -46,6 +46,7 @@ generation, the longest pause, the fraction of the time paused).
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import gc
 import json
@@ -712,13 +713,16 @@ def ray_autoscaling_config(a) -> dict:
 class RouterCounters:
     """Counts what the driver's own Ray router does: routing attempts (candidate sets
     tried, ``_select_from_candidate_replicas``), queue-length probes sent and probes
-    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``).
+    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``);
+    and keeps the ``perf_counter`` times of its last done callbacks
+    (``decrement_queue_len_cache``, run when a request's replica task ends).
 
     A diagnosis of the handle path only: the router of an HTTP request lives in the
     proxy actor, which this process cannot instrument. Installed once, by wrapping the
     2.60 ``RequestRouter`` methods in this process before any handle routes."""
 
     attempts = probes = probe_failures = 0
+    done_times: collections.deque = collections.deque(maxlen=100_000)
     _installed = False
 
     @classmethod
@@ -739,8 +743,15 @@ class RouterCounters:
             cls.probe_failures += sum(1 for _, q in result if q is None)
             return result
 
+        decrement = RequestRouter.decrement_queue_len_cache
+
+        def timed_decrement(self, replica_id):
+            cls.done_times.append(time.perf_counter())
+            return decrement(self, replica_id)
+
         RequestRouter._select_from_candidate_replicas = counted_select
         RequestRouter._probe_queue_lens = counted_probe
+        RequestRouter.decrement_queue_len_cache = timed_decrement
         cls._installed = True
 
     @classmethod

@@ -36,7 +36,7 @@ OVERHEAD_FIELDS = (
     "replica_startup_s",
     "contended_core_speed", "gil_switch_interval_s", "replica_gil_acquisitions", "replica_probe_gil_acquisitions",
     "metrics_record_late_s", "metrics_record_late_cv", "metrics_push_late_s", "metrics_push_late_cv",
-    "control_loop_late_s", "idle_wake_s", "idle_wake_after_s",
+    "control_loop_late_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
 )
 
 

@@ -1,0 +1,128 @@
+"""Trace the driver's Ray router through one grid scenario (a diagnosis, not a validation).
+
+    python -m validate.trace_router NAME [--out FILE]
+
+Runs the grid scenario NAME (``scenario.grid_scenarios``, through a handle) on real Ray and,
+every 0.25 s, writes a line with the state of the driver's ``RequestRouter``: its routing
+tasks, the lengths of its two pending-request deques, its cached queue length per replica,
+and what it did since the last line: requests sent (``on_send_request``), rejected ones
+retried (``_choose_replica_for_request(is_retry=True)``), probe rounds, done callbacks
+(``decrement_queue_len_cache``) and back-off sleeps by their attempt index (6 and up
+together: the 0.5 s cap). The totals follow. This is how the router's collapse under heavy
+queueing was found (``simserve/router.py``, validate/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import gc
+import sys
+import threading
+import time
+
+from validate.harness import RealCluster
+from validate.scenario import grid_scenarios
+
+INTERVAL_S = 0.25
+
+
+class Calls:
+    """The router's calls since the last line (methods of Ray's ``RequestRouter`` wrapped
+    in this process, as ``harness.RouterCounters`` does)."""
+
+    counts: collections.Counter = collections.Counter()
+
+    @classmethod
+    def install(cls) -> None:
+        from ray.serve._private.request_router.request_router import RequestRouter
+
+        send, choose = RequestRouter.on_send_request, RequestRouter._choose_replica_for_request
+        probe, backoff = RequestRouter._probe_queue_lens, RequestRouter._backoff
+        done = RequestRouter.decrement_queue_len_cache
+
+        def on_send_request(self, replica_id):
+            cls.counts["send"] += 1
+            return send(self, replica_id)
+
+        async def choose_replica(self, pending_request, *, is_retry=False):
+            cls.counts["retry"] += is_retry
+            return await choose(self, pending_request, is_retry=is_retry)
+
+        async def probe_queue_lens(self, replicas, backoff_index):
+            cls.counts["probe_rounds"] += 1
+            return await probe(self, replicas, backoff_index)
+
+        async def sleep_backoff(self, attempt):
+            cls.counts[f"backoff{min(attempt, 6)}"] += 1
+            return await backoff(self, attempt)
+
+        def decrement(self, replica_id):
+            cls.counts["done"] += 1
+            return done(self, replica_id)
+
+        RequestRouter.on_send_request = on_send_request
+        RequestRouter._choose_replica_for_request = choose_replica
+        RequestRouter._probe_queue_lens = probe_queue_lens
+        RequestRouter._backoff = sleep_backoff
+        RequestRouter.decrement_queue_len_cache = decrement
+
+
+async def _sample(lines: list, total: collections.Counter, t0: list, stop: threading.Event) -> None:
+    from ray.serve._private.request_router.pow_2_router import PowerOfTwoChoicesRequestRouter
+
+    router = None
+    while not stop.is_set():
+        if router is None:
+            router = next((o for o in gc.get_objects() if isinstance(o, PowerOfTwoChoicesRequestRouter)), None)
+        if router is not None and t0:
+            cache = router._replica_queue_len_cache
+            lens = "".join(str(cache.get(r)) for r in sorted(router._replicas, key=str))
+            counts, Calls.counts = Calls.counts, collections.Counter()
+            total.update(counts)
+            lines.append(f"{time.perf_counter() - t0[0]:6.2f} s  tasks {len(router._routing_tasks)}  "
+                         f"to_fulfill {len(router._pending_requests_to_fulfill):4d}  "
+                         f"to_route {len(router._pending_requests_to_route):4d}  cache {lens}  "
+                         + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        await asyncio.sleep(INTERVAL_S)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m validate.trace_router", description=__doc__.split("\n\n")[0])
+    ap.add_argument("name", help="a grid scenario's name")
+    ap.add_argument("--out", default=None, help="write the lines here too")
+    args = ap.parse_args(argv)
+    cfg = next((s for s in grid_scenarios() if s.deployment.name == args.name), None)
+    if cfg is None or cfg.overheads.ingress != "handle":
+        print(f"name: {args.name!r} is not a grid scenario through a handle", file=sys.stderr)
+        return 2
+    lines: list[str] = []
+    total: collections.Counter = collections.Counter()
+    stop = threading.Event()
+    with RealCluster(cfg.cluster.num_cpus) as cl:
+        Calls.install()
+        drive, t0 = cl._drive, []
+
+        async def traced_drive(c, handle, app_name, on_start=None):
+            from ray.serve._private.router import SingletonThreadRouter
+
+            loop = SingletonThreadRouter._get_singleton_asyncio_loop("trace")
+            asyncio.run_coroutine_threadsafe(_sample(lines, total, t0, stop), loop)
+            return await drive(c, handle, app_name, on_start=t0.append)
+
+        cl._drive = traced_drive
+        summary = cl.run(cfg)
+        stop.set()
+        time.sleep(2 * INTERVAL_S)
+    lines.append(f"totals: {dict(sorted(total.items()))}; completed {summary['completed_total']}, "
+                 f"{summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms")
+    print("\n".join(lines))
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
