@@ -13,8 +13,8 @@ file committed for the project's machine kind (``default_path``); the library's
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
-from importlib import resources
 
 from simserve.config import ConfigError, Overheads
 
@@ -26,12 +26,19 @@ DEFAULT_FILE = "ray-2.60.0-project-machine.json"
 
 
 def default_path() -> str | None:
-    """The committed calibration file, if this installation has it."""
+    """The committed calibration file, if this installation has it. Looked up on the
+    package's search path rather than through ``importlib.resources``: an editable install
+    run from outside the repository makes ``validate`` a namespace package there, which
+    ``resources.files`` cannot read."""
     try:
-        path = resources.files("validate") / "calibration" / DEFAULT_FILE
+        import validate
     except ModuleNotFoundError:
         return None
-    return str(path) if path.is_file() else None
+    for root in validate.__path__:
+        path = os.path.join(root, "calibration", DEFAULT_FILE)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def costs(doc: dict, ingress: str = "handle") -> dict:

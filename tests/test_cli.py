@@ -40,6 +40,14 @@ def test_default_costs_come_from_the_calibration_and_no_overheads_zeroes_them():
     assert all(v == 0 for k, v in free.items() if k.endswith("_s") or k.endswith("_cores"))
 
 
+def test_the_committed_calibration_is_found_from_any_working_directory(tmp_path):
+    """Run from outside the repository (where an editable install makes `validate` a namespace
+    package), the command line still prices Ray's machinery with the committed calibration."""
+    p = run("--duration-s", "3", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["config"]["overheads"]["replica_cpu_s"] > 0
+
+
 def test_csv_writes_the_request_table(tmp_path):
     """`--csv` writes one row per request with unit-suffixed columns."""
     out = tmp_path / "r.csv"
