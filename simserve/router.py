@@ -23,7 +23,7 @@
   which runs when the replica's task has ended (``done_callback_lag_s`` after the
   response reaches the caller): a request routed in between finds the slot taken and
   probes.
-* All of it runs on one asyncio loop, one callback at a time (``_run``): a routing
+* All of it runs on one asyncio loop, one callback at a time (``_drain``): a routing
   task's step holds the loop until the task sleeps, probes or ends, and the requests
   it fulfils are sent (and the cache bumped) only after it. A step whose own request
   is served first goes on to the next, still reading the old cache, so with free
@@ -125,21 +125,26 @@ class RayRouter:
     # -- the router's event loop ---------------------------------------------------------
     def _call_soon(self, fn, arg) -> None:
         """asyncio's ``call_soon`` on the router's loop: ``fn(arg)`` runs after the step
-        under way and after every callback queued before it."""
-        self._queued.append((fn, arg))
-        if not self._running:
-            self._run()
+        under way and after every callback queued before it (at once on an idle loop,
+        whose queue is then empty)."""
+        if self._running or self._busy:
+            self._queued.append((fn, arg))
+            return
+        self._running = True
+        try:
+            fn(arg)
+            self._drain()
+        finally:
+            self._running = False
 
     def _call_later(self, pair) -> None:
         self._call_soon(*pair)
 
     def _soon(self, step, task: _Task) -> None:
-        """The step under way goes on with ``step(task)`` once the current call returns:
-        a loop, not a recursion (with zero costs one routing task can route thousands of
-        queued requests in one step)."""
+        """The step under way goes on with ``step(task)`` once the current call returns
+        (always inside ``_drain``): a loop, not a recursion (with zero costs one routing
+        task can route thousands of queued requests in one step)."""
         self._step.append((step, task))
-        if not self._running:
-            self._run()
 
     def _cpu(self, cost_s: float, step, task) -> None:
         """The step under way spends ``cost_s`` of GIL work, then goes on: meanwhile the
@@ -150,28 +155,28 @@ class RayRouter:
     def _cpu_done(self, pair) -> None:
         self._busy = False
         self._step.append(pair)
-        if not self._running:
-            self._run()
+        self._running = True
+        try:
+            self._drain()
+        finally:
+            self._running = False
 
-    def _run(self) -> None:
+    def _drain(self) -> None:
         """One thread runs the loop, one callback at a time, and a routing task's step
         holds it until the task suspends (a back-off sleep, a probe, no replicas, its
         end). So a request a step fulfils is sent, and the cache bumped, only after the
         step (``future.set_result`` queues the awaiting ``assign_request``): until then
         the step's own selections see the old queue lengths and can pick a replica again
         that it has just filled, which the replica then rejects."""
-        self._running = True
-        try:
-            while True:
-                if self._step:
-                    fn, arg = self._step.popleft()
-                elif self._busy or not self._queued:
-                    return
-                else:
-                    fn, arg = self._queued.popleft()
-                fn(arg)
-        finally:
-            self._running = False
+        step, queued = self._step, self._queued
+        while True:
+            if step:
+                fn, arg = step.popleft()
+            elif self._busy or not queued:
+                return
+            else:
+                fn, arg = queued.popleft()
+            fn(arg)
 
     # -- the replica set -------------------------------------------------------------
     def update_replicas(self, replicas: list) -> None:
@@ -202,7 +207,10 @@ class RayRouter:
         # assign_request runs on the router's loop, handed over by run_coroutine_threadsafe
         # from the caller's thread: in a later turn of the loop, after the caller's own work
         # (so also after the bookkeeping of a replica whose response set off this request).
-        self.sim.later(0.0, self._call_later, (self._submit, req))
+        self.sim.later(0.0, self._submit_soon, req)
+
+    def _submit_soon(self, req) -> None:
+        self._call_soon(self._submit, req)
 
     def _submit(self, req) -> None:
         if self.max_queued_requests != -1 and self.num_queued >= self.max_queued_requests:
@@ -448,8 +456,12 @@ class RayRouter:
         self.sim.send(req, replica)
 
     # -- answers from replicas (callbacks on the router's loop) ----------------------------------
+    # A cache update queues nothing after it: on an idle loop it runs as a plain call.
     def on_accepted(self, req, replica, qlen: int) -> None:
-        self._call_soon(self._new_queue_len, (replica, qlen))
+        if self._running or self._busy:
+            self._queued.append((self._new_queue_len, (replica, qlen)))
+        else:
+            self.cache[replica.index] = (qlen, self.env._now)
 
     def _new_queue_len(self, pair) -> None:
         replica, qlen = pair
@@ -464,7 +476,10 @@ class RayRouter:
         self._enqueue(req, retry=True)
 
     def on_response(self, req, replica) -> None:
-        self._call_soon(self._decrement, replica)
+        if self._running or self._busy:
+            self._queued.append((self._decrement, replica))
+        else:
+            self._decrement(replica)
 
     def _decrement(self, replica) -> None:
         """``decrement_queue_len_cache``: max(0, n - 1)."""
