@@ -29,7 +29,6 @@ class Request:
         "segment",
         "fulfilled",
         "task",
-        "accepted_at_router_s",
     )
 
     def __init__(self, rid: int, client: int, created_s: float, demand: list):
@@ -47,4 +46,3 @@ class Request:
         self.segment = 0
         self.fulfilled = False  # the router has picked a replica for it
         self.task = None  # the routing task that owns it
-        self.accepted_at_router_s = 0.0  # when the replica's answer reaches the router

@@ -368,7 +368,7 @@ class RayRouter:
     def _send_probes(self, probe: "_Probe") -> None:
         for r in probe.replicas:
             if self.hop_s > 0.0:
-                self.sim.later(self.sim.hop() + self.sim.wake_s(r.process), self._probe_arrives, (probe, r))
+                self.sim.later(self.sim.to_replica_s(r), self._probe_arrives, (probe, r))
             else:
                 self._probe_arrives((probe, r))
         # asyncio.wait(timeout=deadline) starts once the RPCs are sent; a probe answered
@@ -383,7 +383,7 @@ class RayRouter:
         probe, r = pair
         answer = (probe, r, r.ongoing)
         if self.hop_s > 0.0:
-            self.sim.later(self.sim.hop() + self.sim.wake_s(self.process), self._probe_back, answer)
+            self.sim.later(self.sim.from_replica_s(r), self._probe_back, answer)
         else:
             self._probe_back(answer)
 

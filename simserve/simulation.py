@@ -13,6 +13,8 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
 
 A hop to a process whose Python threads have had nothing to do for ``idle_wake_after_s``
 takes ``idle_wake_s`` longer: the thread, and on a virtual machine its core, must be woken.
+Messages between the router and one replica keep their order each way, however the hops'
+jitter falls (one connection carries them).
 
 Beside the path, without holding it up: each process's C++ threads (``*_native_cpu_s``)
 and Ray's daemons (``ray_background_*``) burn cores.
@@ -180,6 +182,9 @@ class Simulation:
         self.source = make_source(self, config.workload, rngs["arrivals"])
         self.recorder = Recorder(config.workload.warmup_s, config.keep_requests)
         self.in_flight: dict[int, Request] = {}
+        # Per replica, when the last message on each connection arrives (see _in_order).
+        self._to_replica: dict[int, float] = {}
+        self._from_replica: dict[int, float] = {}
         self._next_id = 0
         self.answered = 0
         self._stop_after = None  # set by run()
@@ -239,10 +244,29 @@ class Simulation:
         else:
             self._submit(req)
 
+    def to_replica_s(self, replica) -> float:
+        """How long a message from the router to ``replica`` takes: a hop, plus the
+        replica's wake-up if it idled, but never arriving before one sent earlier (calls
+        and probes from one caller to one actor share a connection, which keeps order)."""
+        return self._in_order(self._to_replica, replica.index, self.hop() + self.wake_s(replica.process))
+
+    def from_replica_s(self, replica) -> float:
+        """The same, back from ``replica`` to the router: answers, probe replies and
+        responses keep their order too (an acceptance before its response, always)."""
+        return self._in_order(self._from_replica, replica.index, self.hop() + self.wake_s(self.proxy_process))
+
+    def _in_order(self, channel: dict, key: int, delay_s: float) -> float:
+        now = self.env._now
+        last = channel.get(key, 0.0)
+        if now + delay_s < last:
+            delay_s = last - now
+        channel[key] = now + delay_s
+        return delay_s
+
     def send(self, req, replica) -> None:
         """The router's actor call; the replica answers accepted or rejected."""
         if self.hop_s > 0.0:
-            self.later(self.hop() + self.wake_s(replica.process), self._arrive, (req, replica))
+            self.later(self.to_replica_s(replica), self._arrive, (req, replica))
         else:
             self._deliver(req, replica)
 
@@ -253,14 +277,9 @@ class Simulation:
         accepted = replica.admit(req)
         qlen = replica.ongoing
         answer = self._accepted if accepted else self.router.on_rejected
-        # The acceptance is the first item on the request's stream: the response can
-        # never reach the router before it.
         if self.hop_s > 0.0:
-            delay = self.hop() + self.wake_s(self.proxy_process)
-            req.accepted_at_router_s = self.env._now + delay
-            self.later(delay, self._answer, (answer, req, replica, qlen))
+            self.later(self.from_replica_s(replica), self._answer, (answer, req, replica, qlen))
         else:
-            req.accepted_at_router_s = self.env._now
             answer(req, replica, qlen)
         if accepted:
             replica.begin(req)
@@ -277,8 +296,7 @@ class Simulation:
 
     def on_response_sent(self, replica, req) -> None:
         if self.hop_s > 0.0:
-            delay = max(self.hop() + self.wake_s(self.proxy_process), req.accepted_at_router_s - self.env.now)
-            self.later(delay, self._at_router, (req, replica))
+            self.later(self.from_replica_s(replica), self._at_router, (req, replica))
         else:
             self._response_at_router(req, replica)
 

@@ -81,3 +81,35 @@ def test_invariants(cfg):
         if cpu_per_req > 0 and all(seg.duration.kind == "deterministic" for seg in d.work.segments):
             cores = cfg.cluster.physical_cores * cfg.cluster.nodes
             assert in_window <= cores * s["window_s"] / cpu_per_req + slots
+
+
+def test_messages_between_the_router_and_a_replica_arrive_in_the_order_they_were_sent():
+    """With very uneven hops (cv 3), calls and answers on one router-replica connection never
+    overtake each other: each replica sees its requests in the order the router sent them."""
+    from dataclasses import replace
+
+    from simserve import ClusterConfig, DeploymentConfig, Distribution, Overheads, SimConfig, WorkloadConfig, WorkModel
+    from simserve.simulation import Simulation
+
+    cfg = SimConfig(
+        DeploymentConfig(num_replicas=2, max_ongoing_requests=1, work=WorkModel.single("io", Distribution("exponential", 0.02))),
+        ClusterConfig(num_cpus=2, physical_cores=2),
+        overheads=Overheads(hop_s=0.002, hop_cv=3.0),
+        workload=WorkloadConfig(concurrent=6, duration_s=5, warmup_s=0),
+        seed=3,
+    )
+    sent, arrived = {}, {}
+
+    class Traced(Simulation):
+        def send(self, req, replica):
+            sent.setdefault(replica.index, []).append(req.id)
+            super().send(req, replica)
+
+        def _deliver(self, req, replica):
+            arrived.setdefault(replica.index, []).append(req.id)
+            super()._deliver(req, replica)
+
+    Traced(replace(cfg, keep_requests=True)).run()
+    assert sum(map(len, sent.values())) > 200
+    for index, ids in sent.items():
+        assert arrived[index] == ids[: len(arrived[index])]
