@@ -366,13 +366,14 @@ async def _handle_phase(handle, n: int, pc: ProcessCPU, counter: ProbeCounter) -
         answered.append(time.perf_counter())
         lat.append(answered[-1] - s)
     load_wall = time.perf_counter() - w0
-    await asyncio.sleep(0.1)  # the last request's done callback
     r1, s1, p1 = clock() if clock else 0.0, pc.snapshot(), counter.n
     load = ProcessCPU.diff(s0, s1)
+    await asyncio.sleep(0.1)  # the last request's done callback
+    done_lag = _stats(done_lags(answered, RouterCounters.done_times, w0))
     return {"n": n, "idle_wall_s": idle_wall, "load_wall_s": load_wall, "latency": _stats(lat),
             "latencies_s": [round(x, 7) for x in lat],
             "router_thread_found": clock is not None, "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
-            "probes": p1 - p0, "replica_pid": rpid, "done_callback_lag": _stats(done_lags(answered, RouterCounters.done_times, w0)),
+            "probes": p1 - p0, "replica_pid": rpid, "done_callback_lag": done_lag,
             "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
             "idle_replica": idle.get(rpid), "load_replica": load.get(rpid),
             "idle_background_by_process": _background_by_label(idle),
