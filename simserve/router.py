@@ -148,7 +148,8 @@ class RayRouter:
 
     def _cpu(self, cost_s: float, step, task) -> None:
         """The step under way spends ``cost_s`` of GIL work, then goes on: meanwhile the
-        loop runs nothing else."""
+        loop runs nothing else. A step spends its CPU one piece at a time."""
+        assert not self._busy, "a second CPU piece while the loop is busy"
         self._busy = True
         self.process.run_gil(cost_s, self._cpu_done, (step, task))
 
@@ -337,12 +338,17 @@ class RayRouter:
         backoff_index = task.yields - 1
         if best is not None:
             if to_probe:
-                self._probe(to_probe, None, backoff_index)  # background refresh of the cache
+                # A background refresh of the cache: Ray starts it as a task of its own
+                # (create_task), which runs, and spends its CPU, after this step.
+                self._call_soon(self._background_probe, (to_probe, backoff_index))
             self._fulfill(task, best)
         else:
             self._probe(to_probe, task, backoff_index)
 
     # -- probes -------------------------------------------------------------------------------
+    def _background_probe(self, args) -> None:
+        self._probe(args[0], None, args[1])
+
     def _probe(self, replicas: list, task: _Task | None, backoff_index: int) -> None:
         """``get_num_ongoing_requests`` RPCs to ``replicas``, awaited together: each costs
         the router ``probe_cpu_s`` to send, a hop, the replica's CPU to answer, a hop back.
