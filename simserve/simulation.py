@@ -210,10 +210,7 @@ class Simulation:
         elif self.http:
             self._to_ingress(req)
         else:
-            self._submit(req)
-
-    def _submit(self, req) -> None:
-        self.router.submit(req)
+            self.router.submit(req)
 
     def on_queued(self) -> None:
         """The router has queued a new request for its first routing attempt."""
@@ -224,7 +221,7 @@ class Simulation:
 
     def _to_ingress(self, req) -> None:
         if not self.http:
-            self._submit(req)
+            self.router.submit(req)
         elif self.http_hop_s > 0.0:
             self.later(self.http_hop_s + self.wake_s(self.proxy_process), self._at_proxy, req)
         else:
@@ -240,9 +237,9 @@ class Simulation:
 
     def _at_proxy(self, req) -> None:
         if self.proxy_cpu_s > 0.0:
-            self.proxy_process.run_gil(self.proxy_cpu_s, self._submit, req)
+            self.proxy_process.run_gil(self.proxy_cpu_s, self.router.submit, req)
         else:
-            self._submit(req)
+            self.router.submit(req)
 
     def to_replica_s(self, replica) -> float:
         """How long a message from the router to ``replica`` takes: a hop, plus the

@@ -11,7 +11,7 @@ import glob
 import json
 import os
 
-from simserve.calibration import costs
+from simserve.calibration import COST_FIELDS, costs
 from simserve import (
     ClusterConfig,
     DeploymentConfig,
@@ -26,18 +26,8 @@ from simserve import (
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALIBRATION_DIR = os.path.join(HERE, "calibration")
 # Every measured ``Overheads`` field; ``validate.calibrate`` writes each as a top-level key.
-OVERHEAD_FIELDS = (
-    "hop_s", "http_hop_s", "hop_cv",
-    "client_cpu_s", "router_cpu_s", "probe_cpu_s", "replica_probe_cpu_s",
-    "replica_cpu_s", "proxy_cpu_s", "http_client_cpu_s",
-    "client_native_cpu_s", "proxy_native_cpu_s", "replica_native_cpu_s",
-    "probe_native_cpu_s", "replica_probe_native_cpu_s",
-    "ray_background_cores", "ray_background_cpu_per_request_s",
-    "replica_startup_s",
-    "contended_core_speed", "gil_switch_interval_s", "replica_gil_acquisitions", "replica_probe_gil_acquisitions",
-    "metrics_record_late_s", "metrics_record_late_cv", "metrics_push_late_s", "metrics_push_late_cv",
-    "control_loop_late_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
-)
+# ``replica_post_cpu_s`` (the slot held after the response) has no microbenchmark.
+OVERHEAD_FIELDS = tuple(f for f in COST_FIELDS if f != "replica_post_cpu_s")
 
 
 def physical_cores() -> int:
