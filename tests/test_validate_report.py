@@ -65,6 +65,24 @@ def test_a_rerun_subset_replaces_those_scenarios_runs_only(tmp_path):
     assert saved == {"measured": "A; B for io50-1rep-m1-c1", "wall_s": 12.0}
 
 
+def test_merging_a_file_whose_runs_are_already_there_changes_nothing(tmp_path):
+    """A report's runs, then again a file merged into it before: the same runs, wall time and stamps."""
+    import json
+    import os
+
+    from validate.__main__ import resimulate
+    from validate.scenario import HERE, load_calibration
+
+    with open(os.path.join(HERE, "REPORT.json")) as f:
+        row = next(r for r in json.load(f)["rows"] if r["name"] == "queued-limit")
+    report, rerun = tmp_path / "REPORT.json", tmp_path / "rerun.json"
+    report.write_text(json.dumps({"rows": [row], "wall_s": 10.0, "measured": "A"}))
+    rerun.write_text(json.dumps({"rows": [row], "wall_s": 2.0, "measured": "B"}))
+    rows, saved = resimulate([str(report), str(rerun)], load_calibration())
+    assert [r["name"] for r in rows] == ["queued-limit"]
+    assert saved == {"measured": "A", "wall_s": 10.0}
+
+
 def test_gil_work_is_simulated_at_the_speed_it_was_sized_with():
     """A gil segment sized at 30 ns per iteration and run on a host at 36 is simulated 1.2x as long, whatever
     the calibration's own host speed; io is untouched."""

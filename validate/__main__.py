@@ -83,12 +83,17 @@ def compare(cfg, real: dict, cal: dict) -> dict:
 def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], dict]:
     """The real runs saved in ``paths`` (``out/grid-*.json``, ``REPORT.json``) against
     today's simserve and calibration: the model changes, the measurements do not. A later
-    file's runs replace an earlier file's runs of the same scenarios (a rerun subset)."""
+    file's runs replace an earlier file's runs of the same scenarios (a rerun subset); a
+    file whose runs are all there already (merged into REPORT.json before) adds nothing,
+    so that merging it again neither counts its wall time twice nor names it twice."""
     saved_rows: list[dict] = []
     measured, wall_s = [], 0.0
     for path in paths:
         with open(path) as f:
             saved = json.load(f)
+        known = {_run_key(r) for r in saved_rows}
+        if saved_rows and all(_run_key(r) in known for r in saved["rows"]):
+            continue
         names = {r["name"] for r in saved["rows"]}
         stamp = saved.get("measured") or os.path.basename(path).removeprefix("grid-").removesuffix(".json")
         measured.append(stamp if not saved_rows else f"{stamp} for {', '.join(sorted(names))}")
@@ -104,6 +109,11 @@ def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], dict]:
         rows.append(compare(cfg, old["real"], cal))
         print(_line(rows[-1]), flush=True)
     return rows, {"measured": "; ".join(measured), "wall_s": wall_s}
+
+
+def _run_key(row: dict) -> tuple:
+    """A saved real run's identity: its scenario and its measurements."""
+    return row["name"], json.dumps(row.get("real"), sort_keys=True, default=str)
 
 
 def _lean(sim: dict) -> dict:
