@@ -47,6 +47,11 @@ PER_REQUEST_COSTS = (
     "probe_native_cpu_s",
     "replica_probe_native_cpu_s",
     "ray_background_cpu_per_request_s",
+    "reject_cpu_s",
+    "reject_native_cpu_s",
+    "replica_reject_cpu_s",
+    "replica_reject_native_cpu_s",
+    "ray_background_cpu_per_reject_s",
 )
 
 
@@ -236,7 +241,8 @@ class Overheads:
     and the cores; ``native`` costs are C++ core-worker and gRPC threads, which burn a
     core without the GIL and run beside the request rather than in its path. Ray's own
     processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
-    time plus ``ray_background_cpu_per_request_s`` per request, on the first node.
+    time plus ``ray_background_cpu_per_request_s`` per request and
+    ``ray_background_cpu_per_reject_s`` per rejected send, on the first node.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are
     busy, relative to one busy core alone (a host property, measured, not a Ray cost);
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
@@ -272,6 +278,15 @@ class Overheads:
     replica_probe_native_cpu_s: float = 0.0  # replica's C++ threads, per probe answered
     ray_background_cores: float = 0.0  # Ray's own processes, always (cores)
     ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
+    # A send the replica rejects (it was full): the caller's Python to take the answer and
+    # queue the request again, beyond the routing attempt that retries it (router_cpu_s);
+    # its C++ threads; the replica's Python (its main loop, which also logs a warning) and
+    # C++ threads; and Ray's own processes.
+    reject_cpu_s: float = 0.0
+    reject_native_cpu_s: float = 0.0
+    replica_reject_cpu_s: float = 0.0
+    replica_reject_native_cpu_s: float = 0.0
+    ray_background_cpu_per_reject_s: float = 0.0
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing

@@ -64,6 +64,8 @@ class Replica:
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("replica_probe_native_cpu_s")
+        self.reject_cpu_s = overheads.cpu("replica_reject_cpu_s")
+        self.reject_native_cpu_s = overheads.cpu("replica_reject_native_cpu_s")
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -132,6 +134,18 @@ class Replica:
         if self.probe_cpu_s > 0.0 and self.process is not None:
             n = self.probe_gil_acquisitions
             self._gil_takes((self.probe_cpu_s / n, n, callback, arg))
+        else:
+            callback(arg)
+
+    def answer_reject(self, callback, arg) -> None:
+        """A rejection (``handle_request_with_rejection`` finding the slots full): the main
+        loop's CPU, warning log line included, then ``callback(arg)``. It takes the GIL as
+        often as a probe's answer (both are one short actor call; not measured apart)."""
+        if self.reject_native_cpu_s > 0.0 and self.process is not None:
+            self.process.burn(self.reject_native_cpu_s)
+        if self.reject_cpu_s > 0.0 and self.process is not None:
+            n = self.probe_gil_acquisitions
+            self._gil_takes((self.reject_cpu_s / n, n, callback, arg))
         else:
             callback(arg)
 

@@ -41,8 +41,9 @@ Left out: locality (same node, same AZ) and multiplexed-model preferences, faile
 probes (a dead replica), request timeouts and client disconnects.
 
 Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
-work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, and
-every message a hop. The loop's thread spends them one at a time; the caller's other
+work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, each
+rejected send ``replica_reject_cpu_s`` in the replica and ``reject_cpu_s`` in the caller
+before the retry, and every message a hop. The loop's thread spends them one at a time; the caller's other
 threads (the client's loop) share the process's GIL with it.
 """
 
@@ -98,6 +99,8 @@ class RayRouter:
         self.router_cpu_s = overheads.cpu("router_cpu_s")
         self.probe_cpu_s = overheads.cpu("probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("probe_native_cpu_s")
+        self.reject_cpu_s = overheads.cpu("reject_cpu_s")
+        self.reject_native_cpu_s = overheads.cpu("reject_native_cpu_s")
         self.max_queued_requests = max_queued_requests
         self.replicas: list = []
         self.to_route: deque = deque()
@@ -475,8 +478,18 @@ class RayRouter:
         self._call_soon(self._rejected, (req, replica, qlen))
 
     def _rejected(self, args) -> None:
+        """``on_new_queue_len_info``, then the answer's handling and ``result.cancel()``
+        (``reject_cpu_s``) before the retry queues the request again."""
         req, replica, qlen = args
         self.cache[replica.index] = (qlen, self.env._now)
+        if self.reject_native_cpu_s > 0.0:
+            self.process.burn(self.reject_native_cpu_s)
+        if self.reject_cpu_s > 0.0:
+            self._cpu(self.reject_cpu_s, self._retry, req)
+        else:
+            self._retry(req)
+
+    def _retry(self, req) -> None:
         self._enqueue(req, retry=True)
 
     def on_response(self, req, replica) -> None:

@@ -5,7 +5,9 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
     client --client_cpu_s--> [http: --http_hop_s--> proxy --proxy_cpu_s-->]
     router (FIFO; each routing attempt costs router_cpu_s; each probe probe_cpu_s,
             a hop each way and replica_probe_cpu_s at the replica)
-    --hop_s--> replica admits or rejects (the answer travels back one hop)
+    --hop_s--> replica admits or rejects (the answer travels back one hop; a rejection
+               costs replica_reject_cpu_s first, and reject_cpu_s at the router
+               before the retry)
     replica: replica_cpu_s, the handler's segments, the response leaves,
              replica_post_cpu_s, then the slot is free
     --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later the
@@ -151,6 +153,7 @@ class Simulation:
         # C++ threads: the driver's (handle ingress) or the proxy's (HTTP), and Ray's daemons.
         self.caller_native_cpu_s = oh.cpu("proxy_native_cpu_s" if self.http else "client_native_cpu_s")
         self.ray_cpu_per_request_s = oh.cpu("ray_background_cpu_per_request_s")
+        self.ray_cpu_per_reject_s = oh.cpu("ray_background_cpu_per_reject_s")
         self.client_process = head.process("http-client" if self.http else "driver")
         router_process = head.process("proxy") if self.http else self.client_process
         self.proxy_process = router_process
@@ -271,15 +274,20 @@ class Simulation:
         self._deliver(*pair)
 
     def _deliver(self, req, replica) -> None:
-        accepted = replica.admit(req)
-        qlen = replica.ongoing
-        answer = self._accepted if accepted else self.router.on_rejected
+        if not replica.admit(req):
+            if self.ray_cpu_per_reject_s > 0.0:
+                self.ray_process.burn(self.ray_cpu_per_reject_s)
+            replica.answer_reject(self._reply, (self.router.on_rejected, req, replica, replica.ongoing))
+            return
+        self._reply((self._accepted, req, replica, replica.ongoing))
+        replica.begin(req)
+
+    def _reply(self, args) -> None:
+        """The replica's first answer to a call, accepted or rejected, on its way back."""
         if self.hop_s > 0.0:
-            self.later(self.from_replica_s(replica), self._answer, (answer, req, replica, qlen))
+            self.later(self.from_replica_s(args[2]), self._answer, args)
         else:
-            answer(req, replica, qlen)
-        if accepted:
-            replica.begin(req)
+            self._answer(args)
 
     def _accepted(self, req, replica, qlen: int) -> None:
         if self.autoscaler is not None:

@@ -59,6 +59,17 @@ def test_ray_router_polls_and_a_step_fills_one_replica_twice_from_the_stale_cach
     assert result.replicas["rejected"].sum() == 1
 
 
+def test_a_rejection_costs_the_replica_and_then_the_router_before_the_retry():
+    """The stale-cache scenario above with io work: replica 0 spends 10 ms on rejecting request 3 and
+    the router 20 ms on the answer before the retry, so request 3 reaches replica 1 at 0.53 s, not 0.5."""
+    cfg = config(kind="io", mean_s=0.5, replicas=2, max_ongoing=1, concurrent=3, requests=4, duration_s=None)
+    cfg = replace(cfg, overheads=Overheads(replica_reject_cpu_s=0.01, reject_cpu_s=0.02))
+    result = simulate(cfg)
+    assert _timeline(cfg)[:4] == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.0, 0.5), (2, 0.0, 0.5, 1.0), (3, 0.5, 0.53, 1.03)]
+    assert result.requests.set_index("request_id").loc[[2, 3], "replica"].tolist() == [0, 1]
+    assert result.replicas["rejected"].sum() == 1
+
+
 def test_ray_router_backoff_schedule_when_nothing_else_arrives():
     """With one open-loop request stuck behind a busy one-slot replica, dispatch waits for the back-off
     poll after the slot frees: polls at 0, 0, 0.025, 0.075, 0.175, 0.375, 0.775 s -> dispatched at 0.775 s."""

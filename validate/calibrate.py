@@ -11,8 +11,8 @@ here comes from the validation grid or is ever adjusted to make a validation row
 Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-op
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
-idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, GIL held, idle
-gaps, autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up
+idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, forced
+rejections, GIL held, idle gaps, autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up
 requests, then measures its own idle baseline of ``IDLE_S`` and then ``N`` requests
 one at a time (so every request is exactly one routing attempt and nothing queues).
 Every per-request CPU figure below is ``(CPU during the N requests - idle rate x their
@@ -73,6 +73,18 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   in a check with real traffic, so the count is not verified to see the router's calls;
   the subtraction is effectively 0. At c=1 the queue-length cache (10 s staleness)
   should make handle-phase probes rare, so the error is small, but unproven.
+* Rejections (``raw.reject``, ``_reject_phase``): a second deployment (``Holder``,
+  ``max_ongoing_requests=1``) whose one slot a long request holds, and one more request
+  that the driver's router sends again and again for ``REJECT_S``: its queue-length
+  cache is made to read 0 for every replica, so each cycle is Ray's whole retry path
+  without probe or back-off (routing attempt, actor call, the replica's check and its
+  warning log line, the rejection's answer, ``result.cancel()``, the cache update).
+  Per rejection, minus an idle window with the slot held: ``reject_cpu_s`` = the
+  router thread's CPU minus ``router_cpu_s`` (simserve charges the retry's routing
+  attempt as such), ``reject_native_cpu_s`` = the driver's C++ threads,
+  ``replica_reject_cpu_s`` / ``replica_reject_native_cpu_s`` = the replica's Python /
+  C++ threads, ``ray_background_cpu_per_reject_s`` = the background processes (on
+  2026-11-26 the raylet took most of it).
 * ``router_cpu_s`` -- router-thread CPU (Serve's ``SingletonThreadRouter`` event-loop
   thread, found by its target ``_run_router_event_loop``) per request in the handle
   phase, minus its probes; at c=1 that is one routing attempt plus the done-callback.
@@ -201,6 +213,7 @@ TIMER_LOOK_BACK_S = 2.5  # the handle samples every 0.5 s
 TIMER_PUSH_S = 1.0
 
 FIELDS = OVERHEAD_FIELDS
+REJECT_S = 5.0  # how long the rejection phase's loop is measured
 CONTENTION_S = 3.0  # how long each spinning process runs in the core-contention phase
 
 
@@ -474,6 +487,77 @@ class GilHog:
 
     async def __call__(self, request=None):
         return "ok"
+
+
+class Holder:
+    """The rejection phase's deployment: an ``async`` handler that holds its slot for
+    ``hold_s``."""
+
+    async def __call__(self, hold_s: float = 0.0):
+        await asyncio.sleep(hold_s)
+        return "ok"
+
+
+def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
+    """Rejections, back to back: a ``Holder`` replica with ``max_ongoing_requests=1``
+    whose slot one long request holds, and a second request that the driver's router,
+    its queue-length cache made to read 0 for every replica, sends again and again (no
+    probe, no back-off: Ray retries a rejected request at once). Each cycle is Ray's real
+    path: the routing attempt, the actor call, the replica's check and its warning log
+    line, the rejection's answer, ``result.cancel()`` and the cache update. CPU over
+    REJECT_S of that, minus an idle window with the slot held, per rejection."""
+    from ray import serve
+    from ray.serve._private.request_router.common import ReplicaQueueLengthCache
+    from ray.serve._private.request_router.request_router import RequestRouter
+    from ray.serve.api import _run
+
+    app = serve.deployment(Holder).options(name="Holder", num_replicas=1, ray_actor_options={"num_cpus": 1},
+                                           max_ongoing_requests=1).bind()
+    handle = _run(app, name="reject", route_prefix="/reject", _blocking=False)
+    t0 = time.perf_counter()
+    while cl.replica_states("reject", "Holder").get("RUNNING", 0) < 1:
+        if time.perf_counter() - t0 > 60:
+            raise SystemExit("Holder replica did not start")
+        time.sleep(0.1)
+    answers = {"n": 0}
+    orig_get, orig_info = ReplicaQueueLengthCache.get, RequestRouter.on_new_queue_len_info
+
+    def on_new_queue_len_info(self, replica_id, queue_len):
+        answers["n"] += 1
+        return orig_info(self, replica_id, queue_len)
+
+    async def run():
+        for _ in range(WARMUP):
+            await handle.remote(0.0)
+        held = handle.remote(3600.0)
+        await asyncio.sleep(1.0)  # the long request has its slot
+        clock = _router_thread_clock()
+        idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
+        ReplicaQueueLengthCache.get = lambda self, replica_id: 0
+        RequestRouter.on_new_queue_len_info = on_new_queue_len_info
+        try:
+            looping = handle.remote(0.0)
+            await asyncio.sleep(0.5)  # into the loop
+            s0, r0, n0, w0 = pc.snapshot(), clock(), answers["n"], time.perf_counter()
+            await asyncio.sleep(REJECT_S)
+            load_wall = time.perf_counter() - w0
+            r1, n1, s1 = clock(), answers["n"], pc.snapshot()
+        finally:
+            ReplicaQueueLengthCache.get, RequestRouter.on_new_queue_len_info = orig_get, orig_info
+        held.cancel()
+        await asyncio.wait_for(looping, 30.0)
+        load = ProcessCPU.diff(s0, s1)
+        pids = [pid for pid, v in load.items() if not str(pid).startswith("_") and v["role"] == "replica"]
+        busiest = max(pids, key=lambda pid: load[pid]["cpu_s"])
+        return {"n": n1 - n0, "idle_wall_s": idle_wall, "load_wall_s": load_wall,
+                "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
+                "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
+                "idle_replica": idle.get(busiest), "load_replica": load.get(busiest)}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        cl.delete("reject")
 
 
 async def _wake_phase(handle, n: int) -> dict:
@@ -825,6 +909,26 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     return v
 
 
+def derive_reject(rj: dict, router_cpu_s: float, warnings: list) -> dict:
+    """The rejection phase's costs per rejected send (``_reject_phase``)."""
+    def per(role, kind):
+        ld, il = rj["load_by_role"].get(role), rj["idle_by_role"].get(role)
+        return _per_request(ld[kind] if ld else 0.0, rj["load_wall_s"], il[kind] if il else 0.0,
+                            rj["idle_wall_s"], rj["n"])
+
+    cycle = _per_request(rj["router_load_cpu_s"], rj["load_wall_s"], rj["router_idle_cpu_s"], rj["idle_wall_s"],
+                         rj["n"])
+    rep = {k: _per_request(rj["load_replica"][k], rj["load_wall_s"], rj["idle_replica"][k], rj["idle_wall_s"],
+                           rj["n"]) for k in ("python_s", "native_s")}
+    return {"reject_router_thread_cpu_s": cycle,
+            "reject_cpu_s": clamp("reject_cpu_s", cycle - router_cpu_s, warnings),
+            "reject_native_cpu_s": clamp("reject_native_cpu_s", per("driver", "native_s"), warnings),
+            "replica_reject_cpu_s": clamp("replica_reject_cpu_s", rep["python_s"], warnings),
+            "replica_reject_native_cpu_s": clamp("replica_reject_native_cpu_s", rep["native_s"], warnings),
+            "ray_background_cpu_per_reject_s": clamp("ray_background_cpu_per_reject_s", per("background", "cpu_s"),
+                                                     warnings)}
+
+
 def clamp_late(v: float, warnings: list) -> float:
     if not v >= 0:  # also NaN: nothing logged
         warnings.append(f"a timer's lateness came out {v!r}; set to 0")
@@ -904,6 +1008,7 @@ def main(argv=None) -> int:
             handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
+            reject_raw = _reject_phase(cl, pc)
             gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
             wake_raw = asyncio.run(_wake_phase(handle, WAKE_REQUESTS))
             timer_raw = _timer_phase(cl)
@@ -916,12 +1021,13 @@ def main(argv=None) -> int:
     if not probe_raw.get("found"):
         raise SystemExit("could not reach the router's replicas to force probes")
     for ph_name, ph in (("idle", {"load_by_role": idle_raw["by_role"]}), ("handle_c1", handle_raw),
-                        ("http_c1", http_raw), ("probe_c1", probe_raw)):
+                        ("http_c1", http_raw), ("probe_c1", probe_raw), ("reject", reject_raw)):
         for w in ("idle_by_role", "load_by_role"):
             f = ph.get(w, {}).get("_foreign_cores")
             if f is not None and f > 0.1:
                 warnings.append(f"{ph_name}.{w}: other processes took {f:.2f} cores: rerun on an idle machine")
     vals = derive(handle_raw, http_raw, probe_raw, idle_raw, startup_raw, warnings)
+    vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
     gil_wait_s = gil_raw["gil_held_in_replica"]["median_s"] - gil_raw["control_spinning_process"]["median_s"]
@@ -954,7 +1060,8 @@ def main(argv=None) -> int:
         command="python -m validate.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
-        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw, "gil": gil_raw,
+        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
+             "reject": reject_raw, "gil": gil_raw,
              "timers": timer_raw, "wake": wake_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
