@@ -29,6 +29,7 @@ class Request:
         "segment",
         "fulfilled",
         "task",
+        "tried_same_node",
     )
 
     def __init__(self, rid: int, client: int, created_s: float, demand: list):
@@ -46,3 +47,4 @@ class Request:
         self.segment = 0
         self.fulfilled = False  # the router has picked a replica for it
         self.task = None  # the routing task that owns it
+        self.tried_same_node = False  # had its local-node pass (an HTTP proxy's router)

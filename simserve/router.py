@@ -17,7 +17,11 @@
   answer, and its late answer is neither used nor cached.
 * When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
   before the next attempt. A freed slot wakes nobody: under saturation dispatch is
-  polling.
+  polling. The sleeps follow candidate sets, not failures: a set that served another
+  request counts too. The probe deadline's doubling counts failures only.
+* An HTTP proxy's router first samples the replicas on its own node, once per request
+  and without a sleep after it (``LocalityMixin``; the proxy prefers its node by
+  default, a ``DeploymentHandle`` does not).
 * The cache is bumped on send, overwritten by the replica's answer (accepted or
   rejected, with its true queue length) and decremented by the request's done callback,
   which runs when the replica's task has ended (``done_callback_lag_s`` after the
@@ -37,14 +41,14 @@
 hands the oldest waiting request to the least-loaded free slot the instant one frees,
 so the difference between the two is what polling and probing cost.
 
-Left out: locality (same node, same AZ) and multiplexed-model preferences, failed
+Left out: same-AZ locality, multiplexed-model preferences, failed
 probes (a dead replica), request timeouts and client disconnects.
 
 Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
 work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, each
 rejected send ``replica_reject_cpu_s`` in the replica and ``reject_cpu_s`` in the caller
-before the retry, and every message a hop. The loop's thread spends them one at a time; the caller's other
-threads (the client's loop) share the process's GIL with it.
+before the retry, and every message a hop. The loop's thread spends them one at a time;
+the caller's other threads (the client's loop) share the process's GIL with it.
 """
 
 from __future__ import annotations
@@ -55,11 +59,13 @@ from collections import deque
 
 
 class _Task:
-    __slots__ = ("own", "yields", "alive")
+    __slots__ = ("own", "yields", "failures", "local", "alive")
 
     def __init__(self):
         self.own = None
         self.yields = 0  # candidate sets tried for ``own``
+        self.failures = 0  # of them, the ones with no replica to take (Ray's backoff_index)
+        self.local = 0  # 1: the first set was the local-node pass, which neither sleeps nor counts
         self.alive = True
 
 
@@ -88,11 +94,16 @@ def _insert_sorted(queue: deque, req) -> None:
 class RayRouter:
     """Power of two choices (or round robin) with cache, probes and back-off polling."""
 
-    def __init__(self, sim, config, process, rng: random.Random, overheads, max_queued_requests: int):
+    def __init__(self, sim, config, process, rng: random.Random, overheads, max_queued_requests: int,
+                 local_node=None):
         self.sim = sim
         self.env = sim.env
         self.cfg = config
         self.round_robin = config.policy == "round_robin"
+        # An HTTP proxy's router first tries the replicas on its own node, once per request
+        # (RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING=1); a handle's does not (its option
+        # _prefer_local_routing is False). Power of two choices only (LocalityMixin).
+        self.local_node = None if self.round_robin else local_node
         self.process = process  # where the router's CPU is spent (driver or proxy)
         self.rng = rng
         self.hop_s = overheads.hop_s
@@ -120,6 +131,7 @@ class RayRouter:
         self._running = False
         self._busy = False
         self._tasks_cap = 0  # min(max_num_routing_tasks_cap, 2 * len(replicas))
+        self._local: list = []  # the routable replicas on local_node
         self._bits = (0, 0)  # bit lengths of len(replicas) and len(replicas) - 1
         self.probes = 0
         self.probe_timeouts = 0
@@ -184,6 +196,7 @@ class RayRouter:
         self.replicas = list(replicas)
         self._tasks_cap = min(self.cfg.max_num_routing_tasks_cap, 2 * len(self.replicas))
         self._bits = (len(self.replicas).bit_length(), (len(self.replicas) - 1).bit_length())
+        self._local = [r for r in self.replicas if r.node is self.local_node] if self.local_node else []
         live = {r.index for r in self.replicas}
         self.cache = {k: v for k, v in self.cache.items() if k in live}
         waiting, self._waiting_for_replicas = self._waiting_for_replicas, []
@@ -256,8 +269,12 @@ class RayRouter:
                 req = self.to_route.popleft()
                 if not req.fulfilled:
                     task.own = req
-                    task.yields = 0
+                    task.yields = task.failures = task.local = 0
                     req.task = task
+                    if self.local_node is not None and not req.tried_same_node and self._local:
+                        # apply_locality_routing: once per request (a retry keeps the flag).
+                        req.tried_same_node = True
+                        task.local = 1
                     self._attempt(task)
                     return
         self._exit(task)
@@ -274,8 +291,9 @@ class RayRouter:
             self._waiting_for_replicas.append(task)
             return
         task.yields += 1
-        k = task.yields
-        # Sleep before candidate set k: none for the 1st and 2nd, then 0.025 * 2**(k-3).
+        k = task.yields - task.local
+        # Sleep before candidate set k: none for the 1st and 2nd, then 0.025 * 2**(k-3);
+        # the local-node pass before them (k = 0) none either.
         if k >= 3:
             cfg = self.cfg
             delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
@@ -318,6 +336,17 @@ class RayRouter:
             j += 1
         return [reps[i], reps[j]]
 
+    def _pick(self, reps: list) -> list:
+        """Two distinct replicas of ``reps`` at random (its one if it has one)."""
+        n = len(reps)
+        if n == 1:
+            return [reps[0]]
+        i = self.rng.randrange(n)
+        j = self.rng.randrange(n - 1)
+        if j >= i:
+            j += 1
+        return [reps[i], reps[j]]
+
     def _choose(self, task: _Task) -> None:
         if not task.alive:
             return
@@ -332,13 +361,17 @@ class RayRouter:
         best = None
         best_len = None
         to_probe = []
-        for r in self._candidates():
+        if task.local and task.yields == 1 and len(self._local) < len(self.replicas):
+            candidates = self._pick(self._local)
+        else:
+            candidates = self._candidates()
+        for r in candidates:
             entry = self.cache.get(r.index)
             if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
                 to_probe.append(r)
             elif best is None or entry[0] < best_len:
                 best, best_len = r, entry[0]
-        backoff_index = task.yields - 1
+        backoff_index = task.failures
         if best is not None:
             if to_probe:
                 # A background refresh of the cache: Ray starts it as a task of its own
@@ -428,6 +461,7 @@ class RayRouter:
         elif best is not None:
             self._fulfill(task, best)
         else:
+            task.failures += 1
             self._soon(self._attempt, task)
 
     # -- assignment ----------------------------------------------------------------------------

@@ -402,7 +402,8 @@ def report(summary: dict) -> str:
     r = summary["router"]
     lines.append(
         f"router       {r['policy']}: {_fmt(r['mean_queued'])} requests queued on average, "
-        f"{_fmt(r['attempts_per_request'], 2)} routing attempts and {_fmt(r['probes_per_request'], 2)} probes per request"
+        f"{_fmt(r['attempts_per_request'], 2)} routing attempts, {_fmt(r['probes_per_request'], 2)} probes and "
+        f"{_fmt(r['rejections_per_request'], 2)} rejected sends per request"
     )
     oh = cfg["overheads"]
     handle = oh["ingress"] == "handle"

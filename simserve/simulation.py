@@ -164,7 +164,8 @@ class Simulation:
         if config.router.policy == "ideal":
             self.router = IdealRouter(self, d.max_queued_requests)
         else:
-            self.router = RayRouter(self, config.router, router_process, rngs["routing"], oh, d.max_queued_requests)
+            self.router = RayRouter(self, config.router, router_process, rngs["routing"], oh, d.max_queued_requests,
+                                    local_node=head if self.http else None)
         self.controller.routers.append(self.router)
         self.controller.start(d.initial_replicas)
         self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
@@ -531,6 +532,7 @@ class Simulation:
                 "probes_per_request": (end["probes"] - start["probes"]) / routed,
                 "probe_timeouts_per_request": (end["probe_timeouts"] - start["probe_timeouts"]) / routed,
                 "attempts_per_request": (end["attempts"] - start["attempts"]) / routed,
+                "rejections_per_request": sum(row.get("rejected", 0) for row in rep_rows) / routed,
             },
             "sim_time_s": end["t"],
             "window_s": window,

@@ -59,6 +59,7 @@ METRICS = (
     "router_mean_queued",
     "router_probes_per_request",
     "router_attempts_per_request",
+    "router_rejections_per_request",
     "sim_time_s",
     "wall_time_s",
 )
@@ -132,6 +133,7 @@ def row(summary: dict) -> dict:
         "router_mean_queued": router["mean_queued"],
         "router_probes_per_request": router["probes_per_request"],
         "router_attempts_per_request": router["attempts_per_request"],
+        "router_rejections_per_request": router["rejections_per_request"],
         "sim_time_s": summary["sim_time_s"],
         "wall_time_s": summary["wall_time_s"],
         "bottleneck": summary["bottleneck"],

@@ -78,6 +78,17 @@ def test_ray_router_backoff_schedule_when_nothing_else_arrives():
 
 
 
+def test_the_http_proxys_router_adds_a_local_node_pass_without_a_sleep():
+    """The same stuck request through the HTTP proxy: its router first tries its own node's replicas,
+    once and without a sleep after it, so it makes 8 candidate sets where a handle makes 7 (the
+    first request 1 each) and still dispatches at 0.775 s."""
+    cfg = config(kind="io", mean_s=0.5, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0, 0.0), requests=2, duration_s=None)
+    runs = {ing: simulate(replace(cfg, overheads=Overheads(ingress=ing))) for ing in ("handle", "http")}
+    assert runs["handle"].summary["router"]["attempts_per_request"] == (1 + 7) / 2
+    assert runs["http"].summary["router"]["attempts_per_request"] == (1 + 8) / 2
+    assert _timeline(replace(cfg, overheads=Overheads(ingress="http"))) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.775, 1.275)]
+
+
 def test_a_probe_answered_after_its_deadline_counts_as_no_answer():
     """With 60 ms hops a probe's answer takes 0.12 s: the first probe times out at Ray's 0.1 s
     deadline, the second (deadline doubled to 0.2 s) is answered at 0.22 s, the request reaches

@@ -360,14 +360,16 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
               "", "Every request needs at least one routing attempt, so a real count below 1 means the wrapper "
               "in the driver missed calls in that run (seen in some runs, cause not found): read the real "
               "counts as lower bounds.", "",
-              "| scenario | attempts | queue-length probes | probes past the deadline |", "|---|---|---|---|"]
+              "| scenario | attempts | queue-length probes | probes past the deadline | rejected sends |",
+              "|---|---|---|---|---|"]
     for row in rows:
         if "error" in row or "attempts_per_request" not in row["real"]["router"]:
             continue
         r, s = row["real"]["router"], row["sim"]["router"]
         lines.append(f"| {row['name']} | " + " | ".join(
-            f"{r[k]:.2f}/{s[k]:.2f}" for k in ("attempts_per_request", "probes_per_request",
-                                                "probe_timeouts_per_request")) + " |")
+            f"{r[k]:.2f}/{s[k]:.2f}" if k in r else f"-/{s[k]:.2f}"  # runs before 2026-11-26 01:00 lack it
+            for k in ("attempts_per_request", "probes_per_request", "probe_timeouts_per_request",
+                      "rejections_per_request")) + " |")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     # The measurements behind the report, committed beside it: `--resimulate` reads them.

@@ -575,9 +575,9 @@ def _router_counts(cfg: SimConfig, before, after, completed: int) -> dict:
     """Per completed request over the whole drive (warm-up included), handle path only."""
     out = {"policy": "pow2 (Ray 2.60 default)"}
     if cfg.overheads.ingress == "handle" and completed:
-        attempts, probes, failures = (b - a for a, b in zip(before, after))
+        attempts, probes, failures, retries = (b - a for a, b in zip(before, after))
         out.update(attempts_per_request=attempts / completed, probes_per_request=probes / completed,
-                   probe_timeouts_per_request=failures / completed)
+                   probe_timeouts_per_request=failures / completed, rejections_per_request=retries / completed)
     return out
 
 
@@ -713,7 +713,8 @@ def ray_autoscaling_config(a) -> dict:
 class RouterCounters:
     """Counts what the driver's own Ray router does: routing attempts (candidate sets
     tried, ``_select_from_candidate_replicas``), queue-length probes sent and probes
-    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``);
+    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``),
+    rejected sends (each is retried: ``_choose_replica_for_request(is_retry=True)``);
     and keeps the ``perf_counter`` times of its last done callbacks
     (``decrement_queue_len_cache``, run when a request's replica task ends).
 
@@ -721,7 +722,7 @@ class RouterCounters:
     proxy actor, which this process cannot instrument. Installed once, by wrapping the
     2.60 ``RequestRouter`` methods in this process before any handle routes."""
 
-    attempts = probes = probe_failures = 0
+    attempts = probes = probe_failures = retries = 0
     done_times: collections.deque = collections.deque(maxlen=100_000)
     _installed = False
 
@@ -732,6 +733,7 @@ class RouterCounters:
         from ray.serve._private.request_router.request_router import RequestRouter
 
         select, probe = RequestRouter._select_from_candidate_replicas, RequestRouter._probe_queue_lens
+        choose = RequestRouter._choose_replica_for_request
 
         async def counted_select(self, candidates, backoff_index):
             cls.attempts += 1
@@ -743,6 +745,10 @@ class RouterCounters:
             cls.probe_failures += sum(1 for _, q in result if q is None)
             return result
 
+        async def counted_choose(self, pending_request, *, is_retry=False):
+            cls.retries += is_retry
+            return await choose(self, pending_request, is_retry=is_retry)
+
         decrement = RequestRouter.decrement_queue_len_cache
 
         def timed_decrement(self, replica_id):
@@ -751,12 +757,13 @@ class RouterCounters:
 
         RequestRouter._select_from_candidate_replicas = counted_select
         RequestRouter._probe_queue_lens = counted_probe
+        RequestRouter._choose_replica_for_request = counted_choose
         RequestRouter.decrement_queue_len_cache = timed_decrement
         cls._installed = True
 
     @classmethod
-    def snapshot(cls) -> tuple[int, int, int]:
-        return cls.attempts, cls.probes, cls.probe_failures
+    def snapshot(cls) -> tuple[int, int, int, int]:
+        return cls.attempts, cls.probes, cls.probe_failures, cls.retries
 
 
 def _free_port() -> int:
