@@ -203,12 +203,18 @@ class Node:
         if work_s <= 0.0:
             callback(arg)
             return
-        self._advance()
-        now = self._last
+        # _advance(), runner.clock() and _push() written out, with the same arithmetic: a
+        # job is added for most messages, and the calls cost more than the sums.
+        now = self.env._now
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         jobs = runner.jobs
         if jobs:
-            v0 = runner.v0 = runner.clock(s)
+            v0 = runner.v0 = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)
         else:
             v0 = runner.v0 = 0.0
             runner.busy_since = now
@@ -216,9 +222,12 @@ class Node:
             self.active += 1
             self._retune()
         runner.s0 = s
-        self._seq += 1
-        heappush(jobs, (v0 + work_s, self._seq, callback, arg))
-        at = self._push(runner)
+        seq = self._seq + 1
+        heappush(jobs, (v0 + work_s, seq, callback, arg))
+        version = runner.version = runner.version + 1
+        self._seq = seq = seq + 1
+        at = s + (jobs[0][0] - v0) * len(jobs) / runner.threads  # runner.next_finish()
+        heappush(self._heap, (at, version, seq, runner))
         # Adding work only slows others down, so a pending timer is early, never late:
         # it will find nothing due and look again. Only this runner's own finish can
         # come before it.
@@ -243,8 +252,12 @@ class Node:
         if timer != self._timer:
             return  # superseded by an earlier one
         self._timer_at = _INF
-        self._advance()
-        now = self._last
+        now = self.env._now  # _advance(), written out as in add()
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         # Due: within rounding of the service clock, or closer than the clock of
         # simulated time can resolve (else a residue of 1e-13 s would never be reached).
