@@ -52,6 +52,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import deque
+from operator import attrgetter
 
 
 class _Task:
@@ -76,13 +77,16 @@ class _Probe:
         self.closed = False  # all answered, or the deadline passed: later answers are dropped
 
 
+_created_s = attrgetter("created_s")
+
+
 def _insert_sorted(queue: deque, req) -> None:
     """Reinsert a retried request at its ``created_s`` position (Ray's retry path)."""
     if not queue or req.created_s >= queue[-1].created_s:
         queue.append(req)
         return
-    keys = [r.created_s for r in queue]
-    queue.insert(bisect.bisect_right(keys, req.created_s), req)
+    # Bisected in place: a few lookups, where a list of every key cost a tenth of S3's time.
+    queue.insert(bisect.bisect_right(queue, req.created_s, key=_created_s), req)
 
 
 class RayRouter:
