@@ -225,7 +225,10 @@ class RayRouter:
         self.sim.on_queued()
 
     def _enqueue(self, req, retry: bool) -> None:
-        self._set_queued(+1)
+        now = self.env._now  # _set_queued(+1), written out (twice per request with _fulfill's)
+        self.queued_area += self.num_queued * (now - self._queued_last)
+        self._queued_last = now
+        self.num_queued += 1
         req.fulfilled = False
         req.task = None
         self.unfulfilled += 1
@@ -238,13 +241,11 @@ class RayRouter:
         self._maybe_start_tasks()
 
     # -- routing tasks ----------------------------------------------------------------------
-    def _target_tasks(self) -> int:
-        # min(unfulfilled, max_num_routing_tasks_cap, 2 * replicas)
-        n = self.unfulfilled
-        return n if n < self._tasks_cap else self._tasks_cap
-
+    # The target number of tasks, min(unfulfilled, max_num_routing_tasks_cap, 2 * replicas),
+    # is written out where it is read: it is read twice per request.
     def _maybe_start_tasks(self) -> None:
-        missing = self._target_tasks() - len(self.tasks)
+        n, cap = self.unfulfilled, self._tasks_cap
+        missing = (n if n < cap else cap) - len(self.tasks)
         if missing <= 0:
             return
         for _ in range(missing):
@@ -255,7 +256,8 @@ class RayRouter:
 
     def _next_own(self, task: _Task) -> None:
         """The outer loop of ``_fulfill_pending_requests``: pick the next request to own."""
-        if task.alive and len(self.tasks) <= self._target_tasks():
+        n, cap = self.unfulfilled, self._tasks_cap
+        if task.alive and len(self.tasks) <= (n if n < cap else cap):
             while self.to_route:
                 req = self.to_route.popleft()
                 if not req.fulfilled:
@@ -336,8 +338,9 @@ class RayRouter:
         best = None
         best_len = None
         to_probe = []
+        cache = self.cache
         for r in self._candidates():
-            entry = self.cache.get(r.index)
+            entry = cache.get(r.index)
             if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
                 to_probe.append(r)
             elif best is None or entry[0] < best_len:
@@ -443,7 +446,10 @@ class RayRouter:
                 break
         req.fulfilled = True
         self.unfulfilled -= 1
-        self._set_queued(-1)
+        now = self.env._now  # _set_queued(-1), written out
+        self.queued_area += self.num_queued * (now - self._queued_last)
+        self._queued_last = now
+        self.num_queued -= 1
         owner = req.task
         # Nothing reads it again in this routing phase; unlinked, the request and its task
         # (which points back at it) are freed by reference counting, not left as cycles
