@@ -34,7 +34,7 @@ from math import ulp
 
 import simpy
 
-from simserve.events import later
+from simserve.events import NORMAL, later
 
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
@@ -147,6 +147,9 @@ class Node:
         self._seq = 0
         # later(delay, fn, arg) (none on the nodes of a placement-only cluster, without env).
         self.later = later(env) if env is not None else None
+        # The calendar and its entry counter, which _schedule pushes to as later() would.
+        self._calendar = env._queue if env is not None else None
+        self._eid = env._eid if env is not None else None
         self._timer = 0  # the pending timer's number: an earlier one supersedes it
         self._fire = self._on_timer  # bound once: a timer is set for most jobs
         self._timer_at = _INF  # when the pending timer fires
@@ -244,9 +247,12 @@ class Node:
         return at
 
     def _schedule(self, when: float, now: float) -> None:
-        self._timer += 1  # any pending timer is superseded: it will do nothing
+        """A timer at ``when`` (``now`` is the clock): later(max(when - now, 0.0), ...)
+        written out, since most jobs set one."""
+        self._timer = timer = self._timer + 1  # any pending timer is superseded: it will do nothing
         self._timer_at = when
-        self.later(max(when - now, 0.0), self._fire, self._timer)
+        delay = when - now
+        heappush(self._calendar, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(self._eid), self._fire, timer))
 
     def _on_timer(self, timer: int) -> None:
         if timer != self._timer:
@@ -306,7 +312,8 @@ class Node:
     def time_to_next_finish(self, runner: Runner) -> float:
         """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""
         self._advance()
-        return max(runner.next_finish() - self.service, 0.0) / self._speed_now
+        left = runner.next_finish() - self.service
+        return (left if left > 0.0 else 0.0) / self._speed_now
 
     def busy_s(self, runner: Runner) -> float:
         """Time ``runner`` has had work, up to now."""
