@@ -212,7 +212,7 @@ class RayRouter:
         # assign_request runs on the router's loop, handed over by run_coroutine_threadsafe
         # from the caller's thread: in a later turn of the loop, after the caller's own work
         # (so also after the bookkeeping of a replica whose response set off this request).
-        self.sim.later(0.0, self._submit_soon, req)
+        self.sim.soon(self._submit_soon, req)
 
     def _submit_soon(self, req) -> None:
         self._call_soon(self._submit, req)
