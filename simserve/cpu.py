@@ -34,7 +34,7 @@ from math import ulp
 
 import simpy
 
-from simserve.events import later
+from simserve.events import NORMAL, later
 
 _INF = float("inf")
 # Relative tolerance when comparing finish points: absorbs rounding of the clocks.
@@ -147,6 +147,9 @@ class Node:
         self._seq = 0
         # later(delay, fn, arg) (none on the nodes of a placement-only cluster, without env).
         self.later = later(env) if env is not None else None
+        # The calendar and its entry counter, which _schedule pushes to as later() would.
+        self._calendar = env._queue if env is not None else None
+        self._eid = env._eid if env is not None else None
         self._timer = 0  # the pending timer's number: an earlier one supersedes it
         self._fire = self._on_timer  # bound once: a timer is set for most jobs
         self._timer_at = _INF  # when the pending timer fires
@@ -203,12 +206,18 @@ class Node:
         if work_s <= 0.0:
             callback(arg)
             return
-        self._advance()
-        now = self._last
+        # _advance(), runner.clock() and _push() written out, with the same arithmetic: a
+        # job is added for most messages, and the calls cost more than the sums.
+        now = self.env._now
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         jobs = runner.jobs
         if jobs:
-            v0 = runner.v0 = runner.clock(s)
+            v0 = runner.v0 = runner.v0 + (s - runner.s0) * runner.threads / len(jobs)
         else:
             v0 = runner.v0 = 0.0
             runner.busy_since = now
@@ -216,9 +225,12 @@ class Node:
             self.active += 1
             self._retune()
         runner.s0 = s
-        self._seq += 1
-        heappush(jobs, (v0 + work_s, self._seq, callback, arg))
-        at = self._push(runner)
+        seq = self._seq + 1
+        heappush(jobs, (v0 + work_s, seq, callback, arg))
+        version = runner.version = runner.version + 1
+        self._seq = seq = seq + 1
+        at = s + (jobs[0][0] - v0) * len(jobs) / runner.threads  # runner.next_finish()
+        heappush(self._heap, (at, version, seq, runner))
         # Adding work only slows others down, so a pending timer is early, never late:
         # it will find nothing due and look again. Only this runner's own finish can
         # come before it.
@@ -235,16 +247,23 @@ class Node:
         return at
 
     def _schedule(self, when: float, now: float) -> None:
-        self._timer += 1  # any pending timer is superseded: it will do nothing
+        """A timer at ``when`` (``now`` is the clock): later(max(when - now, 0.0), ...)
+        written out, since most jobs set one."""
+        self._timer = timer = self._timer + 1  # any pending timer is superseded: it will do nothing
         self._timer_at = when
-        self.later(max(when - now, 0.0), self._fire, self._timer)
+        delay = when - now
+        heappush(self._calendar, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(self._eid), self._fire, timer))
 
     def _on_timer(self, timer: int) -> None:
         if timer != self._timer:
             return  # superseded by an earlier one
         self._timer_at = _INF
-        self._advance()
-        now = self._last
+        now = self.env._now  # _advance(), written out as in add()
+        dt = now - self._last
+        if dt > 0.0 and self.active:
+            self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores
+        self._last = now
         s = self.service
         # Due: within rounding of the service clock, or closer than the clock of
         # simulated time can resolve (else a residue of 1e-13 s would never be reached).
@@ -293,7 +312,8 @@ class Node:
     def time_to_next_finish(self, runner: Runner) -> float:
         """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""
         self._advance()
-        return max(runner.next_finish() - self.service, 0.0) / self._speed_now
+        left = runner.next_finish() - self.service
+        return (left if left > 0.0 else 0.0) / self._speed_now
 
     def busy_s(self, runner: Runner) -> float:
         """Time ``runner`` has had work, up to now."""

@@ -8,12 +8,21 @@ pushes one, in the place ``env.schedule(event, NORMAL, delay)`` would put an eve
 fraction of the cost of an event object. Comparisons never get past the unique ``id``,
 so the two kinds of entry sort together, as events alone would.
 
-SimPy's own ``step()`` expects an event in the fourth place, so the calendar is run by
-``run(env, until)``: ``env.run(until)`` with ``step()`` written into its loop, which
-calls ``fn(arg)`` for a bare entry and processes a SimPy event (``Event``, ``Timeout``,
-``AnyOf``) exactly as ``step()`` does. An entry cannot be taken back; a callback that may
-be superseded (a node's timer) checks when it runs whether it still applies. It stays on
-the calendar until then, as a cancelled SimPy event would.
+A callback due at once (a request handed to the router's loop, a 503 on its way back)
+skips the heap: ``soon(env)`` returns ``now(fn, arg)``, which appends the same bare
+entry, at the current time, to the FIFO ``_ready`` of an ``Environment`` (SimPy's, with
+that FIFO). Such entries sort after everything already due now (their ``id`` is newer)
+and before anything later, and the clock cannot move while the FIFO holds any, so the
+loop takes the FIFO's first entry unless the heap's first sorts before it: the order
+``at(0.0, fn, arg)`` would give, without a push and pop on a heap that holds an entry
+per pending timer (2,560 clients' in S3).
+
+SimPy's own ``step()`` expects an event in the fourth place and knows no FIFO, so the
+calendar is run by ``run(env, until)``: ``env.run(until)`` with ``step()`` written into
+its loop, which calls ``fn(arg)`` for a bare entry and processes a SimPy event
+(``Event``, ``Timeout``, ``AnyOf``) exactly as ``step()`` does. An entry cannot be taken
+back; a callback that may be superseded (a node's timer) checks when it runs whether it
+still applies. It stays on the calendar until then, as a cancelled SimPy event would.
 
 Elsewhere, the hot paths read the clock as ``env._now``, which is what the ``env.now``
 property returns, without the property call.
@@ -21,12 +30,25 @@ property returns, without the property call.
 
 from __future__ import annotations
 
+from collections import deque
 from heapq import heappop, heappush
 
+import simpy
 from simpy.core import EmptySchedule, StopSimulation
 from simpy.events import NORMAL, URGENT, Event
 
-__all__ = ["NORMAL", "later", "run"]
+__all__ = ["NORMAL", "Environment", "later", "run", "soon"]
+
+
+class Environment(simpy.Environment):
+    """SimPy's environment, with the FIFO of bare entries due now that ``soon`` fills."""
+
+    def __init__(self, initial_time: float = 0):
+        super().__init__(initial_time)
+        self._ready: deque = deque()
+
+    def peek(self) -> float:
+        return self._now if self._ready else super().peek()
 
 
 def later(env):
@@ -38,6 +60,17 @@ def later(env):
         heappush(queue, (env._now + delay, NORMAL, next(eid), fn, arg))
 
     return at
+
+
+def soon(env: Environment):
+    """``now(fn, arg)``: call ``fn(arg)`` at the current time, after what is due already."""
+    ready = env._ready
+    eid = env._eid
+
+    def now(fn, arg) -> None:
+        ready.append((env._now, NORMAL, next(eid), fn, arg))
+
+    return now
 
 
 def run(env, until=None):
@@ -56,14 +89,18 @@ def run(env, until=None):
             return until.value
         until.callbacks.append(StopSimulation.callback)
     queue = env._queue
+    ready = env._ready
     try:
         while True:
-            try:
-                entry = heappop(queue)
-            except IndexError:
-                raise EmptySchedule from None
+            if ready and (not queue or ready[0] < queue[0]):
+                entry = ready.popleft()
+            else:
+                try:
+                    entry = heappop(queue)
+                except IndexError:
+                    raise EmptySchedule from None
             env._now = entry[0]
-            if len(entry) == 5:  # later()'s (time, NORMAL, id, fn, arg)
+            if len(entry) == 5:  # a bare (time, NORMAL, id, fn, arg)
                 entry[3](entry[4])
                 continue
             ev = entry[3]  # a SimPy event: what step() does

@@ -36,9 +36,10 @@ is exact, its p50/p99 the answer-weighted mean of the per-interval percentiles i
 covers; ``simserve/metrics.py`` states the rule in full.
 
 Internal callbacks (timers, routing tasks, hops) go on SimPy's calendar as the light
-events of ``simserve/events.py`` (``Simulation.later``), and ``events.run`` drives the
-calendar as ``env.run`` would; the hot paths read the clock as ``env._now``, which is
-what ``env.now`` returns.
+events of ``simserve/events.py`` (``Simulation.later``; those due at once,
+``Simulation.soon``, in a FIFO beside it), and ``events.run`` drives the calendar as
+``env.run`` would; the hot paths read the clock as ``env._now``, which is what
+``env.now`` returns.
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ def streams(seed: int) -> dict:
 class Simulation:
     def __init__(self, config: SimConfig):
         self.cfg = config
-        self.env = simpy.Environment()
+        self.env = events.Environment()
         self.later = events.later(self.env)  # later(delay, fn, arg): fn(arg) after delay
+        self.soon = events.soon(self.env)  # soon(fn, arg): fn(arg) now, after what is due
         self.streams = rngs = streams(config.seed)
         d = config.deployment
         oh = config.overheads
@@ -338,8 +340,8 @@ class Simulation:
         if self.http_hop_s > 0.0:
             self.later(self.http_hop_s, self._rejected_at_client, req)
         else:
-            # Through an event, so a closed-loop client's next try is not a recursion.
-            self.later(0.0, self._rejected_at_client, req)
+            # Through the calendar, so a closed-loop client's next try is not a recursion.
+            self.soon(self._rejected_at_client, req)
 
     def _rejected_at_client(self, req) -> None:
         req.status = REJECTED

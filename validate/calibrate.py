@@ -12,11 +12,11 @@ Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-o
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
 idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, forced
-rejections, GIL held, idle gaps, autoscaling timers, replica start-up. Each traffic phase first sends 200 warm-up
-requests, then measures its own idle baseline of ``IDLE_S`` and then ``N`` requests
-one at a time (so every request is exactly one routing attempt and nothing queues).
-Every per-request CPU figure below is ``(CPU during the N requests - idle rate x their
-duration) / N``.
+rejections, GIL held, idle gaps, autoscaling timers, replica start-up. Each traffic
+phase first sends 200 warm-up requests, then measures its own idle baseline of
+``IDLE_S`` and then ``N`` requests one at a time (so every request is exactly one
+routing attempt and nothing queues). Every per-request CPU figure below is ``(CPU
+during the N requests - idle rate x their duration) / N``.
 
 Two host figures come from outside Ray: ``contended_core_speed``, the spin probe's
 speed with every core spinning (one process per core, at once) over its speed alone,
