@@ -129,23 +129,25 @@ class Replica:
     # -- the handler --------------------------------------------------------------
     def answer_probe(self, callback, arg) -> None:
         """``get_num_ongoing_requests``: the main loop's CPU, then ``callback(arg)``."""
-        if self.probe_native_cpu_s > 0.0 and self.process is not None:
-            self.process.burn(self.probe_native_cpu_s)
-        if self.probe_cpu_s > 0.0 and self.process is not None:
-            n = self.probe_gil_acquisitions
-            self._gil_takes((self.probe_cpu_s / n, n, callback, arg))
-        else:
-            callback(arg)
+        self._short_call(self.probe_native_cpu_s, self.probe_cpu_s, callback, arg)
 
     def answer_reject(self, callback, arg) -> None:
         """A rejection (``handle_request_with_rejection`` finding the slots full): the main
-        loop's CPU, warning log line included, then ``callback(arg)``. It takes the GIL as
-        often as a probe's answer (both are one short actor call; not measured apart)."""
-        if self.reject_native_cpu_s > 0.0 and self.process is not None:
-            self.process.burn(self.reject_native_cpu_s)
-        if self.reject_cpu_s > 0.0 and self.process is not None:
+        loop's CPU, warning log line included, then ``callback(arg)``."""
+        self._short_call(self.reject_native_cpu_s, self.reject_cpu_s, callback, arg)
+
+    def _short_call(self, native_s: float, cpu_s: float, callback, arg) -> None:
+        """One short actor call on the main loop: ``native_s`` in the C++ threads beside
+        it, ``cpu_s`` of Python in ``replica_probe_gil_acquisitions`` takes of the GIL (a
+        rejection's takes are not measured apart from a probe's), then ``callback(arg)``."""
+        if self.process is None:
+            callback(arg)
+            return
+        if native_s > 0.0:
+            self.process.burn(native_s)
+        if cpu_s > 0.0:
             n = self.probe_gil_acquisitions
-            self._gil_takes((self.reject_cpu_s / n, n, callback, arg))
+            self._gil_takes((cpu_s / n, n, callback, arg))
         else:
             callback(arg)
 

@@ -498,6 +498,23 @@ class Holder:
         return "ok"
 
 
+def _deploy_one(cl: RealCluster, cls, app_name: str, max_ongoing_requests: int):
+    """``cls`` as application ``app_name`` (one replica, ``num_cpus=1``), deployed
+    without blocking; its handle once the replica runs."""
+    from ray import serve
+    from ray.serve.api import _run
+
+    app = serve.deployment(cls).options(name=cls.__name__, num_replicas=1, ray_actor_options={"num_cpus": 1},
+                                        max_ongoing_requests=max_ongoing_requests).bind()
+    handle = _run(app, name=app_name, route_prefix=f"/{app_name}", _blocking=False)
+    t0 = time.perf_counter()
+    while cl.replica_states(app_name, cls.__name__).get("RUNNING", 0) < 1:
+        if time.perf_counter() - t0 > 60:
+            raise SystemExit(f"{cls.__name__} replica did not start")
+        time.sleep(0.1)
+    return handle
+
+
 def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
     """Rejections, back to back: a ``Holder`` replica with ``max_ongoing_requests=1``
     whose slot one long request holds, and a second request that the driver's router,
@@ -506,19 +523,10 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
     path: the routing attempt, the actor call, the replica's check and its warning log
     line, the rejection's answer, ``result.cancel()`` and the cache update. CPU over
     REJECT_S of that, minus an idle window with the slot held, per rejection."""
-    from ray import serve
     from ray.serve._private.request_router.common import ReplicaQueueLengthCache
     from ray.serve._private.request_router.request_router import RequestRouter
-    from ray.serve.api import _run
 
-    app = serve.deployment(Holder).options(name="Holder", num_replicas=1, ray_actor_options={"num_cpus": 1},
-                                           max_ongoing_requests=1).bind()
-    handle = _run(app, name="reject", route_prefix="/reject", _blocking=False)
-    t0 = time.perf_counter()
-    while cl.replica_states("reject", "Holder").get("RUNNING", 0) < 1:
-        if time.perf_counter() - t0 > 60:
-            raise SystemExit("Holder replica did not start")
-        time.sleep(0.1)
+    handle = _deploy_one(cl, Holder, "reject", max_ongoing_requests=1)
     answers = {"n": 0}
     orig_get, orig_info = ReplicaQueueLengthCache.get, RequestRouter.on_new_queue_len_info
 
@@ -626,9 +634,6 @@ def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
     the replica (its GIL held) against a spinning process outside Ray (the same core
     taken, no GIL). The difference is the time the replica's Ray machinery waits for
     its GIL."""
-    from ray import serve
-    from ray.serve.api import _run
-
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         control = asyncio.run(_sequential(noop_handle, n))
@@ -636,14 +641,7 @@ def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
     finally:
         spinner.kill()
         spinner.wait()
-    app = serve.deployment(GilHog).options(name="GilHog", num_replicas=1, ray_actor_options={"num_cpus": 1},
-                                           max_ongoing_requests=5).bind()
-    hog_handle = _run(app, name="gilhog", route_prefix="/gilhog", _blocking=False)
-    t0 = time.perf_counter()
-    while cl.replica_states("gilhog", "GilHog").get("RUNNING", 0) < 1:
-        if time.perf_counter() - t0 > 60:
-            raise SystemExit("GilHog replica did not start")
-        time.sleep(0.1)
+    hog_handle = _deploy_one(cl, GilHog, "gilhog", max_ongoing_requests=5)
     try:
         hog = asyncio.run(_sequential(hog_handle, n))
         hog_probes = _forced_probes(hog_handle, n)
