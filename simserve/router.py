@@ -551,6 +551,11 @@ class RayRouter:
     def on_slot_freed(self, replica) -> None:
         """Ray's router is not told when a slot frees: it finds out by polling."""
 
+    def run_on_loop(self, fn, arg) -> None:
+        """The caller's other work on this loop (the autoscaling metrics tasks): it waits
+        for the step under way and the callbacks queued before it."""
+        self._call_soon(fn, arg)
+
 
 class IdealRouter:
     """Exact occupancy, instant hand-off of the oldest waiting request to a free slot."""
@@ -629,6 +634,10 @@ class IdealRouter:
                 return
             self._area()
             self._send(self.waiting.popleft(), replica)
+
+    def run_on_loop(self, fn, arg) -> None:
+        """No loop here: the caller's other work runs at once."""
+        fn(arg)
 
     def on_slot_freed(self, replica) -> None:
         k = self.reserved[replica.index]

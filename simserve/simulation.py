@@ -400,8 +400,14 @@ class Simulation:
     # Ray runs each periodic task, then sleeps its full interval (``MetricsPusher``, the
     # controller's ``run_control_loop``), so every turn comes a little later than the
     # interval and the tasks drift against each other: where the sample's and the push's
-    # periods meet, either may run first, and that decides what the controller sees.
+    # periods meet, either may run first, and that decides what the controller sees. The
+    # router's two tasks are asyncio tasks on the router's loop: a turn whose sleep has
+    # ended waits there behind the routing (the lateness drawn per turn is the measured
+    # one at concurrency 1, where the loop is idle).
     def _record_metrics(self, _=None) -> None:
+        self.router.run_on_loop(self._record_turn, None)
+
+    def _record_turn(self, _) -> None:
         """The router's metrics sample, every ``sample_interval_s`` plus its lateness."""
         running = {r.index for r in self.controller.running()}
         self.sent = {k: n for k, n in self.sent.items() if n or k in running}
@@ -409,6 +415,9 @@ class Simulation:
         self.later(self.autoscaler.config.sample_interval_s + self._record_late(), self._record_metrics, None)
 
     def _push_metrics(self, _=None) -> None:
+        self.router.run_on_loop(self._push_turn, None)
+
+    def _push_turn(self, _) -> None:
         self.autoscaler.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
         self.later(self.autoscaler.config.push_interval_s + self._push_late(), self._push_metrics, None)
 

@@ -125,6 +125,32 @@ def test_timers_start_each_turn_their_interval_plus_their_lateness_after_the_las
     assert len(ticks) == 30  # turns at 0, 0.15, ..., 4.35
 
 
+def test_a_metrics_sample_waits_for_the_routers_loop():
+    """The sample is a task on the router's loop. One client, 1 s io, every routing attempt
+    holding the loop for 0.3 s: the loop is busy over 0-0.3, 1.3-1.6, 2.6-2.9 and 3.9-4.2 s,
+    so of the turns due every second only the one due at 4.0 s waits, and samples at 4.2 s."""
+    from simserve.simulation import Simulation
+
+    a = AutoscalingConfig(min_replicas=1, max_replicas=1, metrics_interval_s=5, look_back_period_s=5)
+
+    def samples(router_cpu_s):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=None, autoscaling_config=a,
+                                        work=WorkModel.single("io", Distribution("deterministic", 1.0))),
+            overheads=Overheads(router_cpu_s=router_cpu_s),
+            workload=WorkloadConfig(concurrent=1, duration_s=4.5),
+        )
+        sim = Simulation(cfg)
+        times = []
+        record = sim.autoscaler.metrics.record
+        sim.autoscaler.metrics.record = lambda *args: times.append(args[1]) or record(*args)
+        sim.run()
+        return times
+
+    assert samples(0.0) == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert samples(0.3) == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.2])
+
+
 def test_ideal_router_lets_a_replica_leaving_the_routing_set_finish_its_requests():
     """With the ideal router, a replica stopped by a downscale while it still runs requests frees
     its slots without error, and every request is answered (seeds that once raised KeyError)."""
