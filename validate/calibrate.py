@@ -524,15 +524,9 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
     line, the rejection's answer, ``result.cancel()`` and the cache update. CPU over
     REJECT_S of that, minus an idle window with the slot held, per rejection."""
     from ray.serve._private.request_router.common import ReplicaQueueLengthCache
-    from ray.serve._private.request_router.request_router import RequestRouter
 
     handle = _deploy_one(cl, Holder, "reject", max_ongoing_requests=1)
-    answers = {"n": 0}
-    orig_get, orig_info = ReplicaQueueLengthCache.get, RequestRouter.on_new_queue_len_info
-
-    def on_new_queue_len_info(self, replica_id, queue_len):
-        answers["n"] += 1
-        return orig_info(self, replica_id, queue_len)
+    orig_get = ReplicaQueueLengthCache.get
 
     async def run():
         for _ in range(WARMUP):
@@ -542,16 +536,16 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
         clock = _router_thread_clock()
         idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
         ReplicaQueueLengthCache.get = lambda self, replica_id: 0
-        RequestRouter.on_new_queue_len_info = on_new_queue_len_info
         try:
             looping = handle.remote(0.0)
             await asyncio.sleep(0.5)  # into the loop
-            s0, r0, n0, w0 = pc.snapshot(), clock(), answers["n"], time.perf_counter()
+            # Each rejection is retried once: RouterCounters (installed by RealCluster) counts them.
+            s0, r0, n0, w0 = pc.snapshot(), clock(), RouterCounters.retries, time.perf_counter()
             await asyncio.sleep(REJECT_S)
             load_wall = time.perf_counter() - w0
-            r1, n1, s1 = clock(), answers["n"], pc.snapshot()
+            r1, n1, s1 = clock(), RouterCounters.retries, pc.snapshot()
         finally:
-            ReplicaQueueLengthCache.get, RequestRouter.on_new_queue_len_info = orig_get, orig_info
+            ReplicaQueueLengthCache.get = orig_get
         held.cancel()
         await asyncio.wait_for(looping, 30.0)
         load = ProcessCPU.diff(s0, s1)
