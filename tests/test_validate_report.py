@@ -120,3 +120,31 @@ def test_done_lags_pair_the_kth_done_callback_since_the_first_send_with_the_kth_
     answered = [1.0, 2.0, 3.0]
     done = [0.2, 1.0015, 1.9995, 3.001]
     assert [round(x, 6) for x in done_lags(answered, done, since=0.5)] == [0.0015, -0.0005, 0.001]
+
+
+def test_charged_cpu_counts_each_cost_once_per_occasion():
+    """The report's simulated CPU per request: the driver pays the client's costs plus one
+    routing attempt's per attempt and one probe's per probe; the replica the handler's CPU
+    segments plus its per-request and per-probe costs; over HTTP the router's share moves to
+    the proxy and the driver keeps the load generator's cost."""
+    from dataclasses import replace
+
+    import pytest
+
+    from simserve import Overheads
+    from validate.__main__ import charged_cpu_ms
+    from validate.scenario import scenario
+
+    oh = dict(client_cpu_s=0.001, client_native_cpu_s=0.002, router_cpu_s=0.004, probe_cpu_s=0.008,
+              probe_native_cpu_s=0.016, replica_cpu_s=0.032, replica_probe_cpu_s=0.064,
+              http_client_cpu_s=0.128, proxy_cpu_s=0.256)
+    sim = {"throughput_rps": 10.0,
+           "router": {"attempts_per_request": 2.0, "probes_per_request": 0.5, "rejections_per_request": 0.0}}
+    cfg = scenario(name="c", work=[("io", 0.05), ("gil", 0.01)], num_replicas=2, concurrent=4)
+    handle = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)), sim)
+    assert handle["driver"] == pytest.approx(1 + 2 + 2 * 4 + 0.5 * (8 + 16))
+    assert handle["replica"] == pytest.approx(10 + 32 + 0.5 * 64)
+    assert handle["proxy"] == 0.0 and handle["background"] == 0.0
+    http = charged_cpu_ms(replace(cfg, overheads=Overheads(ingress="http", **oh)), sim)
+    assert http["driver"] == pytest.approx(128)
+    assert http["proxy"] == pytest.approx(256 + 2 * 4 + 0.5 * (8 + 16))

@@ -9,14 +9,16 @@ The handler performs the scenario's work model (``Segment`` durations drawn from
 scenario's distributions inside the replica):
 
 * ``io``     -- ``await asyncio.sleep(d)`` (async handler) or ``time.sleep(d)`` (sync).
-* ``gil``    -- ``spin(n)``: ``for i in range(n): x += i``, with ``n = d / ns_per_loop``;
-  ``ns_per_loop`` is the calibration file's ``host_ns_per_loop`` (measured once per
-  machine, the median of several short probes on an idle machine; ``RealCluster``
-  measures it at start-up when not given), so ``n`` iterations take ``d`` alone on an
-  idle core. The median, not the fastest probe, because work runs at the typical speed:
-  in a one-off check on 2026-11-25 (a script not kept), 100 runs of ``spin`` sized for
-  20 ms took a median 5 % longer than the fastest of 7 probes predicted, in the driver
-  and in a replica alike; the simulation was told the shorter time.
+* ``gil``    -- ``n = d / ns_per_loop`` iterations of ``for i in range(n): x += i``, run as
+  ``spin(PROBE_N)`` chunks (and one shorter chunk), exactly the probe that measured
+  ``ns_per_loop``: the calibration file's ``host_ns_per_loop`` (measured once per
+  machine, the median of several probes on an idle machine; ``RealCluster`` measures it
+  at start-up when not given), so the work takes ``d`` alone on an idle core. The chunks
+  matter because an iteration's cost depends on the loop's length: ``x`` grows past
+  CPython's one-digit integers, so 570k iterations in one loop cost 7 % more each than
+  100k do (37.9 against 35.4 ns here, 2026-11-26); sized with one probe length and run
+  as another, 20 ms of work took 20.4-21.0 ms. The median, not the fastest probe,
+  because work runs at the typical speed.
 * ``native`` -- repeated ``numpy`` 192x192 float64 matmuls (BLAS, GIL released, on
   ``OMP_NUM_THREADS`` threads as Ray sets them), ``n = d / native_unit_s``: the
   single-thread time of one matmul, median of 7 (calibration file, else measured at
@@ -37,7 +39,7 @@ rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 
 Host speed: ``host_ns_per_loop`` is the mean of the fixed probe (``spin``, ns per
 iteration, median of 5 x 100k) taken just before and just after the run; a light
-background thread (20k iterations every 0.5 s, timed with ``thread_time``) reports the
+background thread (one probe every 2 s, timed with ``thread_time``) reports the
 speed during the run as ``host_probe.during_ns_per_loop``. ``driver_gc``: the driver's
 garbage-collector pauses during the drive (collections per second and mean pause per
 generation, the longest pause, the fraction of the time paused).
@@ -69,6 +71,9 @@ NATIVE_N = 192
 
 
 # -- the fixed pure-Python probe / gil work ----------------------------------------------------
+PROBE_N = 100_000  # iterations of one spin probe: every host-speed figure uses this length
+
+
 def spin(n: int) -> int:
     x = 0
     for i in range(n):
@@ -76,7 +81,14 @@ def spin(n: int) -> int:
     return x
 
 
-def probe_ns_per_loop(n: int = 100_000, reps: int = 5) -> float:
+def spin_work(n: int) -> None:
+    """``n`` spin iterations as probe-length chunks, so each costs what the probe measured."""
+    for _ in range(n // PROBE_N):
+        spin(PROBE_N)
+    spin(n % PROBE_N)
+
+
+def probe_ns_per_loop(n: int = PROBE_N, reps: int = 5) -> float:
     """ns per iteration of ``spin``: the median of ``reps`` wall-clock timings."""
     times = []
     for _ in range(reps):
@@ -136,10 +148,10 @@ class GcPauses:
 
 
 class HostProbe(threading.Thread):
-    """Background speed samples: 20k-iteration spin every ``interval_s``, timed with
-    this thread's CPU clock so waiting for the GIL or a core is not counted."""
+    """Background speed samples: one spin probe every ``interval_s``, timed with this
+    thread's CPU clock so waiting for the GIL or a core is not counted."""
 
-    def __init__(self, interval_s: float = 0.5, n: int = 20_000):
+    def __init__(self, interval_s: float = 2.0, n: int = PROBE_N):
         super().__init__(daemon=True, name="host-probe")
         self.interval_s, self.n = interval_s, n
         self.samples: list[float] = []
@@ -177,7 +189,7 @@ class _Work:
         if d <= 0:
             return
         if kind == "gil":
-            spin(int(round(d * 1e9 / self.ns_per_loop)))
+            spin_work(int(round(d * 1e9 / self.ns_per_loop)))
         else:
             a = self.a
             for _ in range(max(1, int(round(d / self.native_unit)))):
@@ -274,7 +286,7 @@ class RealCluster:
     def start(self):
         # Work-model calibration (once per machine, from the calibration file; else now,
         # before Ray takes any CPU).
-        self.session_ns_per_loop = probe_ns_per_loop(n=200_000, reps=7)
+        self.session_ns_per_loop = probe_ns_per_loop(reps=7)
         if self.ns_per_loop is None:
             self.ns_per_loop = self.session_ns_per_loop
         if self.native_unit is None:
@@ -446,6 +458,8 @@ class RealCluster:
                              "python_ms_per_request": 1e3 * x["python_s"] / max(1, summary["completed_total"]),
                              "native_ms_per_request": 1e3 * x["native_s"] / max(1, summary["completed_total"])}
                          for r, x in role_cpu_diff(roles0, roles1).items()},
+            background_cores_by_process={k: v / duration_wall
+                                         for k, v in background_cpu_diff(roles0, roles1).items()},
             real=True,
         )
         return summary
@@ -652,32 +666,58 @@ def process_role(cmd: str) -> str:
     return "background"
 
 
+def process_label(cmd: str) -> str:
+    """A short name for a process: the ``ray::`` actor or task name, a daemon's, else the
+    executable's."""
+    if cmd.startswith("ray::"):
+        return cmd.split()[0].split(".")[0]
+    for key in ("raylet", "gcs_server", "dashboard_agent", "agent.py", "runtime_env", "log_monitor",
+                "monitor.py", "dashboard.py", "client_server"):
+        if key in cmd:
+            return key
+    return os.path.basename(cmd.split()[0])[:30] if cmd else "?"
+
+
 def role_cpu() -> dict:
-    """{pid: (role, python_s, native_s)} for this driver and every descendant."""
+    """{pid: (role, python_s, native_s, label)} for this driver and every descendant."""
     import psutil
 
     me = psutil.Process()
     t = thread_cpu(me.pid)
-    out = {me.pid: ("driver", t["python"], t["native"])}
+    out = {me.pid: ("driver", t["python"], t["native"], "driver")}
     for p in me.children(recursive=True):
         try:
             cmd = " ".join(p.cmdline() or [])
         except psutil.Error:
             continue
         t = thread_cpu(p.pid)
-        out[p.pid] = (process_role(cmd), t["python"], t["native"])
+        out[p.pid] = (process_role(cmd), t["python"], t["native"], process_label(cmd))
     return out
 
 
 def role_cpu_diff(a: dict, b: dict) -> dict:
     """CPU seconds per role between two ``role_cpu`` snapshots (new processes from 0)."""
     out: dict = {}
-    for pid, (role, py, nat) in b.items():
-        _, py0, nat0 = a.get(pid, (role, 0.0, 0.0))
+    for pid, (role, py, nat, _) in b.items():
+        _, py0, nat0, _ = a.get(pid, (role, 0.0, 0.0, ""))
         r = out.setdefault(role, {"python_s": 0.0, "native_s": 0.0})
         r["python_s"] += py - py0
         r["native_s"] += nat - nat0
     return out
+
+
+def background_cpu_diff(a: dict, b: dict) -> dict:
+    """CPU seconds of the background processes between two ``role_cpu`` snapshots, per
+    label; a process that started in between (e.g. a worker Ray starts to refill its
+    pool) is counted from 0 under ``<label> (new)``."""
+    out: dict = {}
+    for pid, (role, py, nat, label) in b.items():
+        if role != "background":
+            continue
+        key = label if pid in a else f"{label} (new)"
+        _, py0, nat0, _ = a.get(pid, (role, 0.0, 0.0, label))
+        out[key] = out.get(key, 0.0) + (py - py0) + (nat - nat0)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def controller_log_lines() -> list[str]:
