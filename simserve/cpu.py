@@ -301,11 +301,14 @@ class Node:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
             self._retune()
-        # The next timer, at the first live entry's finish:
-        while heap and heap[0][1] != heap[0][3].version:
+        # The next timer, at the first live entry's finish (stale entries before it dropped):
+        while heap:
+            at, version, _, runner = heap[0]
+            if version == runner.version:
+                if at < _INF:
+                    self._schedule(now + (at - s) / self._speed_now, now)
+                break
             heappop(heap)
-        if heap and heap[0][0] < _INF:
-            self._schedule(now + (heap[0][0] - s) / self._speed_now, now)
         for _, _, callback, arg in finished:
             callback(arg)
 
