@@ -206,8 +206,9 @@ class Node:
         if work_s <= 0.0:
             callback(arg)
             return
-        # _advance(), runner.clock() and _push() written out, with the same arithmetic: a
-        # job is added for most messages, and the calls cost more than the sums.
+        # _advance(), runner.clock(), and the runner's next finish put on the heap, written
+        # out with the same arithmetic: a job is added for most messages, and the calls
+        # cost more than the sums.
         now = self.env._now
         dt = now - self._last
         if dt > 0.0 and self.active:
@@ -237,14 +238,6 @@ class Node:
         when = now + (at - s) / self._speed_now
         if when < self._timer_at:
             self._schedule(when, now)
-
-    def _push(self, runner: Runner) -> float:
-        """Put ``runner``'s next finish (node service) on the heap, its older entries stale."""
-        runner.version += 1
-        self._seq += 1
-        at = runner.next_finish()
-        heappush(self._heap, (at, runner.version, self._seq, runner))
-        return at
 
     def _schedule(self, when: float, now: float) -> None:
         """A timer at ``when`` (``now`` is the clock): later(max(when - now, 0.0), ...)
@@ -289,7 +282,10 @@ class Node:
                     finished.append(heappop(jobs))
                 runner.v0, runner.s0 = v, s
                 if jobs:
-                    self._push(runner)
+                    # Its next finish on the heap, the older entries stale (as in add()).
+                    version = runner.version = runner.version + 1
+                    self._seq = seq = self._seq + 1
+                    heappush(heap, (s + (jobs[0][0] - v) * len(jobs) / runner.threads, version, seq, runner))
                     continue
             runner.version += 1
             runner.busy_s += now - runner.busy_since
@@ -301,11 +297,14 @@ class Node:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
             self._retune()
-        # The next timer, at the first live entry's finish:
-        while heap and heap[0][1] != heap[0][3].version:
+        # The next timer, at the first live entry's finish (stale entries before it dropped):
+        while heap:
+            at, version, _, runner = heap[0]
+            if version == runner.version:
+                if at < _INF:
+                    self._schedule(now + (at - s) / self._speed_now, now)
+                break
             heappop(heap)
-        if heap and heap[0][0] < _INF:
-            self._schedule(now + (heap[0][0] - s) / self._speed_now, now)
         for _, _, callback, arg in finished:
             callback(arg)
 

@@ -20,7 +20,9 @@ per pending timer (2,560 clients' in S3).
 SimPy's own ``step()`` expects an event in the fourth place and knows no FIFO, so the
 calendar is run by ``run(env, until)``: ``env.run(until)`` with ``step()`` written into
 its loop, which calls ``fn(arg)`` for a bare entry and processes a SimPy event
-(``Event``, ``Timeout``, ``AnyOf``) exactly as ``step()`` does. An entry cannot be taken
+(``Event``, ``Timeout``, ``AnyOf``) exactly as ``step()`` does. A bare entry is told
+from an event's by unpacking it: the few events pay for the exception, the many bare
+entries for nothing. An entry cannot be taken
 back; a callback that may be superseded (a node's timer) checks when it runs whether it
 still applies. It stays on the calendar until then, as a cancelled SimPy event would.
 
@@ -99,10 +101,15 @@ def run(env, until=None):
                     entry = heappop(queue)
                 except IndexError:
                     raise EmptySchedule from None
-            env._now = entry[0]
-            if len(entry) == 5:  # a bare (time, NORMAL, id, fn, arg)
-                entry[3](entry[4])
+            try:
+                now, _, _, fn, arg = entry  # a bare (time, NORMAL, id, fn, arg)
+            except ValueError:
+                pass  # a SimPy event's (time, priority, id, event): below
+            else:
+                env._now = now
+                fn(arg)
                 continue
+            env._now = entry[0]
             ev = entry[3]  # a SimPy event: what step() does
             callbacks = ev.callbacks
             ev.callbacks = None

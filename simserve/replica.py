@@ -115,7 +115,8 @@ class Replica:
             n = self.gil_acquisitions
             self._gil_takes((self.replica_cpu_s / n, n, self._start, req))
         else:
-            self._start(req)
+            req.start_s = self.env._now  # _start(req), written out
+            self._next_segment(req)
 
     def _gil_takes(self, state) -> None:
         """Ray's Python work for one call, ``burst`` seconds in each of ``left`` separate

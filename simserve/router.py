@@ -304,8 +304,14 @@ class RayRouter:
             cfg = self.cfg
             delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
             self.sim.later(delay, self._call_later, (self._after_sleep, task))
+            return
+        # _charge_and_choose(task), written out: most requests get a replica on their
+        # first attempt, without a sleep.
+        self.attempts += 1
+        if self.router_cpu_s > 0.0:
+            self._cpu(self.router_cpu_s, self._choose, task)
         else:
-            self._charge_and_choose(task)
+            self._choose(task)
 
     def _after_sleep(self, task: _Task) -> None:
         if task.alive:
@@ -489,14 +495,17 @@ class RayRouter:
         # (which points back at it) are freed by reference counting, not left as cycles
         # for the garbage collector (a tenth of a large run's time).
         req.task = None
+        # A step runs inside _drain, so _call_soon(fn, arg) would queue, and _soon(step,
+        # task) append to the step's deque: both written out as that.
+        queued = self._queued
         if owner is not None and owner is not task and owner.alive:
             # _cancel_routing_task_for_pending_request: the owner never runs again, but it
             # leaves the task set (and starts its replacement) only when its cancellation
             # is delivered, after this step and before the send queued next.
             owner.alive = False
-            self._call_soon(self._exit, owner)
-        self._call_soon(self._send, (req, replica))
-        self._soon(self._next_own if task.own.fulfilled else self._attempt, task)
+            queued.append((self._exit, owner))
+        queued.append((self._send, (req, replica)))
+        self._step.append((self._next_own if task.own.fulfilled else self._attempt, task))
 
     def _send(self, pair) -> None:
         """``assign_request`` resumes: ``try_send_request``, then ``on_send_request``."""

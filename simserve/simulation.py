@@ -282,7 +282,12 @@ class Simulation:
                 self.ray_process.burn(self.ray_cpu_per_reject_s)
             replica.answer_reject(self._reply, (self.router.on_rejected, req, replica, replica.ongoing))
             return
-        self._reply((self._accepted, req, replica, replica.ongoing))
+        # _reply((self._accepted, req, replica, replica.ongoing)), written out: every request
+        # is accepted once.
+        if self.hop_s > 0.0:
+            self.later(self.from_replica_s(replica), self._answer, (self._accepted, req, replica, replica.ongoing))
+        else:
+            self._accepted(req, replica, replica.ongoing)
         replica.begin(req)
 
     def _reply(self, args) -> None:
@@ -306,16 +311,15 @@ class Simulation:
         if self.hop_s > 0.0:
             self.later(self.from_replica_s(replica), self._at_router, (req, replica))
         else:
-            self._response_at_router(req, replica)
+            self._at_router((req, replica))
 
     def _at_router(self, pair) -> None:
-        self._response_at_router(*pair)
-
-    def _response_at_router(self, req, replica) -> None:
+        """The response reaches the router's process."""
         if self.done_callback_lag_s > 0.0:
-            self.later(self.done_callback_lag_s, self._done, (req, replica))
+            self.later(self.done_callback_lag_s, self._done, pair)
         else:
-            self._done((req, replica))
+            self._done(pair)
+        req = pair[0]
         if self.http_hop_s > 0.0:
             self.later(self.http_hop_s + self.wake_s(self.client_process), self._at_client, req)
         else:
