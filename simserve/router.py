@@ -136,6 +136,7 @@ class RayRouter:
         self._busy = False
         self._tasks_cap = 0  # min(max_num_routing_tasks_cap, 2 * len(replicas))
         self._local: list = []  # the routable replicas on local_node
+        self._local_bits = (0, 0)  # as _bits, for _local
         self._bits = (0, 0)  # bit lengths of len(replicas) and len(replicas) - 1
         self.probes = 0
         self.probe_timeouts = 0
@@ -201,6 +202,7 @@ class RayRouter:
         self._tasks_cap = min(self.cfg.max_num_routing_tasks_cap, 2 * len(self.replicas))
         self._bits = (len(self.replicas).bit_length(), (len(self.replicas) - 1).bit_length())
         self._local = [r for r in self.replicas if r.node is self.local_node] if self.local_node else []
+        self._local_bits = (len(self._local).bit_length(), (len(self._local) - 1).bit_length())
         live = {r.index for r in self.replicas}
         self.cache = {k: v for k, v in self.cache.items() if k in live}
         waiting, self._waiting_for_replicas = self._waiting_for_replicas, []
@@ -324,8 +326,10 @@ class RayRouter:
         else:
             self._choose(task)
 
-    def _candidates(self) -> list:
-        reps = self.replicas
+    def _candidates(self, reps: list, bits: tuple) -> list:
+        """The candidate set: the next replica of ``reps`` in turn (round robin), or two
+        distinct ones at random (its one if it has one); ``bits`` are the bit lengths of
+        ``len(reps)`` and ``len(reps) - 1``."""
         n = len(reps)
         if self.round_robin:
             r = reps[self._rr_next % n]
@@ -335,26 +339,15 @@ class RayRouter:
             return [reps[0]]
         # rng.randrange(n) then rng.randrange(n - 1), inlined: CPython's
         # _randbelow_with_getrandbits, so the same draws as before, for a third of the cost.
-        bits = self.rng.getrandbits
-        k, km = self._bits
-        i = bits(k)
+        getrandbits = self.rng.getrandbits
+        k, km = bits
+        i = getrandbits(k)
         while i >= n:
-            i = bits(k)
+            i = getrandbits(k)
         m = n - 1
-        j = bits(km)
+        j = getrandbits(km)
         while j >= m:
-            j = bits(km)
-        if j >= i:
-            j += 1
-        return [reps[i], reps[j]]
-
-    def _pick(self, reps: list) -> list:
-        """Two distinct replicas of ``reps`` at random (its one if it has one)."""
-        n = len(reps)
-        if n == 1:
-            return [reps[0]]
-        i = self.rng.randrange(n)
-        j = self.rng.randrange(n - 1)
+            j = getrandbits(km)
         if j >= i:
             j += 1
         return [reps[i], reps[j]]
@@ -374,9 +367,9 @@ class RayRouter:
         best_len = None
         to_probe = []
         if task.local and task.yields == 1 and len(self._local) < len(self.replicas):
-            candidates = self._pick(self._local)
+            candidates = self._candidates(self._local, self._local_bits)
         else:
-            candidates = self._candidates()
+            candidates = self._candidates(self.replicas, self._bits)
         cache = self.cache
         for r in candidates:
             entry = cache.get(r.index)
