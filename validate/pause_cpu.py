@@ -1,0 +1,78 @@
+"""CPU per no-op request, by process role, against the client's pause between requests.
+
+``python -m validate.pause_cpu [GAPS]`` (GAPS: comma-separated seconds, default
+0,0.0005,0.001,0.003,0.01,0.03,0): one no-op replica, requests one at a time through a
+``DeploymentHandle``, ``N`` per gap, the client sleeping the gap before each. Printed per
+gap, one JSON line: the median latency, other users' cores, and the driver's, replica's
+and background processes' CPU per request (ms; ``py`` Python/GIL threads, ``na`` C++
+threads), each minus its idle rate (measured over ``IDLE_S`` before the first gap).
+
+A diagnosis, not a calibration phase: the calibration times requests back to back, and
+this shows what a pause between them adds (``validate/README.md``, item 13). simserve
+does not model it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+
+from validate.calibrate import ProcessCPU, _by_role, _window
+from validate.harness import RealCluster
+from validate.scenario import load_calibration, scenario
+
+N = 300
+IDLE_S = 4.0
+WARMUP = 30
+GAPS_S = (0.0, 0.0005, 0.001, 0.003, 0.01, 0.03, 0.0)
+ROLES = ("driver", "replica", "background")
+
+
+async def _idle_rates(pc: ProcessCPU) -> dict:
+    d, wall, _ = await _window(pc, IDLE_S)
+    b = _by_role(d)
+    return {(r, k): b.get(r, {}).get(k, 0.0) / wall for r in ROLES for k in ("python_s", "native_s")}
+
+
+async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: dict) -> dict:
+    for _ in range(WARMUP):
+        await handle.remote()
+    s0, w0, lat = pc.snapshot(), time.perf_counter(), []
+    for _ in range(N):
+        if gap_s:
+            await asyncio.sleep(gap_s)
+        t = time.perf_counter()
+        await handle.remote()
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - w0
+    load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
+    out = {"gap_ms": gap_s * 1e3, "lat_ms": round(1e3 * statistics.median(lat), 3),
+           "foreign": round(load["_foreign_cores"], 3)}
+    for role in ROLES:
+        for k in ("python_s", "native_s"):
+            cpu = load.get(role, {}).get(k, 0.0) - idle[role, k] * wall
+            out[f"{role[:3]}.{k[:2]}"] = round(1e3 * cpu / N, 3)
+    return out
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    gaps = [float(g) for g in argv[0].split(",")] if argv else list(GAPS_S)
+    cal = load_calibration(None)
+    cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
+                   cluster_cpus=2, rps=1.0)
+    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+        pc = ProcessCPU()
+        handle, _ = cl.deploy(cfg, "noop")
+        idle = asyncio.run(_idle_rates(pc))
+        for g in gaps:
+            print(json.dumps(asyncio.run(_gap(handle, pc, g, idle))), flush=True)
+        cl.delete("noop")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
