@@ -25,8 +25,9 @@ The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
 process on the first node; with HTTP ingress the router and proxy costs run in the
 proxy process and the client's in a load-generator process, both on the first node.
 Randomness comes from one ``SeedSequence`` split into independent streams for
-arrivals, service demand, routing, hop jitter and the autoscaling timers' lateness, so
-changing the router leaves the arrivals and the demands untouched.
+arrivals, service demand, routing, hop jitter, the autoscaling timers' lateness and where
+the run starts on Ray's clocks, so changing the router leaves the arrivals and the
+demands untouched.
 
 The timeline samples every ``timeline_interval_s``. Without a request table
 (``keep_requests=False``) it holds at most ``TIMELINE_MAX_ROWS`` (20,000) rows: at the
@@ -116,12 +117,13 @@ def streams(seed: int) -> dict:
     """Independent random streams, one per concern, from one seed."""
     # spawn(n) gives the same first children for any n: a stream added at the end leaves
     # the others' draws unchanged.
-    arrivals, service, routing, platform, timers = np.random.SeedSequence(seed).spawn(5)
+    arrivals, service, routing, platform, timers, clocks = np.random.SeedSequence(seed).spawn(6)
     return {
         "arrivals": np.random.default_rng(arrivals),
         "service": np.random.default_rng(service),
         "platform": np.random.default_rng(platform),  # hop latency jitter
         "timers": np.random.default_rng(timers),  # lateness of the autoscaling timers
+        "clocks": np.random.default_rng(clocks),  # where the run starts on Ray's clocks
         # The router draws one or two small integers per attempt: Python's Mersenne
         # Twister does that ten times faster than a NumPy call, and is as portable.
         "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
@@ -177,6 +179,16 @@ class Simulation:
             self._push_late = Distribution("gamma", oh.cpu("metrics_push_late_s"),
                                            oh.metrics_push_late_cv).sampler(rngs["timers"])
             self._control_loop_s = CONTROL_LOOP_INTERVAL_S + oh.cpu("control_loop_late_s")
+            # Where the run starts on Ray's clocks. Ray stamps metrics with time.time() and
+            # the controller rounds merged timestamps to 10 ms, so the digits below 10 ms
+            # decide some of its comparisons; and the controller's loop is already turning
+            # when the router starts. A real run starts at a uniformly random fraction of a
+            # second and point of the loop's period. With punctual timers (the pure model,
+            # no lateness) every clock starts at 0, so that timelines are exact.
+            clocks = rngs["clocks"]
+            punctual = not (oh.metrics_record_late_s or oh.metrics_push_late_s or oh.control_loop_late_s)
+            self._wall_clock_s = 0.0 if punctual else float(clocks.uniform(0.0, 1.0))
+            self._control_loop_phase_s = 0.0 if punctual else float(clocks.uniform(0.0, self._control_loop_s))
         # The router's sent-but-unfinished requests per replica: the autoscaler's metric,
         # kept only when there is an autoscaler to read it.
         self.sent: dict[int, int] = {}
@@ -223,7 +235,7 @@ class Simulation:
         if self.autoscaler is not None and not self.router.replicas:
             a = self.autoscaler
             if a.metrics.should_push_now(0, self.router.num_queued):
-                a.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
+                a.metrics.push(0, self.wall_clock_s, self.router.num_queued, self.sent)
 
     def _to_ingress(self, req) -> None:
         if not self.http:
@@ -408,6 +420,11 @@ class Simulation:
     # router's two tasks are asyncio tasks on the router's loop: a turn whose sleep has
     # ended waits there behind the routing (the lateness drawn per turn is the measured
     # one at concurrency 1, where the loop is idle).
+    @property
+    def wall_clock_s(self) -> float:
+        """Ray's ``time.time()`` now: what the autoscaling metrics and timers read."""
+        return self.env.now + self._wall_clock_s
+
     def _record_metrics(self, _=None) -> None:
         self.router.run_on_loop(self._record_turn, None)
 
@@ -415,14 +432,14 @@ class Simulation:
         """The router's metrics sample, every ``sample_interval_s`` plus its lateness."""
         running = {r.index for r in self.controller.running()}
         self.sent = {k: n for k, n in self.sent.items() if n or k in running}
-        self.autoscaler.metrics.record(0, self.env.now, self.router.num_queued, self.sent)
+        self.autoscaler.metrics.record(0, self.wall_clock_s, self.router.num_queued, self.sent)
         self.later(self.autoscaler.config.sample_interval_s + self._record_late(), self._record_metrics, None)
 
     def _push_metrics(self, _=None) -> None:
         self.router.run_on_loop(self._push_turn, None)
 
     def _push_turn(self, _) -> None:
-        self.autoscaler.metrics.push(0, self.env.now, self.router.num_queued, self.sent)
+        self.autoscaler.metrics.push(0, self.wall_clock_s, self.router.num_queued, self.sent)
         self.later(self.autoscaler.config.push_interval_s + self._push_late(), self._push_metrics, None)
 
     def _control_loop(self, _=None) -> None:
@@ -432,7 +449,7 @@ class Simulation:
             ctl.set_target(self._decision)
         running = [r.index for r in ctl.running()]
         self.peak_running = max(self.peak_running, len(running))
-        self._decision = self.autoscaler.step(self.env.now, running, ctl.target)
+        self._decision = self.autoscaler.step(self.wall_clock_s, running, ctl.target)
         self.later(self._control_loop_s, self._control_loop, None)
 
     def _take_snapshot(self, _=None) -> None:
@@ -464,7 +481,7 @@ class Simulation:
         if self.autoscaler is not None:
             self._record_metrics()  # a router's first sample, then its first push
             self._push_metrics()
-            self._control_loop()
+            self.later(self._control_loop_phase_s, self._control_loop, None)
         # Answers after which the run is over (``requests`` runs only).
         self._stop_after = self._total_requests() if w.requests is not None else None
         self.source.start()

@@ -103,7 +103,8 @@ def test_issue_example_step_load_scales_up_then_down():
 
 def test_timers_start_each_turn_their_interval_plus_their_lateness_after_the_last():
     """With deterministic lateness, the router samples at k x (1 + 0.01) s, pushes at
-    k x (2 + 0.005) s, and the controller's loop turns every 0.1 + 0.05 s."""
+    k x (2 + 0.005) s, and the controller's loop turns every 0.1 + 0.05 s from its phase;
+    the metrics carry time.time(), the simulated time plus the clock's drawn offset."""
     from simserve.simulation import Simulation
 
     a = AutoscalingConfig(min_replicas=1, max_replicas=1, metrics_interval_s=2, look_back_period_s=5)
@@ -118,11 +119,35 @@ def test_timers_start_each_turn_their_interval_plus_their_lateness_after_the_las
     step = sim.autoscaler.step
     sim.autoscaler.step = lambda now, running, target: ticks.append(now) or step(now, running, target)
     sim.run()
+    epoch, phase = sim._wall_clock_s, sim._control_loop_phase_s
+    assert 0 <= epoch < 1 and 0 <= phase < 0.15
     report = sim.autoscaler.metrics._reports[0]
-    assert report.timestamp == pytest.approx(4.01)
-    assert [t for t, _ in report.queued] == pytest.approx([0.0, 1.01, 2.02, 3.03])
-    assert ticks[:4] == pytest.approx([0.0, 0.15, 0.30, 0.45])
-    assert len(ticks) == 30  # turns at 0, 0.15, ..., 4.35
+    assert report.timestamp - epoch == pytest.approx(4.01)
+    assert [t - epoch for t, _ in report.queued] == pytest.approx([0.0, 1.01, 2.02, 3.03])
+    assert [t - epoch for t in ticks[:4]] == pytest.approx([phase, phase + 0.15, phase + 0.30, phase + 0.45])
+    assert len(ticks) == 30  # turns at phase + 0, 0.15, ..., 4.35 (the run ends at 4.5 s)
+
+
+def test_the_clocks_start_at_zero_only_when_the_timers_are_punctual():
+    """Without timer lateness (the pure model) the controller's loop and time.time() start
+    at 0; with it, each seed draws both, and the draws spread over their ranges."""
+    from simserve.simulation import Simulation
+
+    a = AutoscalingConfig(min_replicas=1, max_replicas=1)
+    work = WorkModel.single("io", Distribution("deterministic", 0.05))
+
+    def clocks(overheads, seed):
+        sim = Simulation(SimConfig(deployment=DeploymentConfig(num_replicas=None, autoscaling_config=a, work=work),
+                                   overheads=overheads, workload=WorkloadConfig(concurrent=1, duration_s=1.0),
+                                   seed=seed))
+        return sim._wall_clock_s, sim._control_loop_phase_s
+
+    assert {clocks(Overheads(), seed) for seed in range(5)} == {(0.0, 0.0)}
+    late = Overheads(control_loop_late_s=0.01)
+    epochs, phases = zip(*(clocks(late, seed) for seed in range(200)))
+    assert 0 <= min(epochs) < 0.05 and 0.95 < max(epochs) < 1
+    assert 0 <= min(phases) < 0.01 and 0.10 < max(phases) < 0.11
+    assert clocks(late, 7) == clocks(late, 7)
 
 
 def test_a_metrics_sample_waits_for_the_routers_loop():

@@ -15,6 +15,7 @@ from validate.autoscale import (
     first_scale_up,
     last_scale_down,
     spread_rows,
+    agreement_rows,
     window_latency,
 )
 from validate.harness import ray_autoscaling_config
@@ -110,8 +111,9 @@ def test_ray_autoscaling_config_passes_only_the_fields_set():
 
 
 def test_spread_rows_count_the_seeds_within_the_limit_of_each_real_run():
-    """Per event: the real runs, the seeds' min / median / max, every seed, and how many
-    seeds fall within the event tolerance (or equal the peak) of each real run."""
+    """Per event: the real runs, the seeds' min / median / max, every seed's value with its
+    count, and how many seeds fall within the event tolerance (or equal the peak) of each
+    real run."""
     def run(up, down, peak):
         return {"compare": {"events": {"first_scale_up_s": {"real": up}, "last_scale_down_s": {"real": down},
                                        "peak_running": {"real": peak}}}}
@@ -123,6 +125,26 @@ def test_spread_rows_count_the_seeds_within_the_limit_of_each_real_run():
     down = rows["last scale-down (s)"]
     assert down[1] == "60.0 80.0"
     assert down[2] == "60.5 / 62.5 / 70.0"
+    assert down[3] == "60.5 61.0 64.0 70.0"
+    assert rows["peak RUNNING replicas"][3] == "4x4"
     assert down[4] == f"{sum(abs(d - 60.0) <= EVENT_TOL_S for d in (60.5, 61.0, 64.0, 70.0))}/4 0/4"
     assert rows["peak RUNNING replicas"][4] == "4/4 0/4"
     assert rows["first scale-up (s)"][4] == "4/4 4/4"
+
+
+def test_agreement_rows_count_pairs_of_runs_that_meet_each_criterion():
+    """Ray against Ray takes every ordered pair of real runs, simserve against Ray every
+    (real run, seed) pair; a run scaling down 10 s later misses only the scale-down."""
+    def side(down_s):
+        t = [i * 0.5 for i in range(200)]
+        running = [1 if x < 24 else (4 if x < down_s else 1) for x in t]
+        return {"t": t, "running": running, "starting": [0] * len(t),
+                "sent_s": [i * 0.1 for i in range(900)], "latency_s": [0.05] * 900}
+
+    reals = [side(60.5), side(61.0), side(70.5)]
+    sims = [side(60.5), side(73.0)]
+    rows = {r[0]: r[1:] for r in agreement_rows(reals, sims, 90.0)}
+    assert rows["first scale-up within 3 s"] == ["6/6 (100%)", "6/6 (100%)"]
+    assert rows["last scale-down within 3 s"] == ["2/6 (33%)", "3/6 (50%)"]
+    assert rows["p50 of every window within 25%"] == ["6/6 (100%)", "6/6 (100%)"]
+    assert rows["all of them"] == ["2/6 (33%)", "3/6 (50%)"]
