@@ -13,6 +13,7 @@ Configurations are inert: nothing here runs a simulation.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -30,6 +31,29 @@ INGRESSES = ("handle", "http")
 PLACEMENTS = ("spread", "pack")
 TIMER_LATENESS = ("metrics_record_late_s", "metrics_record_late_cv", "metrics_push_late_s", "metrics_push_late_cv",
                   "control_loop_late_s")
+WAKE_TABLE = ("wake_idle_s", "client_wake_cpu_s", "replica_wake_cpu_s")
+
+
+class WakeCost:
+    """``cost(g)``: piecewise linear through the points, 0 before the first, flat after
+    the last."""
+
+    __slots__ = ("gaps", "costs", "first")
+
+    def __init__(self, gaps: tuple, costs: tuple):
+        self.gaps, self.costs, self.first = gaps, costs, gaps[0]
+
+    def __call__(self, g: float) -> float:
+        if g < self.first:
+            return 0.0
+        gaps = self.gaps
+        i = bisect.bisect_right(gaps, g)
+        if i == len(gaps):
+            return self.costs[-1]
+        g0, g1, c0, c1 = gaps[i - 1], gaps[i], self.costs[i - 1], self.costs[i]
+        return c0 + (c1 - c0) * (g - g0) / (g1 - g0)
+
+
 PER_REQUEST_COSTS = (
     "hop_s",
     "http_hop_s",
@@ -250,7 +274,8 @@ class Overheads:
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
     autoscaling tasks starts (the router's metrics sample and push, the controller's loop).
     ``done_callback_lag_s`` is how long after its response the router learns that a
-    request's replica task has ended.
+    request's replica task has ended. ``*_wake_cpu_s`` is what a process burns when work
+    wakes it from idleness, beyond the per-request costs (a table over ``wake_idle_s``).
     ``cpu_speed`` scales every CPU cost: 0.5 means this host runs at half the speed the
     costs were measured at.
 
@@ -288,6 +313,7 @@ class Overheads:
     replica_reject_native_cpu_s: float = 0.0
     ray_background_cpu_per_reject_s: float = 0.0
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
+    replica_startup_cv: float = 0.0  # its spread from replica to replica (a gamma draw)
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
     # Separate GIL acquisitions the replica's Ray machinery makes per request (receive, hand to
@@ -308,6 +334,14 @@ class Overheads:
     # idle core, must be woken first. A property of the host, not of Ray.
     idle_wake_s: float = 0.0
     idle_wake_after_s: float = 0.0
+    # The CPU a process spends when work wakes it after its Python threads have idled g
+    # seconds, beyond what the per-request costs above (measured back to back) include:
+    # piecewise linear through (wake_idle_s[i], *_wake_cpu_s[i]), 0 before the first
+    # point, flat after the last. It runs beside the path on a thread of its own, taking a
+    # core but holding nothing up. The driver (handle ingress) and the replicas.
+    wake_idle_s: tuple = ()
+    client_wake_cpu_s: tuple = ()
+    replica_wake_cpu_s: tuple = ()
     # How long after a response reaches the caller its router's done callbacks run (they
     # wait for the end of the replica's task, not for the response): the queue-length
     # cache's decrement and the autoscaling count of running requests come that late.
@@ -316,14 +350,15 @@ class Overheads:
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "gil_switch_interval_s", "idle_wake_s",
-                  "idle_wake_after_s", "done_callback_lag_s")
+        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "gil_switch_interval_s",
+                  "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
         _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)
+        self._wake_table()
         if self.contended_core_speed > 1:
             raise ConfigError("contended_core_speed", self.contended_core_speed, "must be <= 1")
 
@@ -335,6 +370,31 @@ class Overheads:
     def cpu(self, name: str) -> float:
         """A CPU cost in seconds at this run's host speed."""
         return getattr(self, name) / self.cpu_speed
+
+    def _wake_table(self) -> None:
+        """Check the wake-up table and store its three fields as tuples (a calibration
+        file gives lists)."""
+        for name in WAKE_TABLE:
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)):
+                raise ConfigError(name, value, "must be a list of numbers")
+            for x in value:
+                _number(name, x, low=0)
+            object.__setattr__(self, name, tuple(float(x) for x in value))
+        gaps = self.wake_idle_s
+        if any(b <= a for a, b in zip(gaps, gaps[1:])):
+            raise ConfigError("wake_idle_s", list(gaps), "must increase")
+        for name in WAKE_TABLE[1:]:
+            if getattr(self, name) and len(getattr(self, name)) != len(gaps):
+                raise ConfigError(name, list(getattr(self, name)), f"must have one value per wake_idle_s ({len(gaps)})")
+
+    def wake_cpu(self, role: str):
+        """``g -> CPU seconds`` at this run's host speed for ``role`` ("client" or
+        "replica"), or None when the table is empty."""
+        costs = getattr(self, f"{role}_wake_cpu_s")
+        if not costs or not any(costs):
+            return None
+        return WakeCost(self.wake_idle_s, tuple(c / self.cpu_speed for c in costs))
 
 
 @dataclass(frozen=True)

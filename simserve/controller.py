@@ -6,8 +6,9 @@ what the autoscaler decides, see ``autoscaling.py``):
 * A new replica asks Ray for ``num_cpus`` logical CPUs and stays
   ``PENDING_ALLOCATION`` until a node has them (no timeout, as in Ray); replicas
   freed by a stop let pending ones in, in creation order.
-* Allocated, it is ``STARTING`` for Ray's start-up time (``Overheads.replica_startup_s``,
-  measured by ``validate``) plus the user's ``__init__`` (``init_s``), then ``RUNNING``;
+* Allocated, it is ``STARTING`` for Ray's start-up time (a gamma draw with mean
+  ``Overheads.replica_startup_s`` and cv ``replica_startup_cv``, measured by
+  ``validate``) plus the user's ``__init__`` (``init_s``), then ``RUNNING``;
   the long-poll push reaches every router at once.
 * To scale down it picks victims as Ray does (``autoscaling.choose_downscale_victims``).
   A stopped replica leaves the routers at once, then checks every
@@ -24,18 +25,22 @@ Left out: constructor failures and retries, health checks, rolling updates.
 from __future__ import annotations
 
 from simserve.autoscaling import ReplicaRecord, choose_downscale_victims
+from simserve.distributions import Distribution
 from simserve.placement import Placer
 from simserve.replica import PENDING, RUNNING, STARTING, STOPPED, STOPPING, Replica
 
 
 class Controller:
-    def __init__(self, sim, deployment, overheads, placer: Placer):
+    def __init__(self, sim, deployment, overheads, placer: Placer, rng):
         self.sim = sim
         self.env = sim.env
         self.d = deployment
         self.placer = placer
         self.overheads = overheads
-        self.startup_s = overheads.replica_startup_s + deployment.init_s
+        # Ray's part of a start-up varies from replica to replica (gamma, the measured mean
+        # and spread); the user's __init__ is as given.
+        kind = "gamma" if overheads.replica_startup_cv > 0 else "deterministic"
+        self._ray_startup = Distribution(kind, overheads.replica_startup_s, overheads.replica_startup_cv).sampler(rng)
         self.replicas: list[Replica] = []  # every replica ever created, by index
         self.target = 0
         self.routers: list = []
@@ -101,7 +106,7 @@ class Controller:
             if node is None:
                 return  # all replicas ask for the same num_cpus: none later fits either
             r.allocate(node)
-            self.sim.at(self.env.now + self.startup_s, self._started, r)
+            self.sim.at(self.env.now + self._ray_startup() + self.d.init_s, self._started, r)
 
     def _started(self, r: Replica) -> None:
         if r.state != STARTING:

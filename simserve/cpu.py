@@ -72,14 +72,20 @@ class Runner:
 
 
 class Process:
-    """An OS process on a node: a GIL plus any native thread pools it spawns."""
+    """An OS process on a node: a GIL plus any native thread pools it spawns.
 
-    __slots__ = ("node", "gil", "name")
+    ``wake``, when set, is the CPU (``g -> seconds``, ``Overheads.wake_cpu``) the process
+    burns beside the path when work reaches its Python threads after they have idled
+    ``g``: a process woken from sleep spends more than one kept busy."""
+
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
         self.name = name
         self.gil = Runner(1, name)
+        self.wake = None
+        self.wake_cpu_s = 0.0  # burned on wake-ups so far
 
     def idle_for(self, now: float) -> float:
         """How long none of its Python threads has had work (0 while one has)."""
@@ -93,6 +99,11 @@ class Process:
         waiter goes in then. So a short job behind a long one waits, where pure
         processor sharing would start it at once."""
         node = self.node
+        if self.wake is not None and not self.gil.jobs:
+            cost = self.wake(node.env._now - self.gil.idle_since)
+            if cost > 0.0:
+                self.wake_cpu_s += cost
+                node.add(Runner(1, self.name), cost, _nothing, None)
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))

@@ -66,6 +66,7 @@ class Replica:
         self.probe_native_cpu_s = overheads.cpu("replica_probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("replica_reject_cpu_s")
         self.reject_native_cpu_s = overheads.cpu("replica_reject_native_cpu_s")
+        self.wake = overheads.wake_cpu("replica")
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -83,6 +84,7 @@ class Replica:
     def allocate(self, node: Node) -> None:
         self.node = node
         self.process = node.process(f"replica-{self.index}")
+        self.process.wake = self.wake
         self.state = STARTING
         self._last = self.env.now
 

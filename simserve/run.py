@@ -21,6 +21,7 @@ from simserve.config import (
     PLACEMENTS,
     ROUTERS,
     SEGMENT_KINDS,
+    WAKE_TABLE,
     ClusterConfig,
     ConfigError,
     DeploymentConfig,
@@ -135,6 +136,8 @@ def parser(prog: str = "python -m simserve.run", description: str = "Simulate on
         "--calibration", metavar="FILE", help="costs measured by python -m validate.calibrate (default: the committed measurement)"
     )
     for name in calibration.COST_FIELDS:
+        if name in WAKE_TABLE:  # a table: from the calibration file only
+            continue
         kind = type(getattr(Overheads, name))
         unit = "seconds" if name.endswith("_s") else "cores" if name.endswith("cores") else "count" if kind is int else "ratio"
         g.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{unit} (default {getattr(Overheads, name)})")
@@ -263,7 +266,7 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
     cal_file = None if args.no_overheads else (args.calibration or calibration.default_path())
     costs = calibration.load(cal_file, args.ingress) if cal_file else {}
     for name in calibration.COST_FIELDS:
-        v = getattr(args, name)
+        v = getattr(args, name, None)
         if v is not None:
             if args.no_overheads:
                 raise ConfigError(name, v, "cannot be combined with --no-overheads")

@@ -25,9 +25,9 @@ The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
 process on the first node; with HTTP ingress the router and proxy costs run in the
 proxy process and the client's in a load-generator process, both on the first node.
 Randomness comes from one ``SeedSequence`` split into independent streams for
-arrivals, service demand, routing, hop jitter, the autoscaling timers' lateness and where
-the run starts on Ray's clocks, so changing the router leaves the arrivals and the
-demands untouched.
+arrivals, service demand, routing, hop jitter, the autoscaling timers' lateness, where
+the run starts on Ray's clocks and replica start-up times, so changing the router leaves
+the arrivals and the demands untouched.
 
 The timeline samples every ``timeline_interval_s``. Without a request table
 (``keep_requests=False``) it holds at most ``TIMELINE_MAX_ROWS`` (20,000) rows: at the
@@ -117,13 +117,14 @@ def streams(seed: int) -> dict:
     """Independent random streams, one per concern, from one seed."""
     # spawn(n) gives the same first children for any n: a stream added at the end leaves
     # the others' draws unchanged.
-    arrivals, service, routing, platform, timers, clocks = np.random.SeedSequence(seed).spawn(6)
+    arrivals, service, routing, platform, timers, clocks, startups = np.random.SeedSequence(seed).spawn(7)
     return {
         "arrivals": np.random.default_rng(arrivals),
         "service": np.random.default_rng(service),
         "platform": np.random.default_rng(platform),  # hop latency jitter
         "timers": np.random.default_rng(timers),  # lateness of the autoscaling timers
         "clocks": np.random.default_rng(clocks),  # where the run starts on Ray's clocks
+        "startups": np.random.default_rng(startups),  # each new replica's start-up time
         # The router draws one or two small integers per attempt: Python's Mersenne
         # Twister does that ten times faster than a NumPy call, and is as portable.
         "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
@@ -162,9 +163,11 @@ class Simulation:
         router_process = head.process("proxy") if self.http else self.client_process
         self.proxy_process = router_process
         self.ray_process = head.process("ray")  # raylet, GCS, Serve controller, agents
+        if not self.http:  # the HTTP load generator is not Ray's, and the proxy's is not measured
+            self.client_process.wake = oh.wake_cpu("client")
         head.occupy(oh.ray_background_cores / oh.cpu_speed)
 
-        self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement))
+        self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement), rngs["startups"])
         if config.router.policy == "ideal":
             self.router = IdealRouter(self, d.max_queued_requests)
         else:
@@ -464,6 +467,7 @@ class Simulation:
             "probes": self.router.probes,
             "probe_timeouts": self.router.probe_timeouts,
             "attempts": self.router.attempts,
+            "wake_cpu": (self.client_process.wake_cpu_s, sum(r.process.wake_cpu_s for r in self.controller.replicas if r.process is not None)),
         }
 
     # -- the run --------------------------------------------------------------------------------
@@ -565,6 +569,10 @@ class Simulation:
                 "probe_timeouts_per_request": (end["probe_timeouts"] - start["probe_timeouts"]) / routed,
                 "attempts_per_request": (end["attempts"] - start["attempts"]) / routed,
                 "rejections_per_request": sum(row.get("rejected", 0) for row in rep_rows) / routed,
+            },
+            # Overheads.*_wake_cpu_s as charged: CPU burned on wake-ups, per request answered.
+            "wake_cpu_ms_per_request": {
+                role: 1e3 * (b - a) / routed for role, a, b in zip(("driver", "replica"), start["wake_cpu"], end["wake_cpu"])
             },
             "sim_time_s": end["t"],
             "window_s": window,

@@ -37,7 +37,7 @@ def test_default_costs_come_from_the_calibration_and_no_overheads_zeroes_them():
     p = run("--duration-s", "3", "--no-overheads", "--json")
     assert p.returncode == 0, p.stderr
     free = json.loads(p.stdout)["config"]["overheads"]
-    assert all(v == 0 for k, v in free.items() if k.endswith("_s") or k.endswith("_cores"))
+    assert all(v in (0, []) for k, v in free.items() if k.endswith("_s") or k.endswith("_cores"))  # a table: []
 
 
 def test_the_committed_calibration_is_found_from_any_working_directory(tmp_path):

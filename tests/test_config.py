@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simserve import ClusterConfig, ConfigError, DeploymentConfig, Distribution, WorkloadConfig
+from simserve import ClusterConfig, ConfigError, DeploymentConfig, Distribution, Overheads, WorkloadConfig
 from simserve.cpu import Node
 from simserve.metrics import LatencyHistogram
 from simserve.placement import place
@@ -24,6 +24,10 @@ from simserve.placement import place
         (lambda: WorkloadConfig(concurrent=1, rps=3.0), "workload"),
         (lambda: WorkloadConfig(trace_arrivals_s=(1.0, 0.5)), "trace.arrival_s"),
         (lambda: WorkloadConfig(concurrent=1, duration_s=5, warmup_s=5), "warmup_s"),
+        (lambda: Overheads(wake_idle_s=(0.01, 0.01)), "wake_idle_s"),
+        (lambda: Overheads(wake_idle_s=(0.01, 0.1), client_wake_cpu_s=(0.001,)), "client_wake_cpu_s"),
+        (lambda: Overheads(wake_idle_s=(0.01,), replica_wake_cpu_s=(-0.001,)), "replica_wake_cpu_s"),
+        (lambda: Overheads(client_wake_cpu_s=0.001), "client_wake_cpu_s"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_field(make, field):

@@ -64,3 +64,37 @@ def test_a_thread_waits_the_switch_interval_for_a_held_gil():
     cfg = config(kind="gil", mean_s=1.0, replicas=1, handler="sync", concurrent=2, requests=2, duration_s=None)
     cfg = replace(cfg, overheads=Overheads(gil_switch_interval_s=0.005))
     assert _done(cfg) == [1.995, 2.0]
+
+
+def test_a_process_woken_after_idling_burns_its_wake_cost_beside_the_path():
+    """Work reaching a process idle for 55 ms, with a wake cost rising linearly from 0 at
+    10 ms to 0.5 s at 100 ms, burns 0.25 s on a thread of its own: on two cores the work
+    itself ends on time and the cores were busy 0.25 s longer; on one core it shares it."""
+    from simserve import events
+    from simserve.config import WakeCost
+    from simserve.cpu import Node
+
+    def run(cores):
+        env = events.Environment()
+        node = Node(env, 0, num_cpus=cores, physical_cores=cores)
+        proc = node.process("driver")
+        proc.wake = WakeCost((0.01, 0.1), (0.0, 0.5))
+        ends = []
+        proc.run_gil(1.0, lambda _: ends.append(env.now), None)  # idle 0 s at t=0: no cost
+        node.later(1.055, lambda _: proc.run_gil(1.0, lambda _: ends.append(env.now), None), None)
+        events.run(env)
+        return ends, proc.wake_cpu_s, node.core_busy_until_now()
+
+    ends, woke, busy = run(2)
+    assert ends == pytest.approx([1.0, 2.055]) and woke == pytest.approx(0.25) and busy == pytest.approx(2.25)
+    ends, _, _ = run(1)
+    assert ends == pytest.approx([1.0, 1.055 + 0.5 + 0.75])  # half speed while both run
+
+
+def test_the_wake_cost_is_zero_before_the_first_point_linear_between_and_flat_after():
+    """WakeCost interpolates its table and holds its last value."""
+    from simserve.config import WakeCost
+
+    w = WakeCost((0.004, 0.014, 0.104), (0.0, 0.001, 0.002))
+    assert [w(g) for g in (0.0, 0.0039, 0.004, 0.009, 0.014, 0.059, 1.0)] == pytest.approx(
+        [0.0, 0.0, 0.0, 0.0005, 0.001, 0.0015, 0.002])

@@ -148,3 +148,28 @@ def test_charged_cpu_counts_each_cost_once_per_occasion():
     http = charged_cpu_ms(replace(cfg, overheads=Overheads(ingress="http", **oh)), sim)
     assert http["driver"] == pytest.approx(128)
     assert http["proxy"] == pytest.approx(256 + 2 * 4 + 0.5 * (8 + 16))
+    woken = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)),
+                           {**sim, "wake_cpu_ms_per_request": {"driver": 0.5, "replica": 0.25}})
+    assert woken["driver"] == pytest.approx(handle["driver"] + 0.5)
+    assert woken["replica"] == pytest.approx(handle["replica"] + 0.25)
+
+
+def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_the_round_trip():
+    """Per handler sleep, the driver's and replica's CPU per request (Python + C++) minus back
+    to back's, placed at the sleep plus the back-to-back round trip; a negative excess is
+    clamped to 0 with a warning."""
+    import pytest
+
+    from validate.calibrate import wake_cpu
+
+    def point(sleep_s, driver_ms, replica_ms):
+        return {"sleep_s": sleep_s, "median_s": sleep_s + 0.003,
+                "driver_python_s": driver_ms / 2e3, "driver_native_s": driver_ms / 2e3,
+                "replica_python_s": replica_ms / 1e3, "replica_native_s": 0.0}
+
+    warnings = []
+    out = wake_cpu({"points": [point(0.0, 2.0, 1.6), point(0.01, 2.6, 1.5), point(0.1, 3.0, 2.4)]}, warnings)
+    assert out["wake_idle_s"] == pytest.approx([0.003, 0.013, 0.103])
+    assert out["client_wake_cpu_s"] == pytest.approx([0.0, 0.0006, 0.001])
+    assert out["replica_wake_cpu_s"] == pytest.approx([0.0, 0.0, 0.0008])
+    assert len(warnings) == 1 and "replica_wake_cpu_s" in warnings[0]

@@ -84,7 +84,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     """The CPU simserve charges per completed request, by the process role the harness
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
     count of its occasions (routing attempts, probes, rejected sends per request), the
-    handler's CPU segments, and the daemons' time-based cores spread over the throughput.
+    handler's CPU segments, the daemons' time-based cores spread over the throughput, and
+    the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
@@ -102,8 +103,11 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
         driver, proxy = oh.cpu("http_client_cpu_s"), oh.cpu("proxy_cpu_s") + oh.cpu("proxy_native_cpu_s") + router
     else:
         driver, proxy = oh.cpu("client_cpu_s") + oh.cpu("client_native_cpu_s") + router, 0.0
-    return {k: 1e3 * v for k, v in
-            {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
+    out = {k: 1e3 * v for k, v in
+           {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
+    for role, ms in sim.get("wake_cpu_ms_per_request", {}).items():
+        out[role] += ms
+    return out
 
 
 def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], dict]:
@@ -312,8 +316,11 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "|---|---|",
     ]
     for k in OVERHEAD_FIELDS:
+        if isinstance(cal[k], list):  # the wake-up table
+            lines.append(f"| {k} | {', '.join(f'{1e3 * float(x):.3f}' for x in cal[k])} |")
+            continue
         v = float(cal[k])
-        if k in ("hop_cv", "contended_core_speed"):
+        if k.endswith("_cv") or k == "contended_core_speed":
             lines.append(f"| {k} | {v:.3f} |")
         elif k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
             lines.append(f"| {k} | {v:.0f} |")

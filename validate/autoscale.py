@@ -437,7 +437,7 @@ def mechanism_lines(cmp: dict, real: dict, sim: dict, cal: dict) -> list[str]:
         f"decisions (from->to@s (total ongoing requests the policy saw)): real {_decisions(c['decisions'])}; "
         f"simulated {_decisions(sim['decisions'])}",
         f"replica start-up, real (Ray's log, s): {' '.join(f'{x:.1f}' for x in ups) or 'none'}; "
-        f"simulated: replica_startup_s {cal['replica_startup_s']:.2f}",
+        f"simulated: replica_startup_s {cal['replica_startup_s']:.2f}, cv {cal.get('replica_startup_cv', 0.0):.2f}",
         f"other processes' cores during the run {real['foreign_cores']:.2f}; failed or rejected requests "
         f"{real['not_ok']}; the handle's router started {-real['router_start_s']:.2f} s before the load "
         f"(simserve: at 0)",
@@ -472,7 +472,8 @@ def diagnosis(runs: list[dict], cal: dict) -> list[str]:
             ups = [x for _, x in r["real"]["controller"]["startups"]]
             out.append(f"run {i}, first scale-up: first decision real {_decisions(real_d[:1])}, simulated "
                        f"{_decisions(sim_d[:1])}; replica start-ups real {' '.join(f'{x:.1f}' for x in ups)} s "
-                       f"(Ray's log), simulated replica_startup_s {cal['replica_startup_s']:.2f} s.")
+                       f"(Ray's log), simulated replica_startup_s {cal['replica_startup_s']:.2f} s, "
+                       f"cv {cal.get('replica_startup_cv', 0.0):.2f}.")
         if not ev["last_scale_down_s"]["pass"] or not ev["peak_running"]["pass"]:
             out.append(f"run {i}, last scale-down or peak: the decisions differ: real {_decisions(real_d)}; "
                        f"simulated {_decisions(sim_d)}.")
@@ -521,10 +522,11 @@ accumulated lateness and favour one outcome of the coin.
 simserve performs the controller's arithmetic (replaying one real handle's reports through
 `simserve.autoscaling.aggregate` gave 4 of the 5 totals the controller logged, to 0.01) and
 draws each timer turn's lateness from the measured mean and spread, so its seeds take the
-branches above as the real runs do (the spread and agreement sections). The simulated replica start-up is
-the calibration's `replica_startup_s`, timed by the controller's own log from the turn that
-adds a replica to the turn that makes it RUNNING (`validate/calibrate.py`); the real
-start-ups above are Ray's own timing of the replicas the autoscaler added.
+branches above as the real runs do (the spread and agreement sections). A simulated replica
+start-up is a gamma draw with the calibration's `replica_startup_s` and `replica_startup_cv`,
+timed by the controller's own log from the turn that adds a replica to the turn that makes it
+RUNNING (`validate/calibrate.py`); the real start-ups above are Ray's own timing of the
+replicas the autoscaler added.
 """
 
 

@@ -133,6 +133,7 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   from the first new replica's appearance until two were RUNNING, which spans two
   serial starts of the rolling update (2.8 s, where the log gives 1.4-1.7 s a start);
   that figure is still kept as ``raw.derived.replica_startup_polled_s``.
+  ``replica_startup_cv`` is the starts' standard deviation over their mean.
 * ``idle_wake_s`` / ``idle_wake_after_s`` (``raw.wake``): no-op requests at c=1 through
   the handle, each sent after the client has idled ``gap`` (every gap of
   ``WAKE_GAPS_S``, ``WAKE_REQUESTS`` each). Back to back the round trip is the handle
@@ -142,6 +143,14 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   ``idle_wake_s`` is the median excess over back to back of the gaps from
   ``WAKE_FULL_S`` on; ``idle_wake_after_s`` the first gap whose excess reaches half of
   it (the replica has idled about half a round trip longer than the client).
+* ``wake_idle_s``, ``client_wake_cpu_s``, ``replica_wake_cpu_s`` (``raw.wake_cpu``): a
+  process that has slept spends more CPU when work wakes it than one kept busy (caches,
+  its C++ threads and, on a virtual machine, its core must be woken). Requests at c=1 to
+  a replica whose handler sleeps ``d`` (every ``d`` of ``WAKE_CPU_SLEEPS_S``,
+  ``WAKE_CPU_REQUESTS`` each), so that the driver and the replica each idle about ``d``
+  plus a back-to-back round trip per request; each one's CPU per request (Python and
+  C++, idle rates subtracted) beyond back to back, at that idle time. simserve burns it
+  beside the path (``Process.run_gil``): the round trip's own growth is ``idle_wake_s``.
 * Autoscaling timers (``raw.timers``): a deployment with an ``autoscaling_config``
   (min = max = 1, ``look_back_period_s`` 2.5 s so the handle samples every 0.5 s,
   ``metrics_interval_s`` 1 s) driven one request at a time for ``TIMER_S`` through a new
@@ -211,6 +220,8 @@ GIL_REQUESTS = 500
 WAKE_GAPS_S = (0.0, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2)
 WAKE_FULL_S = 0.05  # from here on the excess no longer grows (a one-off sweep, 2026-11-25: flat to 400 ms)
 WAKE_REQUESTS = 100
+WAKE_CPU_SLEEPS_S = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1)
+WAKE_CPU_REQUESTS = 200
 TIMER_S = 20.0
 TIMER_LOOK_BACK_S = 2.5  # the handle samples every 0.5 s
 TIMER_PUSH_S = 1.0
@@ -587,6 +598,65 @@ async def _wake_phase(handle, n: int) -> dict:
     return {"n": n, "gaps_s": list(WAKE_GAPS_S), "median_s": medians}
 
 
+def _wake_cpu_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
+    """Requests at c=1 to a ``Holder`` replica that sleeps ``d`` in its handler, for every
+    ``d`` in WAKE_CPU_SLEEPS_S (0: back to back), WAKE_CPU_REQUESTS each: the driver's,
+    the replica's and the daemons' CPU per request (Python and C++ threads), each minus
+    its rate over an idle window before, and the median round trip."""
+    handle = _deploy_one(cl, Holder, "wakecpu", max_ongoing_requests=1)
+
+    async def run():
+        for _ in range(WARMUP):
+            await handle.remote(0.0)
+        idle, idle_wall, _ = await _window(pc, IDLE_BG_S)  # CPU times come in 10 ms ticks
+        rates = {role: {k: v[k] / idle_wall for k in ("python_s", "native_s")}
+                 for role, v in _by_role(idle).items() if not role.startswith("_")}
+        points = []
+        for d in WAKE_CPU_SLEEPS_S:
+            lat = []
+            s0, w0 = pc.snapshot(), time.perf_counter()
+            for _ in range(WAKE_CPU_REQUESTS):
+                t = time.perf_counter()
+                await handle.remote(d)
+                lat.append(time.perf_counter() - t)
+            wall = time.perf_counter() - w0
+            load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
+            point = {"sleep_s": d, "wall_s": wall, "median_s": statistics.median(lat),
+                     "foreign_cores": load["_foreign_cores"]}
+            for role in ("driver", "replica", "background"):
+                for k in ("python_s", "native_s"):
+                    spent = load.get(role, {}).get(k, 0.0) - rates.get(role, {}).get(k, 0.0) * wall
+                    point[f"{role}_{k}"] = spent / WAKE_CPU_REQUESTS
+            points.append(point)
+        return {"n": WAKE_CPU_REQUESTS, "idle_wall_s": idle_wall, "idle_rates": rates, "points": points}
+
+    try:
+        return asyncio.run(run())
+    finally:
+        cl.delete("wakecpu")
+
+
+def wake_cpu(raw: dict, warnings: list) -> dict:
+    """``wake_idle_s`` and ``client_wake_cpu_s`` / ``replica_wake_cpu_s`` from
+    ``_wake_cpu_phase``: per handler sleep, each process's CPU per request (Python and C++)
+    beyond back to back (clamped at 0), at the idle time it follows, taken as the sleep
+    plus the back-to-back round trip (both processes also idle about that long between
+    requests back to back, where the calibration's per-request costs were measured)."""
+    pts = raw["points"]
+    base, rtt0 = pts[0], pts[0]["median_s"]
+    out = {"wake_idle_s": [p["sleep_s"] + rtt0 for p in pts]}
+    for role, field in (("driver", "client_wake_cpu_s"), ("replica", "replica_wake_cpu_s")):
+        excess = []
+        for p in pts:
+            e = sum(p[f"{role}_{k}"] - base[f"{role}_{k}"] for k in ("python_s", "native_s"))
+            if e < 0 and p is not base:
+                warnings.append(f"{field}: negative excess {1e3 * e:.3f} ms after {1e3 * p['sleep_s']:g} ms, "
+                                "clamped to 0")
+            excess.append(max(0.0, e))
+        out[field] = excess
+    return out
+
+
 def idle_wake(wake: dict) -> tuple[float, float]:
     """``(idle_wake_s, idle_wake_after_s)`` from ``_wake_phase``'s medians: the round
     trip's excess over back to back, taken as the median excess of the gaps of at least
@@ -912,6 +982,7 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     if len(ups) < STARTUP_REPS:
         warnings.append(f"only {len(ups)} replica start-ups found in the controller's log ({STARTUP_REPS} reps)")
     v["replica_startup_s"] = statistics.median(ups) if ups else 0.0
+    v["replica_startup_cv"] = statistics.stdev(ups) / statistics.mean(ups) if len(ups) > 1 else 0.0
     polled = [x for x in up["starting_to_running_s"] if not math.isnan(x)]
     v["replica_startup_polled_s"] = statistics.median(polled) if polled else math.nan
     return v
@@ -1019,6 +1090,7 @@ def main(argv=None) -> int:
             reject_raw = _looping_reject_phase(cl, pc, warnings)
             gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
             wake_raw = asyncio.run(_wake_phase(handle, WAKE_REQUESTS))
+            wake_cpu_raw = _wake_cpu_phase(cl, pc)
             timer_raw = _timer_phase(cl)
         finally:
             counter.restore()
@@ -1052,6 +1124,11 @@ def main(argv=None) -> int:
         vals[f"metrics_{task}_late_s"] = clamp_late(st["mean_s"], warnings)
         vals[f"metrics_{task}_late_cv"] = st["std_s"] / st["mean_s"] if st["mean_s"] > 0 else 0.0
     vals["idle_wake_s"], vals["idle_wake_after_s"] = idle_wake(wake_raw)
+    for p in wake_cpu_raw["points"]:
+        if p["foreign_cores"] > 0.1:
+            warnings.append(f"wake_cpu after {1e3 * p['sleep_s']:g} ms: other processes took "
+                            f"{p['foreign_cores']:.2f} cores: rerun on an idle machine")
+    vals.update(wake_cpu(wake_cpu_raw, warnings))
     vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
@@ -1069,8 +1146,8 @@ def main(argv=None) -> int:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "gil": gil_raw,
-             "timers": timer_raw, "wake": wake_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
+             "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
@@ -1086,6 +1163,8 @@ def main(argv=None) -> int:
             print(f"  {k:34s} {doc[k]:8.3f}")
         elif k == "ray_background_cores":
             print(f"  {k:34s} {doc[k]:8.4f} cores")
+        elif isinstance(doc[k], list):
+            print(f"  {k:34s} {' '.join(f'{1e3 * x:.3f}' for x in doc[k])} ms")
         else:
             print(f"  {k:34s} {doc[k] * 1e3:8.3f} ms")
     print(f"  host_ns_per_loop                   {host_before:8.2f} ns (after: {host_after:.2f})")

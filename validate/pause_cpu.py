@@ -8,8 +8,9 @@ and background processes' CPU per request (ms; ``py`` Python/GIL threads, ``na``
 threads), each minus its idle rate (measured over ``IDLE_S`` before the first gap).
 
 A diagnosis, not a calibration phase: the calibration times requests back to back, and
-this shows what a pause between them adds (``validate/README.md``, item 13). simserve
-does not model it yet.
+this shows what a pause between them adds (``validate/README.md``, item 13). What simserve
+models is the calibration's wake-CPU phase (``calibrate._wake_cpu_phase``), where the
+pause is the replica's handler sleeping, as in the ``io`` rows.
 """
 
 from __future__ import annotations
