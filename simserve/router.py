@@ -479,10 +479,6 @@ class RayRouter:
                 break
         req.fulfilled = True
         self.unfulfilled -= 1
-        now = self.env._now  # _set_queued(-1), written out
-        self.queued_area += self.num_queued * (now - self._queued_last)
-        self._queued_last = now
-        self.num_queued -= 1
         owner = req.task
         # Nothing reads it again in this routing phase; unlinked, the request and its task
         # (which points back at it) are freed by reference counting, not left as cycles
@@ -501,8 +497,13 @@ class RayRouter:
         self._step.append((self._next_own if task.own.fulfilled else self._attempt, task))
 
     def _send(self, pair) -> None:
-        """``assign_request`` resumes: ``try_send_request``, then ``on_send_request``."""
+        """``assign_request`` resumes: ``try_send_request``, then ``on_send_request``; the
+        request stops counting as queued as the send leaves ``wrap_queued_request``."""
         req, replica = pair
+        now = self.env._now  # _set_queued(-1), written out
+        self.queued_area += self.num_queued * (now - self._queued_last)
+        self._queued_last = now
+        self.num_queued -= 1
         entry = self.cache.get(replica.index)
         self.cache[replica.index] = ((entry[0] if entry else 0) + 1, self.env._now)
         self.sim.send(req, replica)

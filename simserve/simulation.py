@@ -282,7 +282,12 @@ class Simulation:
         return delay_s
 
     def send(self, req, replica) -> None:
-        """The router's actor call; the replica answers accepted or rejected."""
+        """The router's actor call; the replica answers accepted or rejected. The
+        autoscaling metric counts it as running from the send (Ray's
+        ``_register_completion_callback``, in the same step as the queued count's decrement)
+        until its done callback, or until a rejection cancels it."""
+        if self.autoscaler is not None:
+            self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
         if self.hop_s > 0.0:
             self.later(self.to_replica_s(replica), self._arrive, (req, replica))
         else:
@@ -295,14 +300,15 @@ class Simulation:
         if not replica.admit(req):
             if self.ray_cpu_per_reject_s > 0.0:
                 self.ray_process.burn(self.ray_cpu_per_reject_s)
-            replica.answer_reject(self._reply, (self.router.on_rejected, req, replica, replica.ongoing))
+            replica.answer_reject(self._reply, (self._rejected, req, replica, replica.ongoing))
             return
-        # _reply((self._accepted, req, replica, replica.ongoing)), written out: every request
-        # is accepted once.
+        # _reply((self.router.on_accepted, req, replica, replica.ongoing)), written out: every
+        # request is accepted once.
         if self.hop_s > 0.0:
-            self.later(self.from_replica_s(replica), self._answer, (self._accepted, req, replica, replica.ongoing))
+            self.later(self.from_replica_s(replica), self._answer,
+                       (self.router.on_accepted, req, replica, replica.ongoing))
         else:
-            self._accepted(req, replica, replica.ongoing)
+            self.router.on_accepted(req, replica, replica.ongoing)
         replica.begin(req)
 
     def _reply(self, args) -> None:
@@ -312,10 +318,12 @@ class Simulation:
         else:
             self._answer(args)
 
-    def _accepted(self, req, replica, qlen: int) -> None:
+    def _rejected(self, req, replica, qlen: int) -> None:
+        """A rejection reaches the router: ``result.cancel()`` fires the call's done
+        callback, which stops counting it as running."""
         if self.autoscaler is not None:
-            self.sent[replica.index] = self.sent.get(replica.index, 0) + 1
-        self.router.on_accepted(req, replica, qlen)
+            self.sent[replica.index] -= 1
+        self.router.on_rejected(req, replica, qlen)
 
     @staticmethod
     def _answer(args) -> None:

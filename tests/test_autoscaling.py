@@ -190,3 +190,24 @@ def test_ideal_router_lets_a_replica_leaving_the_routing_set_finish_its_requests
         )
         result = simulate(cfg)
         assert result.summary["failed"] == 0 and result.summary["completed"] > 0
+
+
+def test_the_metric_counts_every_request_of_a_closed_loop_at_every_sample():
+    """Ray counts a request as queued until its send and as running from that send until
+    its done callback, so with N closed-loop clients (no client CPU) every sample sees at
+    least N, however the sends and answers fall between samples."""
+    from simserve.simulation import Simulation
+
+    a = AutoscalingConfig(min_replicas=1, max_replicas=1, metrics_interval_s=0.5, look_back_period_s=1)
+    cfg = SimConfig(
+        deployment=DeploymentConfig(num_replicas=None, autoscaling_config=a, max_ongoing_requests=5,
+                                    work=WorkModel.single("io", Distribution("exponential", 0.05))),
+        overheads=Overheads(hop_s=0.002, hop_cv=0.5, done_callback_lag_s=0.001),
+        workload=WorkloadConfig(concurrent=8, duration_s=30.0),
+    )
+    sim = Simulation(cfg)
+    seen = []
+    record = sim.autoscaler.metrics.record
+    sim.autoscaler.metrics.record = lambda rid, t, q, sent: seen.append(q + sum(sent.values())) or record(rid, t, q, sent)
+    sim.run()
+    assert len(seen) > 100 and min(seen[1:]) >= 8  # the first sample is taken before any request
