@@ -190,7 +190,7 @@ class Simulation:
             # no lateness) every clock starts at 0, so that timelines are exact.
             clocks = rngs["clocks"]
             punctual = not (oh.metrics_record_late_s or oh.metrics_push_late_s or oh.control_loop_late_s)
-            self._wall_clock_s = 0.0 if punctual else float(clocks.uniform(0.0, 1.0))
+            self._clock_offset_s = 0.0 if punctual else float(clocks.uniform(0.0, 1.0))  # time.time() at 0
             self._control_loop_phase_s = 0.0 if punctual else float(clocks.uniform(0.0, self._control_loop_s))
         # The router's sent-but-unfinished requests per replica: the autoscaler's metric,
         # kept only when there is an autoscaler to read it.
@@ -434,7 +434,7 @@ class Simulation:
     @property
     def wall_clock_s(self) -> float:
         """Ray's ``time.time()`` now: what the autoscaling metrics and timers read."""
-        return self.env.now + self._wall_clock_s
+        return self.env.now + self._clock_offset_s
 
     def _record_metrics(self, _=None) -> None:
         self.router.run_on_loop(self._record_turn, None)
