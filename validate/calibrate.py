@@ -609,8 +609,7 @@ def _wake_cpu_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
         for _ in range(WARMUP):
             await handle.remote(0.0)
         idle, idle_wall, _ = await _window(pc, IDLE_BG_S)  # CPU times come in 10 ms ticks
-        rates = {role: {k: v[k] / idle_wall for k in ("python_s", "native_s")}
-                 for role, v in _by_role(idle).items() if not role.startswith("_")}
+        idle = _by_role(idle)
         points = []
         for d in WAKE_CPU_SLEEPS_S:
             lat = []
@@ -625,10 +624,10 @@ def _wake_cpu_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
                      "foreign_cores": load["_foreign_cores"]}
             for role in ("driver", "replica", "background"):
                 for k in ("python_s", "native_s"):
-                    spent = load.get(role, {}).get(k, 0.0) - rates.get(role, {}).get(k, 0.0) * wall
-                    point[f"{role}_{k}"] = spent / WAKE_CPU_REQUESTS
+                    point[f"{role}_{k}"] = _per_request(load.get(role, {}).get(k, 0.0), wall,
+                                                        idle.get(role, {}).get(k, 0.0), idle_wall, WAKE_CPU_REQUESTS)
             points.append(point)
-        return {"n": WAKE_CPU_REQUESTS, "idle_wall_s": idle_wall, "idle_rates": rates, "points": points}
+        return {"n": WAKE_CPU_REQUESTS, "idle_wall_s": idle_wall, "idle_by_role": idle, "points": points}
 
     try:
         return asyncio.run(run())

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from validate.calibrate import ProcessCPU, _by_role, _window
+from validate.calibrate import ProcessCPU, _by_role, _per_request, _window
 from validate.harness import RealCluster
 from validate.scenario import load_calibration, scenario
 
@@ -32,13 +32,12 @@ GAPS_S = (0.0, 0.0005, 0.001, 0.003, 0.01, 0.03, 0.0)
 ROLES = ("driver", "replica", "background")
 
 
-async def _idle_rates(pc: ProcessCPU) -> dict:
+async def _idle(pc: ProcessCPU) -> tuple[dict, float]:
     d, wall, _ = await _window(pc, IDLE_S)
-    b = _by_role(d)
-    return {(r, k): b.get(r, {}).get(k, 0.0) / wall for r in ROLES for k in ("python_s", "native_s")}
+    return _by_role(d), wall
 
 
-async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: dict) -> dict:
+async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: tuple[dict, float]) -> dict:
     for _ in range(WARMUP):
         await handle.remote()
     s0, w0, lat = pc.snapshot(), time.perf_counter(), []
@@ -52,10 +51,12 @@ async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: dict) -> dict:
     load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
     out = {"gap_ms": gap_s * 1e3, "lat_ms": round(1e3 * statistics.median(lat), 3),
            "foreign": round(load["_foreign_cores"], 3)}
+    idle_by_role, idle_wall = idle
     for role in ROLES:
         for k in ("python_s", "native_s"):
-            cpu = load.get(role, {}).get(k, 0.0) - idle[role, k] * wall
-            out[f"{role[:3]}.{k[:2]}"] = round(1e3 * cpu / N, 3)
+            cpu = _per_request(load.get(role, {}).get(k, 0.0), wall, idle_by_role.get(role, {}).get(k, 0.0),
+                               idle_wall, N)
+            out[f"{role[:3]}.{k[:2]}"] = round(1e3 * cpu, 3)
     return out
 
 
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
         pc = ProcessCPU()
         handle, _ = cl.deploy(cfg, "noop")
-        idle = asyncio.run(_idle_rates(pc))
+        idle = asyncio.run(_idle(pc))
         for g in gaps:
             print(json.dumps(asyncio.run(_gap(handle, pc, g, idle))), flush=True)
         cl.delete("noop")
