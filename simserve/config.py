@@ -314,6 +314,10 @@ class Overheads:
     ray_background_cpu_per_reject_s: float = 0.0
     replica_startup_s: float = 0.0  # Ray's part of a new replica's start: allocation to RUNNING
     replica_startup_cv: float = 0.0  # its spread from replica to replica (a gamma draw)
+    # Of replica_startup_s, the CPU the new replica's own process spends starting (the
+    # interpreter, Ray's and Serve's modules, the actor): one thread's work on its node, so
+    # a busy or slow host stretches the start.
+    replica_startup_cpu_s: float = 0.0
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
     # Separate GIL acquisitions the replica's Ray machinery makes per request (receive, hand to
@@ -350,8 +354,8 @@ class Overheads:
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "gil_switch_interval_s",
-                  "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s")
+        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
+                  "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
@@ -359,6 +363,9 @@ class Overheads:
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)
         self._wake_table()
+        if self.replica_startup_cpu_s > self.replica_startup_s:
+            raise ConfigError("replica_startup_cpu_s", self.replica_startup_cpu_s,
+                              f"must be <= replica_startup_s ({self.replica_startup_s})")
         if self.contended_core_speed > 1:
             raise ConfigError("contended_core_speed", self.contended_core_speed, "must be <= 1")
 

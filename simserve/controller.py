@@ -6,10 +6,13 @@ what the autoscaler decides, see ``autoscaling.py``):
 * A new replica asks Ray for ``num_cpus`` logical CPUs and stays
   ``PENDING_ALLOCATION`` until a node has them (no timeout, as in Ray); replicas
   freed by a stop let pending ones in, in creation order.
-* Allocated, it is ``STARTING`` for Ray's start-up time (a gamma draw with mean
-  ``Overheads.replica_startup_s`` and cv ``replica_startup_cv``, measured by
-  ``validate``) plus the user's ``__init__`` (``init_s``), then ``RUNNING``;
-  the long-poll push reaches every router at once.
+* Allocated, it is ``STARTING`` for Ray's start-up time, then the user's ``__init__``
+  (``init_s``), then ``RUNNING``; the long-poll push reaches every router at once.
+  Ray's part, ``Overheads.replica_startup_s`` on the idle host ``validate`` measured it
+  on, is first the new process's own CPU (``replica_startup_cpu_s``), run as one
+  thread's work on its node, so that it takes longer when the node's cores are busy or
+  the host is slow (``cpu_speed``), then the rest, a fixed wait. Both parts are scaled
+  by one gamma draw per replica, of mean 1 and cv ``replica_startup_cv``.
 * To scale down it picks victims as Ray does (``autoscaling.choose_downscale_victims``).
   A stopped replica leaves the routers at once, then checks every
   ``graceful_shutdown_wait_loop_s`` whether it is idle, and exits when it is or when
@@ -19,7 +22,8 @@ what the autoscaler decides, see ``autoscaling.py``):
 At t=0 the initial replicas that fit are already ``RUNNING``: a run starts from a
 deployed application, not from ``serve.run``.
 
-Left out: constructor failures and retries, health checks, rolling updates.
+Left out: constructor failures and retries, health checks, rolling updates; a replica
+stopped while starting still burns the rest of its start-up CPU (Ray kills the process).
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ class Controller:
         self.d = deployment
         self.placer = placer
         self.overheads = overheads
-        # Ray's part of a start-up varies from replica to replica (gamma, the measured mean
-        # and spread); the user's __init__ is as given.
+        # Ray's part of a start-up varies from replica to replica (gamma, the measured
+        # spread); the user's __init__ is as given.
         kind = "gamma" if overheads.replica_startup_cv > 0 else "deterministic"
-        self._ray_startup = Distribution(kind, overheads.replica_startup_s, overheads.replica_startup_cv).sampler(rng)
+        self._startup_factor = Distribution(kind, 1.0, overheads.replica_startup_cv).sampler(rng)
+        self._startup_cpu_s = overheads.cpu("replica_startup_cpu_s")
+        self._startup_wait_s = overheads.replica_startup_s - overheads.replica_startup_cpu_s
         self.replicas: list[Replica] = []  # every replica ever created, by index
         self.target = 0
         self.routers: list = []
@@ -106,7 +112,12 @@ class Controller:
             if node is None:
                 return  # all replicas ask for the same num_cpus: none later fits either
             r.allocate(node)
-            self.sim.at(self.env.now + self._ray_startup() + self.d.init_s, self._started, r)
+            factor = self._startup_factor()
+            r.process.boot(factor * self._startup_cpu_s, self._booted, (r, factor))
+
+    def _booted(self, args) -> None:
+        r, factor = args
+        self.sim.at(self.env.now + factor * self._startup_wait_s + self.d.init_s, self._started, r)
 
     def _started(self, r: Replica) -> None:
         if r.state != STARTING:

@@ -78,7 +78,7 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s")
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "active_s")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
@@ -86,10 +86,19 @@ class Process:
         self.gil = Runner(1, name)
         self.wake = None
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
+        self.active_s = 0.0  # the last instant a Python thread ran work that costs no modelled CPU
+
+    def touch(self) -> None:
+        """A Python thread of the process runs now, for work with no modelled CPU of its
+        own (a replica's coroutine resuming after an await to send its response)."""
+        self.active_s = self.node.env._now
 
     def idle_for(self, now: float) -> float:
         """How long none of its Python threads has had work (0 while one has)."""
-        return 0.0 if self.gil.jobs else now - self.gil.idle_since
+        if self.gil.jobs:
+            return 0.0
+        since = self.gil.idle_since
+        return now - (since if since > self.active_s else self.active_s)
 
     def run_gil(self, work_s: float, callback, arg) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -110,6 +119,11 @@ class Process:
             node.later(wait, _join_gil, (self, work_s, callback, arg))
             return
         node.add(self.gil, work_s, callback, arg)
+
+    def boot(self, work_s: float, callback, arg) -> None:
+        """The process's own start-up: ``work_s`` of work on its main thread before it
+        runs anything else; ``callback(arg)`` when done."""
+        self.node.add(self.gil, work_s, callback, arg)
 
     def run_native(self, threads: int, work_s: float, callback, arg) -> None:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""

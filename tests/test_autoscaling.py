@@ -8,20 +8,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simserve import DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
+from simserve import ClusterConfig, DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
 from simserve.autoscaling import AutoscalingConfig
 from simserve.load_shape import LoadShape
 
 
-def _run(autoscaling, steps, *, service_s=0.05, startup_s=0.5, interval_s=0.1, max_ongoing=5):
+def _run(autoscaling, steps, *, service_s=0.05, startup_s=0.5, interval_s=0.1, max_ongoing=5, work="io",
+         startup_cpu_s=0.0, cpu_speed=1.0, cores=8.0):
     cfg = SimConfig(
         deployment=DeploymentConfig(
             num_replicas=None,
             autoscaling_config=autoscaling,
             max_ongoing_requests=max_ongoing,
-            work=WorkModel.single("io", Distribution("deterministic", service_s)),
+            work=WorkModel.single(work, Distribution("deterministic", service_s)),
         ),
-        overheads=Overheads(replica_startup_s=startup_s),
+        cluster=ClusterConfig(physical_cores=cores),
+        overheads=Overheads(replica_startup_s=startup_s, replica_startup_cpu_s=startup_cpu_s, cpu_speed=cpu_speed),
         workload=WorkloadConfig(
             concurrent=int(max(n for _, n in steps)), duration_s=sum(d for d, _ in steps), shape=LoadShape("steps", steps=steps)
         ),
@@ -46,6 +48,27 @@ def test_two_clients_scale_one_replica_to_two_on_the_expected_ticks():
     tl = res.timeline
     assert (tl.loc[tl["time_s"] < 2.2 - 1e-9, "target_replicas"] == 1).all()
     assert (tl.loc[tl["time_s"] > 2.2 + 1e-9, "target_replicas"] == 2).all()
+
+
+@pytest.mark.parametrize(
+    "work, cores, cpu_speed, running_s",
+    [
+        ("io", 8.0, 1.0, 2.7),  # a free core: 0.3 s of CPU, then 0.2 s of waiting
+        ("gil", 1.0, 1.0, 3.0),  # the core shared with the running replica's handler: 0.6 s
+        ("io", 8.0, 0.5, 3.0),  # a host at half the calibration's speed: 0.6 s
+    ],
+)
+def test_a_replica_start_up_runs_its_cpu_on_the_node(work, cores, cpu_speed, running_s):
+    """The scenario above with 0.3 s of the 0.5 s start-up as the new process's CPU: it
+    takes 0.5 s on a free core, and its CPU part doubles on a core shared with one busy
+    thread or on a host at half speed, while the rest of the start stays 0.2 s."""
+    a = AutoscalingConfig(
+        min_replicas=1, max_replicas=3, target_ongoing_requests=1, upscale_delay_s=1, downscale_delay_s=2,
+        metrics_interval_s=1, look_back_period_s=1,
+    )
+    res = _run(a, ((8.0, 2),), service_s=1.0, work=work, startup_cpu_s=0.3, cpu_speed=cpu_speed, cores=cores)
+    assert math.isclose(res.replicas.loc[1, "created_s"], 2.2, abs_tol=1e-9)
+    assert math.isclose(res.replicas.loc[1, "running_since_s"], running_s, abs_tol=1e-9)
 
 
 autoscaling_configs = st.builds(

@@ -186,6 +186,21 @@ def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer(
     assert latencies(0.002) == pytest.approx([0.056, 0.056])
 
 
+def test_a_replica_that_just_sent_a_response_is_not_idle():
+    """The same costs in a closed loop of one client: each response reaches a driver idle for the
+    whole request (+2 ms), but the next request reaches a replica whose thread sent that response
+    3 ms before, so only the first request (which also probes, 2 ms) finds it idle."""
+    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+
+    cfg = SimConfig(
+        deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.05))),
+        overheads=Overheads(hop_s=0.001, hop_cv=0.0, idle_wake_s=0.002, idle_wake_after_s=0.01),
+        workload=WorkloadConfig(concurrent=1, requests=3, duration_s=None),
+        keep_requests=True,
+    )
+    assert simulate(cfg).requests["latency_s"].tolist() == pytest.approx([0.056, 0.054, 0.054])
+
+
 def test_a_done_callback_later_than_the_response_makes_the_next_request_probe():
     """One one-slot replica, one client, 1 ms hops: with the done callback 1.5 ms after each response,
     the next request (sent on that response) still finds the slot counted in the cache and probes,

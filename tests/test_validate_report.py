@@ -122,6 +122,28 @@ def test_done_lags_pair_the_kth_done_callback_since_the_first_send_with_the_kth_
     assert [round(x, 6) for x in done_lags(answered, done, since=0.5)] == [0.0015, -0.0005, 0.001]
 
 
+def test_logged_startups_pair_each_adding_line_with_the_next_start_of_that_deployment():
+    """A start is timed from the deployment's ``Adding`` line to the next ``started successfully``
+    line of one of its replicas, and carries that line's time and process id; other
+    deployments' lines are ignored."""
+    import datetime
+
+    from validate.calibrate import _logged_startups
+
+    def line(t, text):
+        return f"INFO 2026-01-01 12:00:{t} controller 1 -- {text}\n"
+
+    lines = [
+        line("01,000", "Adding 1 replica to Deployment(name='S', app='a')."),
+        line("01,500", "Adding 1 replica to Deployment(name='T', app='a')."),
+        line("02,250", "Replica(id='y', deployment='T', app='a') started successfully on node 'n' after 0.7s (PID: 8)."),
+        line("02,600", "Replica(id='x', deployment='S', app='a') started successfully on node 'n' after 1.6s (PID: 7)."),
+    ]
+    ready = datetime.datetime(2026, 1, 1, 12, 0, 2, 600000).timestamp()
+    [(seconds, at, pid)] = _logged_startups(lines, "a", "S")
+    assert (round(seconds, 3), at, pid) == (1.6, ready, 7)
+
+
 def test_charged_cpu_counts_each_cost_once_per_occasion():
     """The report's simulated CPU per request: the driver pays the client's costs plus one
     routing attempt's per attempt and one probe's per probe; the replica the handler's CPU

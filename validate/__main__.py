@@ -434,10 +434,20 @@ def main(argv=None) -> int:
                     help="runs per scenario (default 1 for --smoke, 2 for the grid and --autoscale)")
     ap.add_argument("--resimulate", metavar="FILE", nargs="+", default=None,
                     help="no Ray: the real runs saved in FILE (out/grid-*.json, REPORT.json; a later file's "
-                         "runs replace an earlier one's of the same scenarios) against today's model and "
-                         "calibration; writes the report")
+                         "runs replace an earlier one's of the same scenarios; with --autoscale, "
+                         "out/autoscale-*.json, all their runs) against today's model and calibration; "
+                         "writes the report")
     args = ap.parse_args(argv)
     cal = load_calibration(args.calibration)
+    if args.autoscale:
+        from validate import autoscale
+
+        command = " ".join(["python -m validate", *(sys.argv[1:] if argv is None else argv)])
+        try:
+            return autoscale.main(cal, args.repeats or 2, command, args.report, args.resimulate)
+        except KeyboardInterrupt:
+            print("interrupted; Ray was shut down", file=sys.stderr)
+            return 130
     if args.resimulate:
         print(HEADER)
         rows, saved = resimulate(args.resimulate, cal)
@@ -449,15 +459,6 @@ def main(argv=None) -> int:
                      f"again with today's model and the calibration below.", measured)
         print(f"wrote {report}")
         return 0
-    if args.autoscale:
-        from validate import autoscale
-
-        command = " ".join(["python -m validate", *(sys.argv[1:] if argv is None else argv)])
-        try:
-            return autoscale.main(cal, args.repeats or 2, command, args.report)
-        except KeyboardInterrupt:
-            print("interrupted; Ray was shut down", file=sys.stderr)
-            return 130
     cfgs = smoke_scenarios() if args.smoke else grid_scenarios()
     if args.only:
         keys = [k.strip().lower() for k in args.only.split(",") if k.strip()]

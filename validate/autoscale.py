@@ -289,11 +289,14 @@ def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None) -> dict:
 
     sim.autoscaler.step = logged_step
     res = sim.run()
-    tl, req = res.timeline, res.requests
+    tl, req, reps = res.timeline, res.requests, res.replicas
     req = req[req["status"] == SIM_OK]
+    started = reps[(reps["created_s"] > 0) & reps["running_since_s"].notna()]
     return {"t": list(tl["time_s"]), "running": list(tl["running_replicas"]), "starting": list(tl["starting_replicas"]),
             "stopping": list(tl["stopping_replicas"]), "target": list(tl["target_replicas"]),
-            "sent_s": list(req["arrival_s"]), "latency_s": list(req["latency_s"]), "decisions": decisions}
+            "sent_s": list(req["arrival_s"]), "latency_s": list(req["latency_s"]), "decisions": decisions,
+            # As the real controller's log has them: (t RUNNING, seconds since the replica was added).
+            "startups": [(float(r), float(r - c)) for c, r in zip(started["created_s"], started["running_since_s"])]}
 
 
 def seed_sims(cal: dict, host_ns_per_loop: float | None, seeds: int = SEEDS) -> list[dict]:
@@ -436,8 +439,8 @@ def mechanism_lines(cmp: dict, real: dict, sim: dict, cal: dict) -> list[str]:
         f"simulated {_changes(cmp['changes']['sim'])}",
         f"decisions (from->to@s (total ongoing requests the policy saw)): real {_decisions(c['decisions'])}; "
         f"simulated {_decisions(sim['decisions'])}",
-        f"replica start-up, real (Ray's log, s): {' '.join(f'{x:.1f}' for x in ups) or 'none'}; "
-        f"simulated: replica_startup_s {cal['replica_startup_s']:.2f}, cv {cal.get('replica_startup_cv', 0.0):.2f}",
+        f"replica start-ups (s): real (Ray's log) {_startups(c['startups'])}; simulated {_startups(sim['startups'])} "
+        f"(calibration: {_startup_cal(cal)})",
         f"other processes' cores during the run {real['foreign_cores']:.2f}; failed or rejected requests "
         f"{real['not_ok']}; the handle's router started {-real['router_start_s']:.2f} s before the load "
         f"(simserve: at 0)",
@@ -452,6 +455,15 @@ def table(cmp: dict, real: dict, sim: dict, cal: dict) -> str:
     lines += [" ".join(f"{c:>10s}" for c in row) for row in window_rows(cmp)]
     lines.append(f"overall: {_verdict(cmp['pass'])}")
     return "\n".join(lines)
+
+
+def _startups(ups) -> str:
+    return " ".join(f"{x:.1f}" for _, x in ups) or "none"
+
+
+def _startup_cal(cal: dict) -> str:
+    return (f"replica_startup_s {cal['replica_startup_s']:.2f} s, of which CPU "
+            f"{cal.get('replica_startup_cpu_s', 0.0):.2f} s, cv {cal.get('replica_startup_cv', 0.0):.2f}")
 
 
 def _decisions(ds) -> str:
@@ -469,11 +481,9 @@ def diagnosis(runs: list[dict], cal: dict) -> list[str]:
         cmp, ev, i = r["compare"], r["compare"]["events"], r["run"]
         real_d, sim_d = r["real"]["controller"]["decisions"], r["sim"]["decisions"]
         if not ev["first_scale_up_s"]["pass"]:
-            ups = [x for _, x in r["real"]["controller"]["startups"]]
             out.append(f"run {i}, first scale-up: first decision real {_decisions(real_d[:1])}, simulated "
-                       f"{_decisions(sim_d[:1])}; replica start-ups real {' '.join(f'{x:.1f}' for x in ups)} s "
-                       f"(Ray's log), simulated replica_startup_s {cal['replica_startup_s']:.2f} s, "
-                       f"cv {cal.get('replica_startup_cv', 0.0):.2f}.")
+                       f"{_decisions(sim_d[:1])}; replica start-ups real {_startups(r['real']['controller']['startups'])}"
+                       f" s (Ray's log), simulated {_startups(r['sim']['startups'])} s (calibration: {_startup_cal(cal)}).")
         if not ev["last_scale_down_s"]["pass"] or not ev["peak_running"]["pass"]:
             out.append(f"run {i}, last scale-down or peak: the decisions differ: real {_decisions(real_d)}; "
                        f"simulated {_decisions(sim_d)}.")
@@ -523,10 +533,13 @@ simserve performs the controller's arithmetic (replaying one real handle's repor
 `simserve.autoscaling.aggregate` gave 4 of the 5 totals the controller logged, to 0.01) and
 draws each timer turn's lateness from the measured mean and spread, so its seeds take the
 branches above as the real runs do (the spread and agreement sections). A simulated replica
-start-up is a gamma draw with the calibration's `replica_startup_s` and `replica_startup_cv`,
-timed by the controller's own log from the turn that adds a replica to the turn that makes it
-RUNNING (`validate/calibrate.py`); the real start-ups above are Ray's own timing of the
-replicas the autoscaler added.
+start-up is the calibration's `replica_startup_s`, timed by the controller's own log from the
+turn that adds a replica to the turn that makes it RUNNING on an idle host
+(`validate/calibrate.py`): first its new process's own CPU, `replica_startup_cpu_s`, run as one
+thread on the node beside the load and at the run's host speed, then the rest as a fixed wait,
+both scaled by one gamma draw with cv `replica_startup_cv`. The real start-ups above are Ray's
+own timing of the replicas the autoscaler added: under the step's load and on a slower host
+they take longer than the calibration's, and so do the simulated ones.
 """
 
 
@@ -564,7 +577,9 @@ def plot(runs: list[dict], path: str) -> None:
 
 
 def write_report(runs: list[dict], spread: list[dict], agreement: list[list[str]], cal: dict, path: str,
-                 command: str, wall_s: float) -> None:
+                 command: str, wall_s: float, measured: str | None = None) -> None:
+    """AUTOSCALE.md and its plot; ``measured``: when the real runs were, if they were
+    measured before (simulated again now)."""
     import ray
 
     cfg = autoscale_scenario()
@@ -575,8 +590,10 @@ def write_report(runs: list[dict], spread: list[dict], agreement: list[list[str]
         f"Generated by `{command}` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; "
         f"Ray {ray.__version__}; host `{socket.gethostname()}`, {os.cpu_count()} cores, {platform.platform()}, "
         f"Python {platform.python_version()}; wall time {wall_s:.0f} s. Calibration "
-        f"`{os.path.relpath(cal['_path'], HERE)}` (measured {cal.get('date', '?')}; replica_startup_s "
-        f"{cal['replica_startup_s']:.2f} s). The module docstring of `validate/autoscale.py` defines every number.",
+        f"`{os.path.relpath(cal['_path'], HERE)}` (measured {cal.get('date', '?')}; {_startup_cal(cal)})."
+        + (f" Real runs measured {measured} (UTC) by `python -m validate --autoscale` (kept in `validate/out/`), "
+           f"simulated again with today's model and calibration." if measured else "")
+        + " The module docstring of `validate/autoscale.py` defines every number.",
         "",
         f"Scenario: io 50 ms async handler, max_ongoing_requests {cfg.deployment.max_ongoing_requests}, "
         f"autoscaling_config min_replicas {a.min_replicas}, max_replicas {a.max_replicas}, target_ongoing_requests "
@@ -622,22 +639,47 @@ def write_report(runs: list[dict], spread: list[dict], agreement: list[list[str]
         f.write("\n".join(lines) + "\n")
 
 
-def main(cal: dict, repeats: int, command: str, report: str | None = None) -> int:
-    """``python -m validate --autoscale``: run, print, write AUTOSCALE.md/.png and the raw JSON."""
+def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], str]:
+    """The real runs saved in ``paths`` (``out/autoscale-*.json``), in order, each against
+    today's simserve and calibration at its own host speed: the model changes, the
+    measurements do not. Returns the runs and when they were measured."""
+    cfg = autoscale_scenario()
+    load_s = sum(d for d, _ in STEPS)
+    runs, stamps = [], []
+    for path in paths:
+        with open(path) as f:
+            saved = json.load(f)
+        stamps.append(os.path.basename(path).removeprefix("autoscale-").removesuffix(".json"))
+        for old in saved["runs"]:
+            real = old["real"]
+            sim = run_sim(cfg, cal, real["host_ns_per_loop"])
+            cmp = compare(real, sim, load_s)
+            runs.append({"run": len(runs) + 1, "real": real, "sim": sim, "compare": cmp})
+            print(f"-- run {len(runs)} ({stamps[-1]} run {old['run']})\n{table(cmp, real, sim, cal)}", flush=True)
+    return runs, ", ".join(stamps)
+
+
+def main(cal: dict, repeats: int, command: str, report: str | None = None, saved: list[str] | None = None) -> int:
+    """``python -m validate --autoscale``: run, print, write AUTOSCALE.md/.png and the raw JSON
+    (with ``saved``, the real runs of those files instead, simulated again; no Ray, no JSON)."""
     t0 = time.perf_counter()
-    runs = run(cal, repeats)
+    if saved:
+        runs, measured = resimulate(saved, cal)
+    else:
+        runs, measured = run(cal, repeats), None
     # After the real runs, so that the simulations do not take the real runs' cores.
     sims = seed_sims(cal, float(np.mean([r["real"]["host_ns_per_loop"] for r in runs])))
     spread = seed_spread(sims)
     agreement = agreement_rows([r["real"] for r in runs], sims, sum(d for d, _ in STEPS))
     wall = time.perf_counter() - t0
-    out_dir = os.path.join(HERE, "out")
-    os.makedirs(out_dir, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    with open(os.path.join(out_dir, f"autoscale-{stamp}.json"), "w") as f:
-        json.dump({"runs": [{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}}
-                            for r in runs], "seed_spread": spread, "agreement": agreement}, f, default=str)
+    if not saved:
+        out_dir = os.path.join(HERE, "out")
+        os.makedirs(out_dir, exist_ok=True)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        with open(os.path.join(out_dir, f"autoscale-{stamp}.json"), "w") as f:
+            json.dump({"runs": [{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}}
+                                for r in runs], "seed_spread": spread, "agreement": agreement}, f, default=str)
     report = report or os.path.join(HERE, "AUTOSCALE.md")
-    write_report(runs, spread, agreement, cal, report, command, wall)
+    write_report(runs, spread, agreement, cal, report, command, wall, measured)
     print(f"wrote {report}; {sum(r['compare']['pass'] for r in runs)}/{len(runs)} runs pass", file=sys.stderr)
     return 0 if all(r["compare"]["pass"] for r in runs) else 1

@@ -134,6 +134,14 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   serial starts of the rolling update (2.8 s, where the log gives 1.4-1.7 s a start);
   that figure is still kept as ``raw.derived.replica_startup_polled_s``.
   ``replica_startup_cv`` is the starts' standard deviation over their mean.
+* ``replica_startup_cpu_s`` -- of a start, the CPU of the new replica's own process
+  (all its threads, from its fork to the ``started successfully`` line: the interpreter,
+  ``import ray``, the worker's connection, the actor's class and Serve's modules), read
+  from a trace of every Ray process's CPU sampled every 20 ms, at the last sample before
+  that line's time (the process id is on the line); the median over the reps' starts.
+  On an idle host it is almost all of the start, and nearly all on one thread (a one-off
+  trace, 2026-11-26 07:27: about one core from birth to ready), which is why simserve
+  runs it as one thread's work on the node, so that a busy or slow host stretches it.
 * ``idle_wake_s`` / ``idle_wake_after_s`` (``raw.wake``): no-op requests at c=1 through
   the handle, each sent after the client has idled ``gap`` (every gap of
   ``WAKE_GAPS_S``, ``WAKE_REQUESTS`` each). Back to back the round trip is the handle
@@ -842,6 +850,8 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
             time.sleep(0.02)
         return float("nan"), cl.replica_states("startup", name)
 
+    cpu = _WorkerCPUTrace()
+    cpu.start()
     deploy(1)
     first, _ = wait(lambda st: st.get("RUNNING", 0) == 1 and sum(st.values()) == 1)
     samples, starting, down = [], [], []
@@ -859,20 +869,63 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
         down.append(d)
         time.sleep(1.0)
     cl.delete("startup")
+    cpu.stop()
     logged = _logged_startups(controller_log_lines(), "startup", name)
+    # Each start's own process: its CPU when the controller logged it started.
+    ready_cpu = [cpu.at(pid, ready) for _, ready, pid in logged]
     return {"first_deploy_s": first, "scale_up_to_running_s": samples, "starting_to_running_s": starting,
-            "scale_down_s": down, "poll_interval_s": 0.02,
+            "scale_down_s": down, "poll_interval_s": 0.02, "cpu_sample_interval_s": cpu.interval_s,
             # The first is the application's first replica (deploy(1)); the rest are the reps.
-            "logged_add_to_running_s": logged[1:], "logged_first_s": logged[:1]}
+            "logged_add_to_running_s": [t for t, _, _ in logged[1:]], "logged_first_s": [t for t, _, _ in logged[:1]],
+            "logged_process_cpu_s": ready_cpu[1:], "logged_first_process_cpu_s": ready_cpu[:1]}
+
+
+class _WorkerCPUTrace(threading.Thread):
+    """Samples every ``interval_s`` the CPU (all threads, /proc) of each of the driver's
+    descendants, by pid, on the ``time.time()`` scale, so that a replica's CPU can be
+    read at the moment the controller logged it started."""
+
+    def __init__(self, interval_s: float = 0.02):
+        super().__init__(daemon=True)
+        import psutil
+
+        self.interval_s = interval_s
+        self.me = psutil.Process()
+        self.samples: dict[int, list[tuple[float, float]]] = {}
+        self._done = threading.Event()
+
+    def run(self):
+        import psutil
+
+        while not self._done.wait(self.interval_s):
+            for p in self.me.children(recursive=True):
+                try:
+                    t = p.cpu_times()
+                except psutil.Error:
+                    continue
+                self.samples.setdefault(p.pid, []).append((time.time(), t.user + t.system))
+
+    def stop(self):
+        self._done.set()
+        self.join()
+
+    def at(self, pid: int, when: float) -> float:
+        """CPU seconds of ``pid`` at its last sample up to ``when`` (NaN if none)."""
+        before = [cpu for t, cpu in self.samples.get(pid, []) if t <= when]
+        return before[-1] if before else math.nan
 
 
 _LOG_TIME = re.compile(r"^\w+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) controller ")
 
 
-def _logged_startups(lines, app: str, deployment: str) -> list[float]:
-    """Seconds from each ``Adding N replica`` line of the controller (the replica's start
-    call follows in the same loop turn) to the next ``started successfully`` line (the
-    loop turn that finds it ready and makes it RUNNING), for one deployment."""
+_LOG_PID = re.compile(r"\(PID: (\d+)\)")
+
+
+def _logged_startups(lines, app: str, deployment: str) -> list[tuple[float, float, int]]:
+    """For one deployment, each start as (seconds, ready time, pid): the seconds from an
+    ``Adding N replica`` line of the controller (the replica's start call follows in the
+    same loop turn) to the next ``started successfully`` line (the loop turn that finds it
+    ready and makes it RUNNING), that line's time and the replica's process id."""
     dep = f"Deployment(name='{deployment}', app='{app}')"
     rep = f"deployment='{deployment}', app='{app}')"
     out, added = [], None
@@ -884,7 +937,8 @@ def _logged_startups(lines, app: str, deployment: str) -> list[float]:
         if "Adding" in line and dep in line:
             added = t
         elif "started successfully" in line and rep in line and added is not None:
-            out.append(t - added)
+            pid = _LOG_PID.search(line)
+            out.append((t - added, t, int(pid[1]) if pid else -1))
             added = None
     return out
 
@@ -982,6 +1036,14 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
         warnings.append(f"only {len(ups)} replica start-ups found in the controller's log ({STARTUP_REPS} reps)")
     v["replica_startup_s"] = statistics.median(ups) if ups else 0.0
     v["replica_startup_cv"] = statistics.stdev(ups) / statistics.mean(ups) if len(ups) > 1 else 0.0
+    cpus = [x for x in up.get("logged_process_cpu_s", []) if not math.isnan(x)]
+    if len(cpus) < len(ups):
+        warnings.append(f"the CPU of only {len(cpus)} of {len(ups)} starting replicas was sampled")
+    cpu_s = statistics.median(cpus) if cpus else 0.0
+    if cpu_s > v["replica_startup_s"]:
+        warnings.append(f"replica_startup_cpu_s ({cpu_s:.3f}) exceeds replica_startup_s: clamped to it")
+        cpu_s = v["replica_startup_s"]
+    v["replica_startup_cpu_s"] = cpu_s
     polled = [x for x in up["starting_to_running_s"] if not math.isnan(x)]
     v["replica_startup_polled_s"] = statistics.median(polled) if polled else math.nan
     return v
