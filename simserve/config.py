@@ -333,9 +333,9 @@ class Overheads:
     metrics_push_late_s: float = 0.0  # a router's push to the controller
     metrics_push_late_cv: float = 0.0
     control_loop_late_s: float = 0.0  # the controller's loop, every turn (its loop body)
-    # A message (a hop) to a process none of whose Python threads has had work for
-    # idle_wake_after_s arrives idle_wake_s later: the thread, and on a virtual machine its
-    # idle core, must be woken first. A property of the host, not of Ray.
+    # A message (a hop) to a process on a node that has had no work but Ray's daemons for
+    # idle_wake_after_s arrives idle_wake_s later: on a virtual machine its idle core must
+    # be woken first. A property of the host, not of Ray.
     idle_wake_s: float = 0.0
     idle_wake_after_s: float = 0.0
     # The CPU a process spends when work wakes it after its Python threads have idled g

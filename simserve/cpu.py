@@ -78,7 +78,7 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "active_s")
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
@@ -86,19 +86,6 @@ class Process:
         self.gil = Runner(1, name)
         self.wake = None
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
-        self.active_s = 0.0  # the last instant a Python thread ran work that costs no modelled CPU
-
-    def touch(self) -> None:
-        """A Python thread of the process runs now, for work with no modelled CPU of its
-        own (a replica's coroutine resuming after an await to send its response)."""
-        self.active_s = self.node.env._now
-
-    def idle_for(self, now: float) -> float:
-        """How long none of its Python threads has had work (0 while one has)."""
-        if self.gil.jobs:
-            return 0.0
-        since = self.gil.idle_since
-        return now - (since if since > self.active_s else self.active_s)
 
     def run_gil(self, work_s: float, callback, arg) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -165,6 +152,8 @@ class Node:
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
+        self._background = 0  # of them, the daemons' constant load (occupy)
+        self.idle_since = 0.0  # when the last runner but the daemons' ran out of work
         self.service = 0.0  # work one thread has received since the start
         self.core_busy_s = 0.0  # integral of min(threads, cores) dt
         self._last = 0.0
@@ -190,6 +179,12 @@ class Node:
         """A constant load of ``cores`` runnable threads for ever (Ray's own daemons)."""
         if cores > 0.0:
             self.add(Runner(cores, "background"), _INF, _nothing, None)
+            self._background += 1
+
+    def idle_for(self, now: float) -> float:
+        """How long the node has had no work but Ray's daemons (0 while it has some): what
+        decides whether a message must wait for a core to wake (``Simulation.wake_s``)."""
+        return 0.0 if self.active > self._background else now - self.idle_since
 
     # -- processor sharing ------------------------------------------------------
     def _speed(self) -> float:
@@ -321,6 +316,8 @@ class Node:
         if idled:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
+            if self.active <= self._background:
+                self.idle_since = now
             self._retune()
         # The next timer, at the first live entry's finish (stale entries before it dropped):
         while heap:

@@ -198,7 +198,8 @@ def _timeline(sim, a, st, dn, end_t: float, running: int) -> list[tuple]:
     prev = 0
     for t, k, started, arrived in zip(times, done_by.tolist(), started_by.tolist(), arrived_by.tolist()):
         p50, p99 = p50_p99_ms(lat[prev:k])  # np.percentile(lat[prev:k], (50, 99)) * 1e3, exactly
-        rows.append(((t, running + pending, running, 0, 0, pending, started - k, arrived - started, (k - prev) / dt, p50, p99),
+        rows.append(((t, running + pending, running, 0, 0, pending, started - k, arrived - started, (k - prev) / dt, p50, p99,
+                      0.0),  # io only, no platform costs: no CPU
                      k - prev))
         prev = k
     return rows

@@ -13,7 +13,9 @@ The timeline (``Timeline``) has one row per ``timeline_interval_s`` of simulated
 (a *base interval*): the replica and request counts sampled at ``time_s``, and over the
 answers received in the interval since the previous row, ``throughput_rps`` (answers
 per second) and ``latency_p50_ms``/``latency_p99_ms`` (numpy's default, linearly
-interpolated percentiles; NaN without answers). Row ``i`` covers
+interpolated percentiles; NaN without answers), and ``cpu_busy_cores``, the physical
+cores of all nodes kept busy on average over the interval (Ray's daemons, the callers,
+proxies and replicas, start-ups included). Row ``i`` covers
 ``(time_s[i-1], time_s[i]]``, the first ``(0, time_s[0]]``.
 
 Without a request table (``keep_requests=False``) the timeline is bounded, so memory
@@ -27,7 +29,8 @@ so the rows mean the same whichever way they were made. Merging rows ``a`` then 
 * ``time_s`` and the counts (replicas, ``ongoing_requests``, ``queued_requests``) are
   ``b``'s: the sample at the end of the merged window;
 * ``throughput_rps`` is exact: the answers in the merged window over its length
-  (base intervals x ``timeline_interval_s``);
+  (base intervals x ``timeline_interval_s``); ``cpu_busy_cores`` is the mean of ``a``'s
+  and ``b``'s weighted by their base intervals, which is exact too;
 * ``latency_p50_ms`` and ``latency_p99_ms`` become the mean of ``a``'s and ``b``'s,
   weighted by their answers (an interval without answers has no weight; NaN if neither
   has any). So a merged row's latency figures are the answer-weighted mean of the exact
@@ -66,10 +69,11 @@ TIMELINE_COLUMNS = [
     "throughput_rps",
     "latency_p50_ms",
     "latency_p99_ms",
+    "cpu_busy_cores",
 ]
-# The timeline's row limit without a request table: 20,000 rows of 13 doubles, 2 MB.
+# The timeline's row limit without a request table: 20,000 rows of 14 doubles, 2.2 MB.
 TIMELINE_MAX_ROWS = 20_000
-_THROUGHPUT, _P50, _P99 = 8, 9, 10  # indexes in a row
+_THROUGHPUT, _P50, _P99, _CPU = 8, 9, 10, 11  # indexes in a row
 
 
 def p50_p99_ms(latencies_s: list) -> tuple[float, float]:
@@ -164,6 +168,7 @@ class Timeline:
         row[_THROUGHPUT] = n / (k * self.interval_s)
         row[_P50] = _weighted(ra[_P50], na, rb[_P50], nb)
         row[_P99] = _weighted(ra[_P99], na, rb[_P99], nb)
+        row[_CPU] = (ra[_CPU] * ka + rb[_CPU] * kb) / k
         return tuple(row), n, k
 
     def _halve(self) -> None:
@@ -184,6 +189,8 @@ class Timeline:
             later = c[1:n:2]
             if j == _THROUGHPUT:
                 v = answers / (intervals * self.interval_s)
+            elif j == _CPU:
+                v = (c[0:n:2] * ks[0:n:2] + later * ks[1:n:2]) / intervals
             elif j in (_P50, _P99):
                 earlier = c[0:n:2]
                 with np.errstate(invalid="ignore"):

@@ -202,11 +202,6 @@ class Replica:
         req.done_s = self.env._now
         if self.state == STOPPED:
             req.status = FAILED  # the controller force-stopped us mid-request
-        else:
-            # The response is sent from the replica's Python thread (after an await, its
-            # coroutine resumes to do it), which is not idle then: a message that follows
-            # soon finds it awake. Ray's per-request CPU is charged before the handler.
-            self.process.touch()
         self.sim.on_response_sent(self, req)
         if self.post_cpu_s > 0.0 and self.state != STOPPED:
             self.process.run_gil(self.post_cpu_s, self._release, req)

@@ -13,8 +13,8 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
     --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later the
                router's done callbacks (cache decrement, autoscaling count)
 
-A hop to a process whose Python threads have had nothing to do for ``idle_wake_after_s``
-takes ``idle_wake_s`` longer: the thread, and on a virtual machine its core, must be woken.
+A hop to a process on a node that has had nothing to do but Ray's daemons for
+``idle_wake_after_s`` takes ``idle_wake_s`` longer: on a virtual machine its core must be woken.
 Messages between the router and one replica keep their order each way, however the hops'
 jitter falls (one connection carries them).
 
@@ -214,6 +214,7 @@ class Simulation:
         # One row per timeline_interval_s, in arrays of doubles; without a request table
         # at most TIMELINE_MAX_ROWS rows (merged pairwise: see simserve/metrics.py).
         self.timeline = Timeline(config.timeline_interval_s, None if config.keep_requests else TIMELINE_MAX_ROWS)
+        self._timeline_busy_s = 0.0  # the nodes' core-seconds busy at the last timeline row
 
     # -- the request path ---------------------------------------------------------------
     def issue(self, client: int) -> None:
@@ -249,10 +250,14 @@ class Simulation:
             self._at_proxy(req)
 
     def wake_s(self, process) -> float:
-        """What a message to ``process`` adds to its hop: ``idle_wake_s`` when none of the
-        process's Python threads has had work for ``idle_wake_after_s`` (the thread, and on
-        a virtual machine its idle core, must be woken), else nothing. Judged as it is sent."""
-        if self.idle_wake_s > 0.0 and process.idle_for(self.env._now) >= self.idle_wake_after_s:
+        """What a message to ``process`` adds to its hop: ``idle_wake_s`` when its node has
+        had no work but Ray's daemons for ``idle_wake_after_s`` (a core, on a virtual
+        machine a halted virtual CPU, must be woken), else nothing. Judged as it is sent.
+
+        A property of the node, not of the process: the calibration measured it on a host
+        left idle, and a host kept busy by its other processes pays it nowhere (one
+        client on 2 to 4 io replicas paid it once per request in Ray, as with one replica)."""
+        if self.idle_wake_s > 0.0 and process.node.idle_for(self.env._now) >= self.idle_wake_after_s:
             return self.idle_wake_s
         return 0.0
 
@@ -404,6 +409,8 @@ class Simulation:
         dt = self.cfg.timeline_interval_s
         done, lats = self.recorder.take_tick()
         p50, p99 = p50_p99_ms(lats)  # np.percentile(lats, (50, 99)) * 1e3, exactly
+        busy = sum(n.core_busy_until_now() for n in self.nodes)
+        cores, self._timeline_busy_s = (busy - self._timeline_busy_s) / dt, busy
         self.add_timeline_row(
             (
                 self.env.now,
@@ -417,6 +424,7 @@ class Simulation:
                 done / dt,
                 p50,
                 p99,
+                cores,
             ),
             done,
         )

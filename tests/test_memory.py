@@ -108,7 +108,7 @@ def test_timeline_unit_rules():
     t = Timeline(1.0, max_rows=4)
 
     def row(i, p):
-        return (float(i), 1, 1, 0, 0, 0, i, 0, 0.0, p, p)
+        return (float(i), 1, 1, 0, 0, 0, i, 0, 0.0, p, p, i / 10)
 
     answers = [2, 0, 1, 3, 0, 0, 4, 1, 5]
     for i, n in enumerate(answers, start=1):
@@ -127,6 +127,8 @@ def test_timeline_unit_rules():
     assert p[0] == pytest.approx((2 * 10 + 1 * 30 + 3 * 40) / 6)
     assert p[1] == pytest.approx((4 * 70 + 1 * 80) / 5)
     assert p[2] == 90.0
+    # Cores busy: the mean over the ticks.
+    assert df["cpu_busy_cores"].tolist() == pytest.approx([0.25, 0.65, 0.9])
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 64, 101, 1000])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from helpers import config
-from simserve import Overheads, simulate
+from simserve import Overheads, RouterConfig, simulate
 
 
 def _timeline(cfg):
@@ -186,19 +186,42 @@ def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer(
     assert latencies(0.002) == pytest.approx([0.056, 0.056])
 
 
-def test_a_replica_that_just_sent_a_response_is_not_idle():
-    """The same costs in a closed loop of one client: each response reaches a driver idle for the
-    whole request (+2 ms), but the next request reaches a replica whose thread sent that response
-    3 ms before, so only the first request (which also probes, 2 ms) finds it idle."""
+def test_the_timeline_counts_the_cores_kept_busy():
+    """One client on one sync replica doing 100 ms of gil work, nothing else: one core is busy
+    all the time, so every timeline row after the first shows 1.0 cores."""
     from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
 
     cfg = SimConfig(
-        deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.05))),
-        overheads=Overheads(hop_s=0.001, hop_cv=0.0, idle_wake_s=0.002, idle_wake_after_s=0.01),
-        workload=WorkloadConfig(concurrent=1, requests=3, duration_s=None),
-        keep_requests=True,
+        deployment=DeploymentConfig(num_replicas=1, handler="sync",
+                                    work=WorkModel.single("gil", Distribution("deterministic", 0.1))),
+        workload=WorkloadConfig(concurrent=1, duration_s=3.0),
+        timeline_interval_s=0.5,
     )
-    assert simulate(cfg).requests["latency_s"].tolist() == pytest.approx([0.056, 0.054, 0.054])
+    cores = simulate(cfg).timeline["cpu_busy_cores"].tolist()
+    assert cores == pytest.approx([1.0] * len(cores))
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_a_closed_loop_of_one_client_pays_one_wake_up_per_request(replicas):
+    """With the driver's and replica's CPU, a request sent on an answer finds the node awake (the
+    answer was just handled), and its own answer reaches a node idle through the 50 ms of io: one
+    wake-up per request, however many replicas take turns."""
+    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+
+    def latencies(wake_s):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=replicas,
+                                        work=WorkModel.single("io", Distribution("deterministic", 0.05))),
+            overheads=Overheads(hop_s=0.001, hop_cv=0.0, client_cpu_s=0.0005, replica_cpu_s=0.0005,
+                                idle_wake_s=wake_s, idle_wake_after_s=0.01),
+            workload=WorkloadConfig(concurrent=1, requests=6, duration_s=None),
+            router=RouterConfig(policy="round_robin"),
+            keep_requests=True,
+        )
+        return simulate(cfg).requests.sort_values("arrival_s")["latency_s"].to_numpy()
+
+    extra = latencies(0.002) - latencies(0.0)
+    assert extra == pytest.approx([0.002] * 6)
 
 
 def test_a_done_callback_later_than_the_response_makes_the_next_request_probe():

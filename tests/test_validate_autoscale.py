@@ -16,6 +16,7 @@ from validate.autoscale import (
     last_scale_down,
     spread_rows,
     agreement_rows,
+    window_cores,
     window_latency,
 )
 from validate.harness import ray_autoscaling_config
@@ -77,6 +78,16 @@ def test_compare_fails_only_the_criterion_that_is_off():
     slow = _side(T, N, sent, [0.05 if s < 5 else 0.065 for s in sent])
     ev = compare(real, slow, horizon_s=10.0)["events"]
     assert not ev["latency_p50_windows"]["pass"] and ev["latency_p50_windows"]["failing"] == [5.0]
+
+
+def test_window_cores_are_the_cpu_seconds_in_each_window_over_its_length():
+    """Cumulative CPU sampled every 2.5 s, one core busy for 5 s and half a core for the next 5: the
+    windows read 1.0 and 0.5 cores; between samples the sum is interpolated; without samples, NaN."""
+    t = [0.0, 2.5, 5.0, 7.5, 10.0]
+    cpu = [0.0, 2.5, 5.0, 6.25, 7.5]
+    assert window_cores(t, cpu, horizon_s=10.0, window_s=5.0) == pytest.approx([1.0, 0.5])
+    assert window_cores(t, cpu, horizon_s=9.0, window_s=3.0) == pytest.approx([1.0, 2.5 / 3, 0.5])
+    assert all(math.isnan(x) for x in window_cores([], [], horizon_s=10.0, window_s=5.0))
 
 
 def test_compare_peak_must_be_equal():

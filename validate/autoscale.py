@@ -36,9 +36,11 @@ against each other (``agreement_rows``).
 
 For diagnosis: when the first new replica was seen at all (STARTING: the controller's
 decision) and how long it then took to be RUNNING, every change of the count, the cores
-other processes took during the run, and from the real controller's log (Serve at INFO)
-each scaling decision with the total ongoing requests its policy saw, and each replica's
-start-up time as Ray reports it.
+other processes took during the run, the cores the run's own processes kept busy in each
+window (real: the CPU of the driver and every Ray process, sampled with the states;
+simulated: the timeline's ``cpu_busy_cores``), and from the real controller's log (Serve
+at INFO) each scaling decision with the total ongoing requests its policy saw, and each
+replica's start-up time as Ray reports it (simulated: from its allocation to RUNNING).
 
 Left out: HTTP ingress, other load shapes, several handles.
 """
@@ -137,6 +139,17 @@ def window_latency(sent_s, latency_s, horizon_s: float, window_s: float = WINDOW
     return pd.DataFrame(rows)
 
 
+def window_cores(cpu_t, cpu_s, horizon_s: float, window_s: float = WINDOW_S) -> list[float]:
+    """Per window [k w, (k+1) w): cores kept busy on average, from cumulative CPU-seconds
+    ``cpu_s`` sampled at ``cpu_t`` (interpolated at the window's ends; NaN without samples)."""
+    if len(cpu_t) < 2:
+        return [math.nan] * math.ceil(horizon_s / window_s - 1e-9)
+    t, c = np.asarray(cpu_t, float), np.asarray(cpu_s, float)
+    edges = np.arange(math.ceil(horizon_s / window_s - 1e-9) + 1) * window_s
+    at = np.interp(edges, t, c, left=math.nan, right=math.nan)
+    return list(np.diff(at) / window_s)
+
+
 def _err(sim: float, real: float) -> float:
     return (sim - real) / real if real and not math.isnan(real) else math.nan
 
@@ -160,6 +173,9 @@ def compare(real: dict, sim: dict, horizon_s: float) -> dict:
         ev.setdefault("startup_seen_s", {})[side] = up - seen if up is not None and seen is not None else None
     w = window_latency(real["sent_s"], real["latency_s"], horizon_s).merge(
         window_latency(sim["sent_s"], sim["latency_s"], horizon_s), on="start_s", suffixes=("_real", "_sim"))
+    # Cores busy (diagnosis): runs recorded before 2026-11-26 08:00 have no real CPU samples.
+    for side, x in (("real", real), ("sim", sim)):
+        w[f"cores_{side}"] = window_cores(x.get("cpu_t", []), x.get("cpu_s", []), horizon_s)
     for m in ("p50", "mean"):
         w[f"{m}_err"] = [_err(s, r) for s, r in zip(w[f"{m}_ms_sim"], w[f"{m}_ms_real"])]
         bad = w[~(w[f"{m}_err"].abs() <= LATENCY_TOL)]  # NaN (an empty window) fails too
@@ -200,19 +216,25 @@ def controller_events(lines, wall0: float, horizon_s: float, app: str) -> dict:
 # -- the two sides ---------------------------------------------------------------------------------
 class StateSampler(threading.Thread):
     """``serve.status()`` replica states every ``interval_s``, stamped with ``perf_counter``
-    at the middle of the call (one call takes a few ms)."""
+    at the middle of the call (one call takes a few ms); and beside them the CPU-seconds
+    used so far by this driver and every Ray process it started (``cpu``: a process that
+    exited keeps its last reading, so the sum never falls)."""
 
     def __init__(self, app_name: str, dep_name: str, interval_s: float = SAMPLE_S):
         super().__init__(daemon=True, name="state-sampler")
         self.app_name, self.dep_name, self.interval_s = app_name, dep_name, interval_s
         self.samples: list[tuple[float, dict]] = []
+        self.cpu: list[tuple[float, float]] = []
+        self._by_pid: dict[int, float] = {}
         self._stop_ev = threading.Event()
 
     def run(self):
-        from validate.harness import RealCluster
+        from validate.harness import RealCluster, _tree_cpu
 
         while not self._stop_ev.is_set():
             a = time.perf_counter()
+            self._by_pid.update(_tree_cpu())
+            self.cpu.append((a, sum(self._by_pid.values())))
             states = RealCluster.replica_states(self.app_name, self.dep_name)
             if states:  # {} is a failed call, not zero replicas
                 self.samples.append(((a + time.perf_counter()) / 2, states))
@@ -261,6 +283,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
         cl.delete(app)
     t0, horizon = clock["t0"], cfg.workload.duration_s
     samples = [(t - t0, s) for t, s in samples if 0 <= t - t0 <= horizon]
+    cpu = [(t - t0, c) for t, c in sampler.cpu]
     span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
     ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
     ok = [(s, e) for s, e, st in records if st == OK]
@@ -269,6 +292,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
         "t": [t for t, _ in samples],
         **{k.lower(): [s.get(k, 0) for _, s in samples] for k in ("RUNNING", "STARTING", "STOPPING")},
         "sent_s": [s for s, _ in ok], "latency_s": [e - s for s, e in ok],
+        "cpu_t": [t for t, _ in cpu], "cpu_s": [c for _, c in cpu],
         "not_ok": len(records) - len(ok), "router_start_s": clock["router_s"] - t0,
         "host_ns_per_loop": (before + after) / 2,
         "foreign_cores": max(0.0, (_busy_seconds(cpu0, cpu1) - ours) / span) if span > 0 else math.nan,
@@ -295,6 +319,9 @@ def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None) -> dict:
     return {"t": list(tl["time_s"]), "running": list(tl["running_replicas"]), "starting": list(tl["starting_replicas"]),
             "stopping": list(tl["stopping_replicas"]), "target": list(tl["target_replicas"]),
             "sent_s": list(req["arrival_s"]), "latency_s": list(req["latency_s"]), "decisions": decisions,
+            # Cumulative CPU-seconds of all processes, as the real side samples them.
+            "cpu_t": [0.0, *tl["time_s"]],
+            "cpu_s": [0.0, *np.cumsum(tl["cpu_busy_cores"] * np.diff(tl["time_s"], prepend=0.0))],
             # As the real controller's log has them: (t RUNNING, seconds since the replica was added).
             "startups": [(float(r), float(r - c)) for c, r in zip(started["created_s"], started["running_since_s"])]}
 
@@ -423,16 +450,18 @@ def window_rows(cmp: dict) -> list[list[str]]:
     for r in cmp["windows"].itertuples(index=False):
         out.append([f"{r.start_s:g}-{r.start_s + WINDOW_S:g}", f"{shape.level(r.start_s):g}", f"{r.n_real}/{r.n_sim}",
                     _s(r.p50_ms_real), _s(r.p50_ms_sim), _s(100 * r.p50_err, "{:+.0f}%"),
-                    _s(r.mean_ms_real), _s(r.mean_ms_sim), _s(100 * r.mean_err, "{:+.0f}%")])
+                    _s(r.mean_ms_real), _s(r.mean_ms_sim), _s(100 * r.mean_err, "{:+.0f}%"),
+                    f"{_s(r.cores_real, '{:.2f}')}/{_s(r.cores_sim, '{:.2f}')}"])
     return out
 
 
-WINDOW_HEADER = ["window s", "clients", "n real/sim", "p50 real", "p50 sim", "err", "mean real", "mean sim", "err"]
+WINDOW_HEADER = ["window s", "clients", "n real/sim", "p50 real", "p50 sim", "err", "mean real", "mean sim", "err",
+                 "cores real/sim"]
 
 
 def mechanism_lines(cmp: dict, real: dict, sim: dict, cal: dict) -> list[str]:
     """The scaling decisions and start-ups behind the events, both sides."""
-    c = real["controller"]
+    c = _controller(real)
     ups = [x for _, x in c["startups"]]
     return [
         f"RUNNING count changes (count@s): real {_changes(cmp['changes']['real'])}; "
@@ -457,6 +486,12 @@ def table(cmp: dict, real: dict, sim: dict, cal: dict) -> str:
     return "\n".join(lines)
 
 
+def _controller(real: dict) -> dict:
+    """The real run's decisions and start-ups (none in runs saved before 2026-11-25 19:58,
+    which did not read the controller's log)."""
+    return real.get("controller", {"decisions": [], "startups": []})
+
+
 def _startups(ups) -> str:
     return " ".join(f"{x:.1f}" for _, x in ups) or "none"
 
@@ -479,10 +514,10 @@ def diagnosis(runs: list[dict], cal: dict) -> list[str]:
     out = []
     for r in runs:
         cmp, ev, i = r["compare"], r["compare"]["events"], r["run"]
-        real_d, sim_d = r["real"]["controller"]["decisions"], r["sim"]["decisions"]
+        real_d, sim_d = _controller(r["real"])["decisions"], r["sim"]["decisions"]
         if not ev["first_scale_up_s"]["pass"]:
             out.append(f"run {i}, first scale-up: first decision real {_decisions(real_d[:1])}, simulated "
-                       f"{_decisions(sim_d[:1])}; replica start-ups real {_startups(r['real']['controller']['startups'])}"
+                       f"{_decisions(sim_d[:1])}; replica start-ups real {_startups(_controller(r['real'])['startups'])}"
                        f" s (Ray's log), simulated {_startups(r['sim']['startups'])} s (calibration: {_startup_cal(cal)}).")
         if not ev["last_scale_down_s"]["pass"] or not ev["peak_running"]["pass"]:
             out.append(f"run {i}, last scale-down or peak: the decisions differ: real {_decisions(real_d)}; "
@@ -650,7 +685,7 @@ def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], str]:
         with open(path) as f:
             saved = json.load(f)
         stamps.append(os.path.basename(path).removeprefix("autoscale-").removesuffix(".json"))
-        for old in saved["runs"]:
+        for old in saved["runs"] if isinstance(saved, dict) else saved:  # files before 2026-11-25 19:58: a list
             real = old["real"]
             sim = run_sim(cfg, cal, real["host_ns_per_loop"])
             cmp = compare(real, sim, load_s)

@@ -113,6 +113,9 @@ def grid_scenarios() -> list[SimConfig]:
         scenario(name="io50-m1-c20", work=io50, num_replicas=2, max_ongoing_requests=1, concurrent=20),
         # 4 clients per slot: steps that fill a replica from a stale cache, and rejections.
         scenario(name="io50-m5-c40", work=io50, num_replicas=2, concurrent=40),
+        # One replica, 8 clients on its 5 slots: the autoscaling step's load before it scales
+        # (validate/autoscale.py), where a handle runs only two routing tasks.
+        scenario(name="io50-1rep-m5-c8", work=io50, num_replicas=1, concurrent=8),
         scenario(name="io50-sync-m5-c8", work=io50, handler="sync", num_replicas=2, concurrent=8),
         scenario(name="io50-4rep-cpu05-L2", work=io50, num_replicas=4, num_cpus=0.5, max_ongoing_requests=1,
                  concurrent=8, cluster_cpus=2),
