@@ -333,6 +333,10 @@ class Overheads:
     metrics_push_late_s: float = 0.0  # a router's push to the controller
     metrics_push_late_cv: float = 0.0
     control_loop_late_s: float = 0.0  # the controller's loop, every turn (its loop body)
+    # How late a routing task's back-off sleep ends on this host: asyncio's timer and the
+    # router thread's wake-up, with the loop otherwise idle (a busy loop's own delay is
+    # modelled: the task's turn waits behind the step under way).
+    backoff_sleep_late_s: float = 0.0
     # A message (a hop) to a process on a node that has had no work but Ray's daemons for
     # idle_wake_after_s arrives idle_wake_s later: on a virtual machine its idle core must
     # be woken first. A property of the host, not of Ray.
@@ -355,7 +359,8 @@ class Overheads:
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
         others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
-                  "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s")
+                  "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
+                  "backoff_sleep_late_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)

@@ -16,7 +16,7 @@
   each back-off step up to ``max_queue_len_response_deadline_s``, 1 s) counts as no
   answer, and its late answer is neither used nor cached.
 * When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
-  before the next attempt. A freed slot wakes nobody: under saturation dispatch is
+  before the next attempt, each sleep ending ``backoff_sleep_late_s`` late (measured). A freed slot wakes nobody: under saturation dispatch is
   polling. The sleeps follow candidate sets, not failures: a set that served another
   request counts too. The probe deadline's doubling counts failures only.
 * An HTTP proxy's router first samples the replicas on its own node, once per request
@@ -116,6 +116,7 @@ class RayRouter:
         self.probe_native_cpu_s = overheads.cpu("probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("reject_cpu_s")
         self.reject_native_cpu_s = overheads.cpu("reject_native_cpu_s")
+        self.backoff_sleep_late_s = overheads.backoff_sleep_late_s
         self.max_queued_requests = max_queued_requests
         self.replicas: list = []
         self.to_route: deque = deque()
@@ -301,11 +302,12 @@ class RayRouter:
         task.yields += 1
         k = task.yields - task.local
         # Sleep before candidate set k: none for the 1st and 2nd, then 0.025 * 2**(k-3);
-        # the local-node pass before them (k = 0) none either.
+        # the local-node pass before them (k = 0) none either. The sleep ends a little late
+        # (asyncio's timer, the thread's wake-up: measured).
         if k >= 3:
             cfg = self.cfg
             delay = min(cfg.initial_backoff_s * cfg.backoff_multiplier ** (k - 3), cfg.max_backoff_s)
-            self.sim.later(delay, self._call_later, (self._after_sleep, task))
+            self.sim.later(delay + self.backoff_sleep_late_s, self._call_later, (self._after_sleep, task))
             return
         # _charge_and_choose(task), written out: most requests get a replica on their
         # first attempt, without a sleep.

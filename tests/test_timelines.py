@@ -77,6 +77,14 @@ def test_ray_router_backoff_schedule_when_nothing_else_arrives():
     assert _timeline(cfg) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.775, 1.275)]
 
 
+def test_each_back_off_sleep_ends_late_by_the_measured_lateness():
+    """The same stuck request with every back-off sleep ending 1 ms late: its five sleeps put the
+    dispatch 5 ms later, at 0.780 s."""
+    cfg = config(kind="io", mean_s=0.5, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0, 0.0), requests=2, duration_s=None)
+    cfg = replace(cfg, overheads=Overheads(backoff_sleep_late_s=0.001))
+    assert _timeline(cfg) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.78, 1.28)]
+
+
 
 def test_the_http_proxys_router_adds_a_local_node_pass_without_a_sleep():
     """The same stuck request through the HTTP proxy: its router first tries its own node's replicas,

@@ -12,9 +12,9 @@ Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-o
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
 idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, forced
-rejections, GIL held, idle gaps, autoscaling timers, replica start-up. Each traffic
-phase first sends 200 warm-up requests, then measures its own idle baseline of
-``IDLE_S`` and then ``N`` requests one at a time (so every request is exactly one
+rejections, GIL held, idle gaps, wake-up CPU, back-off sleeps, autoscaling timers, replica
+start-up. Each traffic phase first sends 200 warm-up requests, then measures its own idle
+baseline of ``IDLE_S`` and then ``N`` requests one at a time (so every request is exactly one
 routing attempt and nothing queues). Every per-request CPU figure below is ``(CPU
 during the N requests - idle rate x their duration) / N``.
 
@@ -134,6 +134,12 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   serial starts of the rolling update (2.8 s, where the log gives 1.4-1.7 s a start);
   that figure is still kept as ``raw.derived.replica_startup_polled_s``.
   ``replica_startup_cv`` is the starts' standard deviation over their mean.
+* ``backoff_sleep_late_s`` (``raw.backoff_sleep``) -- how late ``asyncio.sleep`` ends on
+  the driver's router thread (its own event loop, reached as the router does), Serve
+  deployed and no traffic: ``BACKOFF_SLEEP_REPS`` sleeps of each of ``BACKOFF_SLEEPS_S``, the
+  median over all. simserve adds it to every back-off sleep of a routing task. (A one-off
+  check in a plain event loop on the idle host, 2026-11-26 08:57, gave 0.2 ms after 1-10 ms
+  sleeps and 0.3-0.5 ms after 20-100 ms.)
 * ``replica_startup_cpu_s`` -- of a start, the CPU of the new replica's own process
   (all its threads, from its fork to the ``started successfully`` line: the interpreter,
   ``import ray``, the worker's connection, the actor's class and Serve's modules), read
@@ -230,6 +236,8 @@ WAKE_FULL_S = 0.05  # from here on the excess no longer grows (a one-off sweep, 
 WAKE_REQUESTS = 100
 WAKE_CPU_SLEEPS_S = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1)
 WAKE_CPU_REQUESTS = 200
+BACKOFF_SLEEPS_S = (0.025, 0.05, 0.1)  # the router's first back-off sleeps
+BACKOFF_SLEEP_REPS = 40
 TIMER_S = 20.0
 TIMER_LOOK_BACK_S = 2.5  # the handle samples every 0.5 s
 TIMER_PUSH_S = 1.0
@@ -771,6 +779,28 @@ class _TimerLog:
 TIMER_METHODS = {"record": "_add_autoscaling_metrics_point", "push": "push_autoscaling_metrics_to_controller"}
 
 
+def _backoff_sleep_phase() -> dict:
+    """How late ``asyncio.sleep`` ends on the router's own event loop (the driver's router
+    thread) with nothing else on it: ``BACKOFF_SLEEP_REPS`` sleeps of each of the first
+    back-off delays, Serve deployed and idle."""
+    from ray.serve._private.router import SingletonThreadRouter
+
+    async def sleeps():
+        out = {}
+        for d in BACKOFF_SLEEPS_S:
+            late = []
+            for _ in range(BACKOFF_SLEEP_REPS):
+                t0 = time.perf_counter()
+                await asyncio.sleep(d)
+                late.append(time.perf_counter() - t0 - d)
+            out[str(d)] = late
+        return out
+
+    loop = SingletonThreadRouter._get_singleton_asyncio_loop("calibrate")
+    late = asyncio.run_coroutine_threadsafe(sleeps(), loop).result()
+    return {"late_s": late, "median_s": statistics.median(x for v in late.values() for x in v)}
+
+
 def _period_stats(times: list[float], interval_s: float) -> dict:
     """Per-iteration lateness of a periodic task: its periods minus ``interval_s``."""
     late = np.diff(np.asarray(times)) - interval_s
@@ -1152,6 +1182,7 @@ def main(argv=None) -> int:
             gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
             wake_raw = asyncio.run(_wake_phase(handle, WAKE_REQUESTS))
             wake_cpu_raw = _wake_cpu_phase(cl, pc)
+            sleep_raw = _backoff_sleep_phase()
             timer_raw = _timer_phase(cl)
         finally:
             counter.restore()
@@ -1191,6 +1222,7 @@ def main(argv=None) -> int:
                             f"{p['foreign_cores']:.2f} cores: rerun on an idle machine")
     vals.update(wake_cpu(wake_cpu_raw, warnings))
     vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
+    vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
@@ -1207,7 +1239,7 @@ def main(argv=None) -> int:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
+             "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw, "backoff_sleep": sleep_raw,
              "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
