@@ -16,9 +16,10 @@
   each back-off step up to ``max_queue_len_response_deadline_s``, 1 s) counts as no
   answer, and its late answer is neither used nor cached.
 * When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
-  before the next attempt, each sleep ending ``backoff_sleep_late_s`` late (measured). A freed slot wakes nobody: under saturation dispatch is
-  polling. The sleeps follow candidate sets, not failures: a set that served another
-  request counts too. The probe deadline's doubling counts failures only.
+  before the next attempt, each sleep ending ``backoff_sleep_late_s`` late (measured). A
+  freed slot wakes nobody: under saturation dispatch is polling. The sleeps follow
+  candidate sets, not failures: a set that served another request counts too. The probe
+  deadline's doubling counts failures only.
 * An HTTP proxy's router first samples the replicas on its own node, once per request
   and without a sleep after it (``LocalityMixin``; the proxy prefers its node by
   default, a ``DeploymentHandle`` does not).

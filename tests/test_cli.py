@@ -40,6 +40,19 @@ def test_default_costs_come_from_the_calibration_and_no_overheads_zeroes_them():
     assert all(v in (0, []) for k, v in free.items() if k.endswith("_s") or k.endswith("_cores"))  # a table: []
 
 
+def test_a_start_up_time_given_alone_keeps_the_measured_cpu_share():
+    """`--replica-startup-s` alone scales the calibration's CPU part of a start-up with it (no
+    error that the measured CPU exceeds the new time); both given are taken as given."""
+    measured = json.loads(run("--duration-s", "1", "--json").stdout)["config"]["overheads"]
+    share = measured["replica_startup_cpu_s"] / measured["replica_startup_s"]
+    p = run("--duration-s", "1", "--json", "--replica-startup-s", "0.5")
+    assert p.returncode == 0, p.stderr
+    oh = json.loads(p.stdout)["config"]["overheads"]
+    assert oh["replica_startup_s"] == 0.5 and oh["replica_startup_cpu_s"] == pytest.approx(0.5 * share)
+    both = run("--duration-s", "1", "--json", "--replica-startup-s", "0.5", "--replica-startup-cpu-s", "0.1")
+    assert json.loads(both.stdout)["config"]["overheads"]["replica_startup_cpu_s"] == 0.1
+
+
 def test_the_committed_calibration_is_found_from_any_working_directory(tmp_path):
     """Run from outside the repository (where an editable install makes `validate` a namespace
     package), the command line still prices Ray's machinery with the committed calibration."""

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-
 from helpers import config
+
 from simserve import Overheads, RouterConfig, simulate
 
 
@@ -176,10 +176,17 @@ def test_changing_the_router_leaves_arrivals_and_demands_alone():
 
 
 def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
-    """1 ms hops, 2 ms wake after 10 ms idle, 50 ms of io. The first request probes the replica (the
-    cache is empty: 2 ms more) and its response reaches a driver idle for 53 ms (+2 ms); the second,
-    sent at 1 s, needs no probe but finds the replica idle (+2 ms) and then the driver (+2 ms)."""
-    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+    """1 ms hops, 2 ms wake after 10 ms idle, 50 ms of io, no CPU. The first request probes the
+    replica (the cache is empty: 2 ms more) and its response reaches a node idle for 53 ms (+2 ms);
+    the second, sent at 1 s, needs no probe but finds the node idle (+2 ms), and so does its
+    response (+2 ms)."""
+    from simserve import (
+        DeploymentConfig,
+        Distribution,
+        SimConfig,
+        WorkloadConfig,
+        WorkModel,
+    )
 
     def latencies(wake_s):
         cfg = SimConfig(
@@ -197,7 +204,13 @@ def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer(
 def test_the_timeline_counts_the_cores_kept_busy():
     """One client on one sync replica doing 100 ms of gil work, nothing else: one core is busy
     all the time, so every timeline row after the first shows 1.0 cores."""
-    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+    from simserve import (
+        DeploymentConfig,
+        Distribution,
+        SimConfig,
+        WorkloadConfig,
+        WorkModel,
+    )
 
     cfg = SimConfig(
         deployment=DeploymentConfig(num_replicas=1, handler="sync",
@@ -214,7 +227,13 @@ def test_a_closed_loop_of_one_client_pays_one_wake_up_per_request(replicas):
     """With the driver's and replica's CPU, a request sent on an answer finds the node awake (the
     answer was just handled), and its own answer reaches a node idle through the 50 ms of io: one
     wake-up per request, however many replicas take turns."""
-    from simserve import DeploymentConfig, Distribution, SimConfig, WorkloadConfig, WorkModel
+    from simserve import (
+        DeploymentConfig,
+        Distribution,
+        SimConfig,
+        WorkloadConfig,
+        WorkModel,
+    )
 
     def latencies(wake_s):
         cfg = SimConfig(

@@ -518,7 +518,8 @@ def diagnosis(runs: list[dict], cal: dict) -> list[str]:
         if not ev["first_scale_up_s"]["pass"]:
             out.append(f"run {i}, first scale-up: first decision real {_decisions(real_d[:1])}, simulated "
                        f"{_decisions(sim_d[:1])}; replica start-ups real {_startups(_controller(r['real'])['startups'])}"
-                       f" s (Ray's log), simulated {_startups(r['sim']['startups'])} s (calibration: {_startup_cal(cal)}).")
+                       f" s (Ray's log), simulated {_startups(r['sim']['startups'])} s "
+                       f"(calibration: {_startup_cal(cal)}).")
         if not ev["last_scale_down_s"]["pass"] or not ev["peak_running"]["pass"]:
             out.append(f"run {i}, last scale-down or peak: the decisions differ: real {_decisions(real_d)}; "
                        f"simulated {_decisions(sim_d)}.")
