@@ -108,9 +108,10 @@ class Process:
         node.add(self.gil, work_s, callback, arg)
 
     def boot(self, work_s: float, callback, arg) -> None:
-        """The process's own start-up: ``work_s`` of work on its main thread before it
-        runs anything else; ``callback(arg)`` when done."""
-        self.node.add(self.gil, work_s, callback, arg)
+        """The process's own start-up: ``work_s`` of one thread's work before it runs
+        anything else; ``callback(arg)`` when done. On a runner of its own, so that it
+        counts neither as GIL work nor as the end of an idle spell (``wake``)."""
+        self.node.add(Runner(1, self.name), work_s, callback, arg)
 
     def run_native(self, threads: int, work_s: float, callback, arg) -> None:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""
@@ -341,5 +342,7 @@ class Node:
         return runner.busy_s + (self.env.now - runner.busy_since if runner.jobs else 0.0)
 
     def core_busy_until_now(self) -> float:
-        self._advance()
-        return self.core_busy_s
+        """Core-seconds kept busy up to now. Read without advancing the node's clocks: a
+        reading (every timeline row takes one) must not change how the work is summed."""
+        dt = self.env._now - self._last
+        return self.core_busy_s + (dt * self._busy_cores if dt > 0.0 and self.active else 0.0)

@@ -16,7 +16,8 @@
   each back-off step up to ``max_queue_len_response_deadline_s``, 1 s) counts as no
   answer, and its late answer is neither used nor cached.
 * When no candidate has room the task sleeps 0, then 0.025, 0.05, ... up to 0.5 s
-  before the next attempt, each sleep ending ``backoff_sleep_late_s`` late (measured). A
+  before the next attempt, each sleep from 0.025 s on ending ``backoff_sleep_late_s``
+  late (measured on the host, like ``idle_wake_s``, and not scaled by ``cpu_speed``). A
   freed slot wakes nobody: under saturation dispatch is polling. The sleeps follow
   candidate sets, not failures: a set that served another request counts too. The probe
   deadline's doubling counts failures only.

@@ -274,9 +274,8 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
             costs[name] = v
     if args.replica_startup_s is not None and args.replica_startup_cpu_s is None and measured_startup_s > 0:
         # A start-up time given alone keeps the measured share of it that is CPU work.
-        costs["replica_startup_cpu_s"] = (
-            args.replica_startup_s * costs.get("replica_startup_cpu_s", 0.0) / measured_startup_s
-        )
+        share = costs.get("replica_startup_cpu_s", 0.0) / measured_startup_s
+        costs["replica_startup_cpu_s"] = min(args.replica_startup_s, args.replica_startup_s * share)
     overheads = Overheads(ingress=args.ingress, cpu_speed=args.cpu_speed, **costs)
     trace = None
     if args.trace:

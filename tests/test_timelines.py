@@ -175,7 +175,7 @@ def test_changing_the_router_leaves_arrivals_and_demands_alone():
     assert a["arrival_s"].tolist() == b["arrival_s"].tolist()
 
 
-def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
+def test_a_hop_to_a_node_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
     """1 ms hops, 2 ms wake after 10 ms idle, 50 ms of io, no CPU. The first request probes the
     replica (the cache is empty: 2 ms more) and its response reaches a node idle for 53 ms (+2 ms);
     the second, sent at 1 s, needs no probe but finds the node idle (+2 ms), and so does its
@@ -203,7 +203,7 @@ def test_a_hop_to_a_process_idle_for_idle_wake_after_s_takes_idle_wake_s_longer(
 
 def test_the_timeline_counts_the_cores_kept_busy():
     """One client on one sync replica doing 100 ms of gil work, nothing else: one core is busy
-    all the time, so every timeline row after the first shows 1.0 cores."""
+    all the time, so every timeline row shows 1.0 cores."""
     from simserve import (
         DeploymentConfig,
         Distribution,

@@ -40,7 +40,8 @@ other processes took during the run, the cores the run's own processes kept busy
 window (real: the CPU of the driver and every Ray process, sampled with the states;
 simulated: the timeline's ``cpu_busy_cores``), and from the real controller's log (Serve
 at INFO) each scaling decision with the total ongoing requests its policy saw, and each
-replica's start-up time as Ray reports it (simulated: from its allocation to RUNNING).
+replica's start-up time as Ray reports it (simulated: from its creation, Ray's ``Adding``
+line, to RUNNING).
 
 Left out: HTTP ingress, other load shapes, several handles.
 """
@@ -462,7 +463,6 @@ WINDOW_HEADER = ["window s", "clients", "n real/sim", "p50 real", "p50 sim", "er
 def mechanism_lines(cmp: dict, real: dict, sim: dict, cal: dict) -> list[str]:
     """The scaling decisions and start-ups behind the events, both sides."""
     c = _controller(real)
-    ups = [x for _, x in c["startups"]]
     return [
         f"RUNNING count changes (count@s): real {_changes(cmp['changes']['real'])}; "
         f"simulated {_changes(cmp['changes']['sim'])}",

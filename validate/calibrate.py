@@ -144,7 +144,9 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   (all its threads, from its fork to the ``started successfully`` line: the interpreter,
   ``import ray``, the worker's connection, the actor's class and Serve's modules), read
   from a trace of every Ray process's CPU sampled every 20 ms, at the last sample before
-  that line's time (the process id is on the line); the median over the reps' starts.
+  that line's time (the process id is on the line), less what it had at the ``Adding``
+  line (a worker Ray had started before; every one so far was new); the median over the
+  reps' starts.
   On an idle host it is almost all of the start, and nearly all on one thread (a one-off
   trace, 2026-11-26 07:27: about one core from birth to ready), which is why simserve
   runs it as one thread's work on the node, so that a busy or slow host stretches it.
@@ -901,13 +903,19 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
     cl.delete("startup")
     cpu.stop()
     logged = _logged_startups(controller_log_lines(), "startup", name)
-    # Each start's own process: its CPU when the controller logged it started.
-    ready_cpu = [cpu.at(pid, ready) for _, ready, pid in logged]
+    # Each start's own process: its CPU when the controller logged it started, less any it
+    # had when the start began (a worker Ray had started before; none was seen so far).
+    ready_cpu = [cpu.at(pid, ready) - _zero_if_nan(cpu.at(pid, ready - seconds))
+                 for seconds, ready, pid in logged]
     return {"first_deploy_s": first, "scale_up_to_running_s": samples, "starting_to_running_s": starting,
             "scale_down_s": down, "poll_interval_s": 0.02, "cpu_sample_interval_s": cpu.interval_s,
             # The first is the application's first replica (deploy(1)); the rest are the reps.
             "logged_add_to_running_s": [t for t, _, _ in logged[1:]], "logged_first_s": [t for t, _, _ in logged[:1]],
             "logged_process_cpu_s": ready_cpu[1:], "logged_first_process_cpu_s": ready_cpu[:1]}
+
+
+def _zero_if_nan(x: float) -> float:
+    return 0.0 if math.isnan(x) else x
 
 
 class _WorkerCPUTrace(threading.Thread):
