@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import config
 
-from simserve import Overheads, RouterConfig, simulate
+from simserve import DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
 
 
 def _timeline(cfg):
@@ -180,14 +180,6 @@ def test_a_hop_to_a_node_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
     replica (the cache is empty: 2 ms more) and its response reaches a node idle for 53 ms (+2 ms);
     the second, sent at 1 s, needs no probe but finds the node idle (+2 ms), and so does its
     response (+2 ms)."""
-    from simserve import (
-        DeploymentConfig,
-        Distribution,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
-
     def latencies(wake_s):
         cfg = SimConfig(
             deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.05))),
@@ -204,14 +196,6 @@ def test_a_hop_to_a_node_idle_for_idle_wake_after_s_takes_idle_wake_s_longer():
 def test_the_timeline_counts_the_cores_kept_busy():
     """One client on one sync replica doing 100 ms of gil work, nothing else: one core is busy
     all the time, so every timeline row shows 1.0 cores."""
-    from simserve import (
-        DeploymentConfig,
-        Distribution,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
-
     cfg = SimConfig(
         deployment=DeploymentConfig(num_replicas=1, handler="sync",
                                     work=WorkModel.single("gil", Distribution("deterministic", 0.1))),
@@ -227,14 +211,6 @@ def test_a_closed_loop_of_one_client_pays_one_wake_up_per_request(replicas):
     """With the driver's and replica's CPU, a request sent on an answer finds the node awake (the
     answer was just handled), and its own answer reaches a node idle through the 50 ms of io: one
     wake-up per request, however many replicas take turns."""
-    from simserve import (
-        DeploymentConfig,
-        Distribution,
-        SimConfig,
-        WorkloadConfig,
-        WorkModel,
-    )
-
     def latencies(wake_s):
         cfg = SimConfig(
             deployment=DeploymentConfig(num_replicas=replicas,
