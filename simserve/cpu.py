@@ -99,7 +99,7 @@ class Process:
             cost = self.wake(node.env._now - self.gil.idle_since)
             if cost > 0.0:
                 self.wake_cpu_s += cost
-                node.add(Runner(1, self.name), cost, _nothing, None)
+                self.burn(cost)
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))
@@ -111,7 +111,7 @@ class Process:
         """The process's own start-up: ``work_s`` of one thread's work before it runs
         anything else; ``callback(arg)`` when done. On a runner of its own, so that it
         counts neither as GIL work nor as the end of an idle spell (``wake``)."""
-        self.node.add(Runner(1, self.name), work_s, callback, arg)
+        self.run_native(1, work_s, callback, arg)
 
     def run_native(self, threads: int, work_s: float, callback, arg) -> None:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""

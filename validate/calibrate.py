@@ -219,6 +219,7 @@ from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
 from validate.harness import (
     RealCluster,
     RouterCounters,
+    _tree_cpu,
     controller_log_lines,
     log_time,
     probe_ns_per_loop,
@@ -919,29 +920,21 @@ def _zero_if_nan(x: float) -> float:
 
 
 class _WorkerCPUTrace(threading.Thread):
-    """Samples every ``interval_s`` the CPU (all threads, /proc) of each of the driver's
+    """Samples every ``interval_s`` the CPU (all threads, /proc) of the driver and each of its
     descendants, by pid, on the ``time.time()`` scale, so that a replica's CPU can be
     read at the moment the controller logged it started."""
 
     def __init__(self, interval_s: float = 0.02):
         super().__init__(daemon=True)
-        import psutil
-
         self.interval_s = interval_s
-        self.me = psutil.Process()
         self.samples: dict[int, list[tuple[float, float]]] = {}
         self._done = threading.Event()
 
     def run(self):
-        import psutil
-
         while not self._done.wait(self.interval_s):
-            for p in self.me.children(recursive=True):
-                try:
-                    t = p.cpu_times()
-                except psutil.Error:
-                    continue
-                self.samples.setdefault(p.pid, []).append((time.time(), t.user + t.system))
+            now = time.time()
+            for pid, cpu in _tree_cpu().items():
+                self.samples.setdefault(pid, []).append((now, cpu))
 
     def stop(self):
         self._done.set()
