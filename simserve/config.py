@@ -325,6 +325,11 @@ class Overheads:
     # like any other thread when a handler holds it.
     replica_gil_acquisitions: int = 1
     replica_probe_gil_acquisitions: int = 1  # the same for answering one queue-length probe
+    # What a replica's thread spends beyond its work each time it takes the GIL from another
+    # thread that holds it: it slept on the GIL and is woken (two context switches, caches
+    # gone cold). Added to that take's GIL work, so a CPU-bound handler makes every one of
+    # Ray's takes dearer as well as later.
+    replica_gil_handoff_cpu_s: float = 0.0
     # How late each turn of Ray's periodic autoscaling tasks starts, beyond its interval: the
     # task's own run time plus its event loop's wake-up (Ray sleeps the full interval after
     # each run, so the lateness accumulates). Per turn a gamma draw with this mean and cv.
@@ -360,7 +365,7 @@ class Overheads:
         _choice("ingress", self.ingress, INGRESSES)
         others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
                   "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
-                  "backoff_sleep_late_s")
+                  "backoff_sleep_late_s", "replica_gil_handoff_cpu_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)

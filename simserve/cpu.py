@@ -78,7 +78,7 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s")
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
@@ -86,14 +86,17 @@ class Process:
         self.gil = Runner(1, name)
         self.wake = None
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
+        self.handoff_cpu_s = 0.0  # spent on taking the GIL from another thread so far
 
-    def run_gil(self, work_s: float, callback, arg) -> None:
+    def run_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
 
         CPython makes a thread that finds the GIL held wait up to the switch interval
         before it forces a hand-over; if the holder lets go sooner (its work ends), the
         waiter goes in then. So a short job behind a long one waits, where pure
-        processor sharing would start it at once."""
+        processor sharing would start it at once. Either way the waiter slept on the GIL,
+        and its take costs ``handoff_s`` more when the holder is another thread
+        (``Overheads.replica_gil_handoff_cpu_s``; the caller knows which threads)."""
         node = self.node
         if self.wake is not None and not self.gil.jobs:
             cost = self.wake(node.env._now - self.gil.idle_since)
@@ -103,7 +106,8 @@ class Process:
         wait = node.gil_switch_interval_s
         if wait > 0.0 and self.gil.jobs and work_s > 0.0:
             wait = min(wait, node.time_to_next_finish(self.gil))
-            node.later(wait, _join_gil, (self, work_s, callback, arg))
+            self.handoff_cpu_s += handoff_s
+            node.later(wait, _join_gil, (self, work_s + handoff_s, callback, arg))
             return
         node.add(self.gil, work_s, callback, arg)
 

@@ -9,8 +9,9 @@ What runs where:
   main loop thread and holds the GIL (``Overheads.replica_cpu_s``), in
   ``replica_gil_acquisitions`` separate takes of the GIL, and its answer to a
   queue-length probe in ``replica_probe_gil_acquisitions``: behind a handler that holds
-  the GIL, each take waits its switch interval, so a CPU-bound handler slows every
-  request's way in and out of its replica, and its answers to the router's probes.
+  the GIL, each take waits its switch interval and costs ``replica_gil_handoff_cpu_s``
+  more CPU, so a CPU-bound handler slows every request's way in and out of its replica,
+  and its answers to the router's probes.
 * An ``async def`` handler runs on the user-code event loop: its CPU segments (``gil``
   and ``native`` alike, since a blocking call blocks the loop) run one at a time in
   arrival order, while ``io`` segments (awaits) interleave freely.
@@ -67,6 +68,8 @@ class Replica:
         self.reject_cpu_s = overheads.cpu("replica_reject_cpu_s")
         self.reject_native_cpu_s = overheads.cpu("replica_reject_native_cpu_s")
         self.wake = overheads.wake_cpu("replica")
+        self.gil_handoff_cpu_s = overheads.cpu("replica_gil_handoff_cpu_s")
+        self.handler_gil_jobs = 0  # handler segments on the GIL now (their threads hold it)
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -124,10 +127,13 @@ class Replica:
         """Ray's Python work for one call, ``burst`` seconds in each of ``left`` separate
         takes of the GIL, then ``callback(arg)``."""
         burst, left, callback, arg = state
+        # Ray's takes all run on the main loop's thread, one after another: only a
+        # handler's thread holding the GIL makes a take a hand-over.
+        handoff_s = self.gil_handoff_cpu_s if self.handler_gil_jobs else 0.0
         if left > 1:
-            self.process.run_gil(burst, self._gil_takes, (burst, left - 1, callback, arg))
+            self.process.run_gil(burst, self._gil_takes, (burst, left - 1, callback, arg), handoff_s)
         else:
-            self.process.run_gil(burst, callback, arg)
+            self.process.run_gil(burst, callback, arg, handoff_s)
 
     # -- the handler --------------------------------------------------------------
     def answer_probe(self, callback, arg) -> None:
@@ -175,16 +181,20 @@ class Replica:
                 self._loop_busy = True
                 self._loop_since = self.env.now
                 self._run_cpu(req, kind, duration, self._after_loop_cpu)
-        elif kind == "gil":
-            self.process.run_gil(duration, self._next_segment, req)
         else:
             self._run_cpu(req, kind, duration, self._next_segment)
 
     def _run_cpu(self, req, kind: str, duration: float, callback) -> None:
         if kind == "gil":
-            self.process.run_gil(duration, callback, req)
+            self.handler_gil_jobs += 1
+            self.process.run_gil(duration, self._handler_gil_done, (callback, req), self.gil_handoff_cpu_s)
         else:
             self.process.run_native(self.omp_num_threads, duration, callback, req)
+
+    def _handler_gil_done(self, state) -> None:
+        self.handler_gil_jobs -= 1
+        callback, req = state
+        callback(req)
 
     def _after_loop_cpu(self, req) -> None:
         if self._loop_waiting:
@@ -204,7 +214,8 @@ class Replica:
             req.status = FAILED  # the controller force-stopped us mid-request
         self.sim.on_response_sent(self, req)
         if self.post_cpu_s > 0.0 and self.state != STOPPED:
-            self.process.run_gil(self.post_cpu_s, self._release, req)
+            self.process.run_gil(self.post_cpu_s, self._release, req,
+                                 self.gil_handoff_cpu_s if self.handler_gil_jobs else 0.0)
         else:
             self._release(req)
 

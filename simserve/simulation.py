@@ -484,6 +484,7 @@ class Simulation:
             "probe_timeouts": self.router.probe_timeouts,
             "attempts": self.router.attempts,
             "wake_cpu": (self.client_process.wake_cpu_s, sum(r.process.wake_cpu_s for r in self.controller.replicas if r.process is not None)),
+            "handoff_cpu": sum(r.process.handoff_cpu_s for r in self.controller.replicas if r.process is not None),
         }
 
     # -- the run --------------------------------------------------------------------------------
@@ -590,6 +591,8 @@ class Simulation:
             "wake_cpu_ms_per_request": {
                 role: 1e3 * (b - a) / routed for role, a, b in zip(("driver", "replica"), start["wake_cpu"], end["wake_cpu"])
             },
+            # Overheads.replica_gil_handoff_cpu_s as charged, per request answered.
+            "gil_handoff_cpu_ms_per_request": 1e3 * (end["handoff_cpu"] - start["handoff_cpu"]) / routed,
             "sim_time_s": end["t"],
             "window_s": window,
             "wall_time_s": wall_s,

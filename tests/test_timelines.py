@@ -122,6 +122,32 @@ def test_each_gil_acquisition_of_ray_machinery_waits_behind_a_spinning_handler()
     assert second_start_s(3) == 0.071
     assert second_start_s(1) == 0.061
 
+
+def test_each_take_behind_a_handler_thread_costs_the_hand_over():
+    """The same with a 1 ms hand-over: each of the 3 takes waits 5 ms, then runs 1 + 1 ms at half
+    speed beside the spinner (4 ms), so the handler starts at 0.05 + 3 * 9 ms = 0.077 s; and the
+    second handler's own thread, finding the first's holding the GIL, pays one more."""
+    cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05), requests=2,
+                 duration_s=None)
+    oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=3, gil_switch_interval_s=0.005,
+                   replica_gil_handoff_cpu_s=0.001)
+    res = simulate(replace(cfg, overheads=oh))
+    assert round(float(res.requests["start_s"].iloc[1]), 9) == 0.077
+    assert res.summary["gil_handoff_cpu_ms_per_request"] == pytest.approx(4 * 1.0 / 2)
+
+
+def test_ray_takes_behind_ray_takes_are_no_hand_over():
+    """Ray's takes for two requests arriving together run on one thread, the replica's main loop:
+    an io handler's requests start at the same times with or without a hand-over cost."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(0.0, 0.0), requests=2, duration_s=None)
+
+    def starts(handoff_s: float) -> list[float]:
+        oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=3, gil_switch_interval_s=0.005,
+                       replica_gil_handoff_cpu_s=handoff_s)
+        return simulate(replace(cfg, overheads=oh)).requests["start_s"].round(9).tolist()
+
+    assert starts(0.001) == starts(0.0)
+
 # -- the seed article's scenarios -------------------------------------------------------------
 
 

@@ -98,6 +98,31 @@ def test_gil_work_is_simulated_at_the_speed_it_was_sized_with():
     assert with_overheads(cfg, cal, 36.0).deployment.work.segments[1].duration.mean_s == pytest.approx(0.018)
 
 
+def test_native_work_follows_the_runs_own_matmul_time_when_measured():
+    """A native segment is stretched by the run's matmul time over the sizing one when the run has it (1.5x
+    here), by the spin probe's ratio otherwise; gil work keeps the spin probe's ratio either way."""
+    import pytest
+
+    from validate.scenario import load_calibration, scenario, with_overheads
+
+    cfg = scenario(name="s", work=[("gil", 0.02), ("native", 0.02)], rps=1.0)
+    cal = load_calibration()
+    segs = with_overheads(cfg, cal, 36.0, sized_ns_per_loop=30.0, native_stretch=1.5).deployment.work.segments
+    assert [s.duration.mean_s for s in segs] == pytest.approx([0.024, 0.03])
+    segs = with_overheads(cfg, cal, 36.0, sized_ns_per_loop=30.0).deployment.work.segments
+    assert [s.duration.mean_s for s in segs] == pytest.approx([0.024, 0.024])
+
+
+def test_one_slow_probe_does_not_move_a_runs_host_speed():
+    """A run's speed is the median of its probes: a 55 ns probe before a run whose other probes read 34-36
+    leaves it at 35; a run saved with only the median of its probes during counts that median once."""
+    from validate.harness import run_ns_per_loop
+
+    probes = {"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_samples_ns": [35.0, 36.0, 34.5]}
+    assert run_ns_per_loop(probes) == 35.0
+    assert run_ns_per_loop({"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_ns_per_loop": 36.0}) == 36.0
+
+
 def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached():
     """Round trips of 3.0 ms back to back rising to 4.8 ms from 50 ms of idleness on give a 1.8 ms wake
     after 20 ms, the first gap with at least 0.9 ms of excess."""
@@ -174,6 +199,8 @@ def test_charged_cpu_counts_each_cost_once_per_occasion():
                            {**sim, "wake_cpu_ms_per_request": {"driver": 0.5, "replica": 0.25}})
     assert woken["driver"] == pytest.approx(handle["driver"] + 0.5)
     assert woken["replica"] == pytest.approx(handle["replica"] + 0.25)
+    handed = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)), {**sim, "gil_handoff_cpu_ms_per_request": 0.75})
+    assert handed["replica"] == pytest.approx(handle["replica"] + 0.75)
 
 
 def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_the_round_trip():

@@ -32,6 +32,7 @@ import sys
 import time
 
 from simserve import simulate
+from validate.harness import run_ns_per_loop
 from validate.scenario import HERE, OVERHEAD_FIELDS, describe, grid_scenarios, load_calibration, smoke_scenarios, with_overheads
 
 THRESHOLD = 0.25
@@ -67,14 +68,18 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
 def compare(cfg, real: dict, cal: dict) -> dict:
     """One real run and simserve on the same configuration, at the run's host speed, its
     work simulated at the speed the harness sized it with (the calibration of its day)."""
-    sized_ns_per_loop = (real.get("host_probe") or {}).get("work_ns_per_loop")
-    sim_cfg = with_overheads(cfg, cal, real["host_ns_per_loop"], sized_ns_per_loop=sized_ns_per_loop)
+    probe = real.get("host_probe") or {}
+    sized_ns_per_loop = probe.get("work_ns_per_loop")
+    host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
+    native_run = [x for x in probe.get("run_native_unit_s") or () if x]
+    native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
+    sim_cfg = with_overheads(cfg, cal, host_ns, sized_ns_per_loop=sized_ns_per_loop, native_stretch=native_stretch)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
-    sim_free = simulate(with_overheads(cfg, cal, real["host_ns_per_loop"], physical_cores=free,
-                                       sized_ns_per_loop=sized_ns_per_loop)).summary
+    sim_free = simulate(with_overheads(cfg, cal, host_ns, physical_cores=free, sized_ns_per_loop=sized_ns_per_loop,
+                                       native_stretch=native_stretch)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
             "cpu_speed": sim_cfg.overheads.cpu_speed, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
@@ -85,7 +90,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
     count of its occasions (routing attempts, probes, rejected sends per request), the
     handler's CPU segments, the daemons' time-based cores spread over the throughput, and
-    the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``).
+    the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``) and on GIL
+    hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
@@ -107,6 +113,7 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
            {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
     for role, ms in sim.get("wake_cpu_ms_per_request", {}).items():
         out[role] += ms
+    out["replica"] += sim.get("gil_handoff_cpu_ms_per_request", 0.0)
     return out
 
 

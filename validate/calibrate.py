@@ -186,6 +186,12 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   (at least 1). Each take waits about one switch interval behind the spinning thread.
   ``replica_probe_gil_acquisitions`` -- the same for a queue-length probe, forced on
   the router's loop (``_probe_queue_lens`` with a 1 s deadline) to the same replicas.
+  ``replica_gil_handoff_cpu_s`` -- in the same two runs, each replica's CPU per request
+  (its ``process_time`` less GilHog's spinning thread's ``thread_time``, both read in
+  the replica; each replica's rate over ``IDLE_S`` of idleness just before subtracted): the GilHog
+  replica's excess over the no-op one, per acquisition. A thread that slept on the GIL
+  and is woken costs more than one that kept it (two context switches, cold caches;
+  a one-off run on 2026-11-26, /tmp/s9/hog.py, found 3-4 ms more per request).
 * ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
   from the client's answer to the router's done callback for that request
   (``decrement_queue_len_cache``, timed by ``harness.RouterCounters``): Ray runs it when
@@ -502,22 +508,28 @@ class Empty:
 
 class GilHog:
     """A no-op ``async`` handler in a replica where another thread runs pure Python
-    without pause, as a CPU-bound handler's thread would."""
+    without pause, as a CPU-bound handler's thread would; ``cpu_times`` reports that
+    thread's CPU (``spin_s``) beside the pid."""
 
     def __init__(self):
         import threading
 
+        self.spin_s = 0.0
         threading.Thread(target=self._spin, daemon=True).start()
 
-    @staticmethod
-    def _spin():
+    def _spin(self):
+        t0 = time.thread_time()
         while True:
             x = 0
             for i in range(10_000):
                 x += i
+            self.spin_s = time.thread_time() - t0
 
     async def __call__(self, request=None):
         return "ok"
+
+    async def cpu_times(self):
+        return {"pid": os.getpid(), "process_time": time.process_time(), "spin_s": self.spin_s}
 
 
 class Holder:
@@ -727,26 +739,49 @@ def _forced_probes(handle, n: int) -> list[float]:
     return lat
 
 
+async def _sequential_cpu(handle, n: int) -> dict:
+    """``_sequential`` round trips, and the replica's CPU per request: its process CPU less
+    a spinning thread's (``process_time`` and ``spin_s`` of its ``cpu_times``, the kernel's
+    exact clocks, as /proc's ticks are not), its rate over IDLE_S of idleness just before
+    subtracted."""
+    for _ in range(WARMUP):
+        await handle.remote()
+
+    async def cpu_s() -> tuple[float, float]:
+        t = await handle.cpu_times.remote()
+        return t["process_time"] - t.get("spin_s", 0.0), time.perf_counter()
+
+    c0, w0 = await cpu_s()
+    await asyncio.sleep(IDLE_S)
+    c1, w1 = await cpu_s()
+    lat = await _sequential(handle, n, warmup=0)
+    c2, w2 = await cpu_s()
+    return {"latencies": lat, "idle_wall_s": w1 - w0, "idle_cpu_s": c1 - c0, "load_wall_s": w2 - w1,
+            "load_cpu_s": c2 - c1, "cpu_s_per_request": _per_request(c2 - c1, w2 - w1, c1 - c0, w1 - w0, n)}
+
+
 def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
     """Requests and forced probes at c=1 with one core taken by a spinning thread: inside
     the replica (its GIL held) against a spinning process outside Ray (the same core
     taken, no GIL). The difference is the time the replica's Ray machinery waits for
-    its GIL."""
+    its GIL, and the CPU its hand-overs cost the replica."""
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        control = asyncio.run(_sequential(noop_handle, n))
+        control = asyncio.run(_sequential_cpu(noop_handle, n))
         control_probes = _forced_probes(noop_handle, n)
     finally:
         spinner.kill()
         spinner.wait()
     hog_handle = _deploy_one(cl, GilHog, "gilhog", max_ongoing_requests=5)
     try:
-        hog = asyncio.run(_sequential(hog_handle, n))
+        hog = asyncio.run(_sequential_cpu(hog_handle, n))
         hog_probes = _forced_probes(hog_handle, n)
     finally:
         cl.delete("gilhog")
-    return {"n": n, "control_spinning_process": _stats(control), "gil_held_in_replica": _stats(hog),
-            "probe_control_spinning_process": _stats(control_probes), "probe_gil_held_in_replica": _stats(hog_probes)}
+    return {"n": n, "control_spinning_process": _stats(control.pop("latencies")),
+            "gil_held_in_replica": _stats(hog.pop("latencies")),
+            "probe_control_spinning_process": _stats(control_probes), "probe_gil_held_in_replica": _stats(hog_probes),
+            "control_replica_cpu": control, "gil_held_replica_cpu": hog}
 
 
 class _TimerLog:
@@ -1206,6 +1241,10 @@ def main(argv=None) -> int:
     gil_wait_s = gil_raw["gil_held_in_replica"]["median_s"] - gil_raw["control_spinning_process"]["median_s"]
     vals["replica_gil_wait_s"] = gil_wait_s
     vals["replica_gil_acquisitions"] = max(1, round(gil_wait_s / vals["gil_switch_interval_s"]))
+    handoffs_cpu_s = (gil_raw["gil_held_replica_cpu"]["cpu_s_per_request"]
+                      - gil_raw["control_replica_cpu"]["cpu_s_per_request"])
+    vals["replica_gil_handoff_cpu_s"] = clamp("replica_gil_handoff_cpu_s",
+                                              handoffs_cpu_s / vals["replica_gil_acquisitions"], warnings)
     probe_wait_s = (gil_raw["probe_gil_held_in_replica"]["median_s"]
                     - gil_raw["probe_control_spinning_process"]["median_s"])
     vals["replica_probe_gil_wait_s"] = probe_wait_s

@@ -22,7 +22,10 @@ scenario's distributions inside the replica):
 * ``native`` -- repeated ``numpy`` 192x192 float64 matmuls (BLAS, GIL released, on
   ``OMP_NUM_THREADS`` threads as Ray sets them), ``n = d / native_unit_s``: the
   single-thread time of one matmul, median of 7 (calibration file, else measured at
-  start-up in a subprocess with ``OMP_NUM_THREADS=1``).
+  start-up in a subprocess with ``OMP_NUM_THREADS=1``). A run with native work measures
+  it again just before and after (``host_probe.run_native_unit_s``): BLAS drifts apart
+  from the spin probe (2026-11-26: the same native rows lost 17 % of their throughput
+  from 08:17 to 11:00 while the spin probe held its speed).
 
 Placement never hangs: ``serve.run(..., _blocking=False)`` then ``serve.status()`` is
 polled until the replicas that can be placed (``floor(L / num_cpus)``) are RUNNING or
@@ -37,10 +40,10 @@ Statistics follow simserve's ``Recorder``: throughput counts answers received in
 ``warmup_s`` and answered by ``duration_s``; ``rejected`` counts back-pressure
 rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 
-Host speed: ``host_ns_per_loop`` is the mean of the fixed probe (``spin``, ns per
-iteration, median of 5 x 100k) taken just before and just after the run; a light
-background thread (one probe every 2 s, timed with ``thread_time``) reports the
-speed during the run as ``host_probe.during_ns_per_loop``. ``driver_gc``: the driver's
+Host speed: the fixed probe (``spin``, ns per iteration, median of 5 x 100k) runs just
+before and just after the run, and a light background thread takes one probe every
+2 s during it (timed with ``thread_time``); ``host_ns_per_loop`` is the median of them
+all (``run_ns_per_loop``). ``driver_gc``: the driver's
 garbage-collector pauses during the drive (collections per second and mean pause per
 generation, the longest pause, the fraction of the time paused).
 """
@@ -96,6 +99,18 @@ def probe_ns_per_loop(n: int = PROBE_N, reps: int = 5) -> float:
         spin(n)
         times.append(time.perf_counter_ns() - t0)
     return statistics.median(times) / n
+
+
+def run_ns_per_loop(host_probe: dict) -> float:
+    """A run's host speed, ns per spin iteration: the median of every probe it took, before,
+    during (``during_samples_ns``; for runs saved before those were kept, their median)
+    and after. A transient slows one probe, not the run: in the grid of 2026-11-26 08:17,
+    14 of 70 runs had a probe before or after at 42-55 ns while their probes during ran at
+    33-36 ns and their replicas' CPU per request did not move, so the mean of before and
+    after (what runs used until then) misread them by up to 35 %."""
+    during = host_probe.get("during_samples_ns") or [host_probe.get("during_ns_per_loop")]
+    samples = [x for x in (host_probe.get("before_ns_per_loop"), host_probe.get("after_ns_per_loop"), *during) if x]
+    return statistics.median(samples)
 
 
 def native_unit_s() -> float:
@@ -400,6 +415,9 @@ class RealCluster:
             if running == 0:
                 raise RuntimeError(f"{app_name}: no replica RUNNING ({states0})")
             before = probe_ns_per_loop()
+            # BLAS speed drifts apart from the spin probe's: time it too when the work has it.
+            native = any(s.kind == "native" for s in cfg.deployment.work.segments)
+            native_before = native_unit_s() if native else None
             probe = HostProbe()
             cpu0 = psutil.cpu_times()
             ours0 = _tree_cpu()
@@ -420,6 +438,7 @@ class RealCluster:
             ours1 = _tree_cpu()
             cpu1 = psutil.cpu_times()
             after = probe_ns_per_loop()
+            native_after = native_unit_s() if native else None
             states1 = self.replica_states(app_name, cfg.deployment.name)
         finally:
             if not keep_app:
@@ -443,12 +462,15 @@ class RealCluster:
             wall_time_s=time.perf_counter() - wall0,
             seed=cfg.seed,
             config=cfg.to_dict(),
-            host_ns_per_loop=(before + after) / 2.0,
+            host_ns_per_loop=run_ns_per_loop({"before_ns_per_loop": before, "after_ns_per_loop": after,
+                                              "during_samples_ns": during}),
             host_probe={"before_ns_per_loop": before, "after_ns_per_loop": after,
                         "during_ns_per_loop": statistics.median(during) if during else None,
-                        "during_samples": len(during), "work_ns_per_loop": self.ns_per_loop,
+                        "during_samples": len(during), "during_samples_ns": during,
+                        "work_ns_per_loop": self.ns_per_loop,
                         "session_ns_per_loop": self.session_ns_per_loop,
-                        "native_unit_s": self.native_unit},
+                        "native_unit_s": self.native_unit,
+                        "run_native_unit_s": [native_before, native_after] if native else None},
             driver_cpu_s_per_request=(pt1 - pt0) / max(1, summary["completed_total"]),
             driver_gc=gc_pauses.summary(drive_wall),
             # Diagnosis: CPU by process role over the whole drive (warm-up included), in

@@ -181,7 +181,8 @@ def load_calibration(path: str | None = None) -> dict:
 
 
 def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
-                   physical_cores: float | None = None, sized_ns_per_loop: float | None = None) -> SimConfig:
+                   physical_cores: float | None = None, sized_ns_per_loop: float | None = None,
+                   native_stretch: float | None = None) -> SimConfig:
     """``cfg`` with the calibration's Overheads; ``cpu_speed`` = calibration host speed
     over this run's host speed (ns per probe iteration: bigger is slower).
 
@@ -190,7 +191,9 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     ``cal``'s), so on a host running at ``host_ns_per_loop`` they take ``duration x
     host_ns_per_loop / sized_ns_per_loop``: the simulated segments are scaled so
     (simserve's ``cpu_speed`` scales only Overheads). Runs made with an older calibration
-    are simulated with today's costs and their own sizing.
+    are simulated with today's costs and their own sizing. ``native_stretch``, when given,
+    replaces that factor for ``native`` segments: the run's own matmul time over the one
+    the work was sized with (runs measured before 2026-11-26 11:20 lack it).
     ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
     users' processes during the real run).
 
@@ -211,10 +214,10 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     stretch = 1.0
     if host_ns_per_loop and (sized_ns_per_loop or cal.get("host_ns_per_loop")):
         stretch = float(host_ns_per_loop) / float(sized_ns_per_loop or cal["host_ns_per_loop"])
-    if stretch != 1.0:
-        segs = tuple(
-            s if s.kind == "io" else Segment(s.kind, _scale(s.duration, stretch)) for s in d.work.segments
-        )
+    factor = {"io": 1.0, "gil": stretch, "native": stretch if native_stretch is None else native_stretch}
+    if any(factor[s.kind] != 1.0 for s in d.work.segments):
+        segs = tuple(Segment(s.kind, _scale(s.duration, factor[s.kind])) if factor[s.kind] != 1.0 else s
+                     for s in d.work.segments)
         d = dataclasses.replace(d, work=WorkModel(segs))
     cl = cfg.cluster
     if physical_cores is not None:
