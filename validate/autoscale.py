@@ -257,10 +257,12 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
 
     from validate.harness import (
         OK,
+        HostProbe,
         _busy_seconds,
         _tree_cpu,
         controller_log_lines,
         probe_ns_per_loop,
+        run_ns_per_loop,
     )
 
     d = cfg.deployment
@@ -270,14 +272,16 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
             raise RuntimeError(f"{app}: no replica RUNNING ({states0})")
         before = probe_ns_per_loop()
         cpu0, ours0 = psutil.cpu_times(), _tree_cpu()
-        sampler = StateSampler(app, d.name)
+        sampler, probe = StateSampler(app, d.name), HostProbe()
         sampler.start()
+        probe.start()
         clock = {"router_s": time.perf_counter()}  # the handle's router starts at its first call
         try:
             records, _ = asyncio.run(cl._drive(cfg, handle, app,
                                                on_start=lambda t0: clock.update(t0=t0, wall0=time.time())))
         finally:
             samples = sampler.stop()
+            during = probe.stop()
         ours1, cpu1 = _tree_cpu(), psutil.cpu_times()
         after = probe_ns_per_loop()
     finally:
@@ -295,7 +299,9 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
         "sent_s": [s for s, _ in ok], "latency_s": [e - s for s, e in ok],
         "cpu_t": [t for t, _ in cpu], "cpu_s": [c for _, c in cpu],
         "not_ok": len(records) - len(ok), "router_start_s": clock["router_s"] - t0,
-        "host_ns_per_loop": (before + after) / 2,
+        "host_ns_per_loop": run_ns_per_loop({"before_ns_per_loop": before, "after_ns_per_loop": after,
+                                             "during_samples_ns": during}),
+        "host_probe": {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during},
         "foreign_cores": max(0.0, (_busy_seconds(cpu0, cpu1) - ours) / span) if span > 0 else math.nan,
     }
 
