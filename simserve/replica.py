@@ -9,9 +9,12 @@ What runs where:
   main loop thread and holds the GIL (``Overheads.replica_cpu_s``), in
   ``replica_gil_acquisitions`` separate takes of the GIL, and its answer to a
   queue-length probe in ``replica_probe_gil_acquisitions``: behind a handler that holds
-  the GIL, each take waits its switch interval and costs ``replica_gil_handoff_cpu_s``
-  more CPU, so a CPU-bound handler slows every request's way in and out of its replica,
-  and its answers to the router's probes.
+  the GIL, each take waits its switch interval and, when it wakes the main loop's
+  thread, costs ``replica_gil_handoff_cpu_s`` more CPU, so a CPU-bound handler slows
+  every request's way in and out of its replica, and its answers to the router's probes.
+  A handler's thread that waits for the GIL pays the same. Left out: what being
+  pre-empted costs the thread that gives the GIL up (the calibration's spinner pays it
+  in its own CPU, which is subtracted).
 * An ``async def`` handler runs on the user-code event loop: its CPU segments (``gil``
   and ``native`` alike, since a blocking call blocks the loop) run one at a time in
   arrival order, while ``io`` segments (awaits) interleave freely.
@@ -69,7 +72,7 @@ class Replica:
         self.reject_native_cpu_s = overheads.cpu("replica_reject_native_cpu_s")
         self.wake = overheads.wake_cpu("replica")
         self.gil_handoff_cpu_s = overheads.cpu("replica_gil_handoff_cpu_s")
-        self.handler_gil_jobs = 0  # handler segments on the GIL now (their threads hold it)
+        self._ray_takes = 0  # Ray's takes of the GIL submitted and not yet done
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -125,15 +128,23 @@ class Replica:
 
     def _gil_takes(self, state) -> None:
         """Ray's Python work for one call, ``burst`` seconds in each of ``left`` separate
-        takes of the GIL, then ``callback(arg)``."""
+        takes of the GIL, then ``callback(arg)``.
+
+        Ray's takes all run on the main loop's thread, one after another. A take that must
+        wait for the GIL while another of Ray's is under way waits on a thread already
+        awake: no hand-over. With none under way the holder is a handler's thread, and the
+        main loop's is woken to take it: ``replica_gil_handoff_cpu_s``."""
+        handoff_s = 0.0 if self._ray_takes else self.gil_handoff_cpu_s
+        self._ray_takes += 1
+        self.process.run_gil(state[0], self._take_done, state, handoff_s)
+
+    def _take_done(self, state) -> None:
+        self._ray_takes -= 1
         burst, left, callback, arg = state
-        # Ray's takes all run on the main loop's thread, one after another: only a
-        # handler's thread holding the GIL makes a take a hand-over.
-        handoff_s = self.gil_handoff_cpu_s if self.handler_gil_jobs else 0.0
         if left > 1:
-            self.process.run_gil(burst, self._gil_takes, (burst, left - 1, callback, arg), handoff_s)
+            self._gil_takes((burst, left - 1, callback, arg))
         else:
-            self.process.run_gil(burst, callback, arg, handoff_s)
+            callback(arg)
 
     # -- the handler --------------------------------------------------------------
     def answer_probe(self, callback, arg) -> None:
@@ -186,15 +197,10 @@ class Replica:
 
     def _run_cpu(self, req, kind: str, duration: float, callback) -> None:
         if kind == "gil":
-            self.handler_gil_jobs += 1
-            self.process.run_gil(duration, self._handler_gil_done, (callback, req), self.gil_handoff_cpu_s)
+            # The handler's thread, found waiting behind any other, pays its hand-over.
+            self.process.run_gil(duration, callback, req, self.gil_handoff_cpu_s)
         else:
             self.process.run_native(self.omp_num_threads, duration, callback, req)
-
-    def _handler_gil_done(self, state) -> None:
-        self.handler_gil_jobs -= 1
-        callback, req = state
-        callback(req)
 
     def _after_loop_cpu(self, req) -> None:
         if self._loop_waiting:
@@ -214,8 +220,7 @@ class Replica:
             req.status = FAILED  # the controller force-stopped us mid-request
         self.sim.on_response_sent(self, req)
         if self.post_cpu_s > 0.0 and self.state != STOPPED:
-            self.process.run_gil(self.post_cpu_s, self._release, req,
-                                 self.gil_handoff_cpu_s if self.handler_gil_jobs else 0.0)
+            self._gil_takes((self.post_cpu_s, 1, self._release, req))
         else:
             self._release(req)
 

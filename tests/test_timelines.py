@@ -148,6 +148,19 @@ def test_ray_takes_behind_ray_takes_are_no_hand_over():
 
     assert starts(0.001) == starts(0.0)
 
+
+def test_ray_takes_waiting_together_behind_a_handler_pay_one_hand_over():
+    """Two requests reach a sync replica at 0.05 s while a third spins: the first one's take (3 ms)
+    wakes the main loop and pays 1 ms, the second's waits on the same awake thread and pays none; both
+    join the spinner at 0.055 s and share the GIL three ways, so the second's take ends at 0.064 s and
+    the first's at 0.066 s."""
+    cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05, 0.05),
+                 requests=3, duration_s=None)
+    oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=1, gil_switch_interval_s=0.005,
+                   replica_gil_handoff_cpu_s=0.001)
+    starts = simulate(replace(cfg, overheads=oh)).requests.sort_values("arrival_s", kind="stable")["start_s"]
+    assert starts.round(9).tolist() == [0.003, 0.066, 0.064]
+
 # -- the seed article's scenarios -------------------------------------------------------------
 
 

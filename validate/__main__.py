@@ -9,9 +9,10 @@
 
 Each scenario (a ``SimConfig``) runs on real Ray (``validate.harness``), then in
 simserve with the calibration file's ``Overheads`` and ``cpu_speed`` = calibration
-``host_ns_per_loop`` / this run's ``host_ns_per_loop`` (``gil``/``native`` segments
-scaled by this run's ``host_ns_per_loop`` over the one the harness sized them with,
-see ``scenario.with_overheads``). The table also shows
+``host_ns_per_loop`` / this run's ``host_ns_per_loop`` (``gil`` segments scaled by
+this run's ``host_ns_per_loop`` over the one the harness sized them with, ``native``
+ones by the run's own matmul time over the sizing one when it has it, see
+``scenario.with_overheads``). The table also shows
 ``foreign``: cores other users' processes took during the real run (system busy time
 minus our process tree's CPU), and ``simfree``: simserve's throughput on the cores
 left free -- a diagnosis column, not the pass/fail one. Scenarios that share a logical

@@ -191,7 +191,8 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   the replica; each replica's rate over ``IDLE_S`` of idleness just before subtracted): the GilHog
   replica's excess over the no-op one, per acquisition. A thread that slept on the GIL
   and is woken costs more than one that kept it (two context switches, cold caches;
-  a one-off script on 2026-11-26, not kept, found 3-4 ms more per request).
+  a one-off script on 2026-11-26, not kept, found 3-4 ms more per no-op request beside a
+  spinning thread, idle rates not subtracted).
 * ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
   from the client's answer to the router's done callback for that request
   (``decrement_queue_len_cache``, timed by ``harness.RouterCounters``): Ray runs it when

@@ -25,7 +25,7 @@ scenario's distributions inside the replica):
   start-up in a subprocess with ``OMP_NUM_THREADS=1``). A run with native work measures
   it again just before and after (``host_probe.run_native_unit_s``): BLAS drifts apart
   from the spin probe (2026-11-26: the same native rows lost 17 % of their throughput
-  from 08:17 to 11:00 while the spin probe held its speed).
+  from 08:17 to about 11:05 while the spin probe held its speed).
 
 Placement never hangs: ``serve.run(..., _blocking=False)`` then ``serve.status()`` is
 polled until the replicas that can be placed (``floor(L / num_cpus)``) are RUNNING or
@@ -107,10 +107,13 @@ def run_ns_per_loop(host_probe: dict) -> float:
     and after. A transient slows one probe, not the run: in the grid of 2026-11-26 08:17,
     14 of 70 runs had a probe before or after at 42-55 ns while their probes during ran at
     33-36 ns and their replicas' CPU per request did not move, so the mean of before and
-    after (what runs used until then) misread them by up to 35 %."""
+    after (what runs used until then) misread them by up to 35 %. When the host itself runs
+    at two speeds for long spells (the autoscaling runs of 11:33-11:44 had about half their
+    probes at 33-36 ns and half at 45-55), the median falls on either side from run to run:
+    the host's speed is then not one number, and simserve has only one."""
     during = host_probe.get("during_samples_ns") or [host_probe.get("during_ns_per_loop")]
     samples = [x for x in (host_probe.get("before_ns_per_loop"), host_probe.get("after_ns_per_loop"), *during) if x]
-    return statistics.median(samples)
+    return statistics.median(samples) if samples else float("nan")
 
 
 def native_unit_s() -> float:

@@ -193,7 +193,7 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     (simserve's ``cpu_speed`` scales only Overheads). Runs made with an older calibration
     are simulated with today's costs and their own sizing. ``native_stretch``, when given,
     replaces that factor for ``native`` segments: the run's own matmul time over the one
-    the work was sized with (runs measured before 2026-11-26 11:20 lack it).
+    the work was sized with (runs measured before 2026-11-26 11:16 lack it).
     ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
     users' processes during the real run).
 
