@@ -292,6 +292,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
     span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
     ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
     ok = [(s, e) for s, e, st in records if st == OK]
+    host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during}
     return {
         "controller": controller_events(controller_log_lines(), clock["wall0"], horizon, app),
         "t": [t for t, _ in samples],
@@ -299,9 +300,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
         "sent_s": [s for s, _ in ok], "latency_s": [e - s for s, e in ok],
         "cpu_t": [t for t, _ in cpu], "cpu_s": [c for _, c in cpu],
         "not_ok": len(records) - len(ok), "router_start_s": clock["router_s"] - t0,
-        "host_ns_per_loop": run_ns_per_loop({"before_ns_per_loop": before, "after_ns_per_loop": after,
-                                             "during_samples_ns": during}),
-        "host_probe": {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during},
+        "host_ns_per_loop": run_ns_per_loop(host_probe), "host_probe": host_probe,
         "foreign_cores": max(0.0, (_busy_seconds(cpu0, cpu1) - ours) / span) if span > 0 else math.nan,
     }
 

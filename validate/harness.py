@@ -451,6 +451,12 @@ class RealCluster:
         busy = _busy_fraction(cpu0, cpu1)
         elapsed = _busy_seconds(cpu0, cpu1)
         ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
+        host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after,
+                      "during_ns_per_loop": statistics.median(during) if during else None,
+                      "during_samples": len(during), "during_samples_ns": during,
+                      "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
+                      "native_unit_s": self.native_unit,
+                      "run_native_unit_s": [native_before, native_after] if native else None}
         span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
         foreign = max(0.0, (elapsed - ours) / span) if span > 0 else float("nan")
         summary.update(
@@ -465,15 +471,8 @@ class RealCluster:
             wall_time_s=time.perf_counter() - wall0,
             seed=cfg.seed,
             config=cfg.to_dict(),
-            host_ns_per_loop=run_ns_per_loop({"before_ns_per_loop": before, "after_ns_per_loop": after,
-                                              "during_samples_ns": during}),
-            host_probe={"before_ns_per_loop": before, "after_ns_per_loop": after,
-                        "during_ns_per_loop": statistics.median(during) if during else None,
-                        "during_samples": len(during), "during_samples_ns": during,
-                        "work_ns_per_loop": self.ns_per_loop,
-                        "session_ns_per_loop": self.session_ns_per_loop,
-                        "native_unit_s": self.native_unit,
-                        "run_native_unit_s": [native_before, native_after] if native else None},
+            host_ns_per_loop=run_ns_per_loop(host_probe),
+            host_probe=host_probe,
             driver_cpu_s_per_request=(pt1 - pt0) / max(1, summary["completed_total"]),
             driver_gc=gc_pauses.summary(drive_wall),
             # Diagnosis: CPU by process role over the whole drive (warm-up included), in
