@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from simserve.distributions import KINDS, Distribution
@@ -68,6 +68,8 @@ PER_REQUEST_COSTS = (
     "client_native_cpu_s",
     "proxy_native_cpu_s",
     "replica_native_cpu_s",
+    "replica_sync_cpu_s",
+    "replica_sync_native_cpu_s",
     "probe_native_cpu_s",
     "replica_probe_native_cpu_s",
     "ray_background_cpu_per_request_s",
@@ -299,6 +301,11 @@ class Overheads:
     client_native_cpu_s: float = 0.0  # driver's C++ threads, per request
     proxy_native_cpu_s: float = 0.0  # proxy's C++ threads, per request
     replica_native_cpu_s: float = 0.0  # replica's C++ threads, per request
+    # A plain ``def`` handler's call through the replica's thread pool (anyio's
+    # to_thread.run_sync), beyond what an ``async def`` handler's call costs: Python and
+    # C++ CPU per request. Zero for async handlers.
+    replica_sync_cpu_s: float = 0.0
+    replica_sync_native_cpu_s: float = 0.0
     probe_native_cpu_s: float = 0.0  # caller's C++ threads, per queue-length probe sent
     replica_probe_native_cpu_s: float = 0.0  # replica's C++ threads, per probe answered
     ray_background_cores: float = 0.0  # Ray's own processes, always (cores)
@@ -384,6 +391,14 @@ class Overheads:
     def is_zero(self) -> bool:
         """No per-request cost at all: the pure queueing model."""
         return all(getattr(self, n) == 0.0 for n in PER_REQUEST_COSTS)
+
+    def with_startup_s(self, startup_s: float) -> Overheads:
+        """These costs with a replica start-up of ``startup_s`` seconds, of which the
+        same share as before is CPU work: a start-up time given alone scales the measured
+        CPU part with it (``--replica-startup-s``, a sweep over it)."""
+        _number("replica_startup_s", startup_s, low=0)
+        share = self.replica_startup_cpu_s / self.replica_startup_s if self.replica_startup_s > 0 else 0.0
+        return replace(self, replica_startup_s=startup_s, replica_startup_cpu_s=startup_s * share)
 
     def cpu(self, name: str) -> float:
         """A CPU cost in seconds at this run's host speed."""

@@ -20,7 +20,12 @@ What runs where:
   arrival order, while ``io`` segments (awaits) interleave freely.
 * A plain ``def`` handler runs in a thread pool of ``max_ongoing_requests`` threads
   (``RAY_SERVE_RUN_SYNC_IN_THREADPOOL=1``): every admitted request has a thread, its
-  ``gil`` segments share the process's GIL, ``native`` segments run in parallel.
+  ``gil`` segments share the process's GIL, ``native`` segments run in parallel. The
+  call through the pool (anyio's ``to_thread.run_sync``) costs ``replica_sync_cpu_s``
+  of Python more than an async call: charged as GIL work on the handler's thread before
+  its first segment, in the same take as a first ``gil`` segment (the pool's thread
+  picks the call up and runs the handler without letting the GIL go). Left out: that
+  part of it runs on the event loop's threads, before and after.
 * ``native`` work uses ``OMP_NUM_THREADS = max(floor(num_cpus), 1)`` threads.
 
 The lifecycle (``controller.py`` drives it): ``PENDING_ALLOCATION`` until a node has
@@ -66,6 +71,9 @@ class Replica:
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
+        sync = not self.is_async
+        self.sync_cpu_s = overheads.cpu("replica_sync_cpu_s") if sync else 0.0
+        self.sync_native_cpu_s = overheads.cpu("replica_sync_native_cpu_s") if sync else 0.0
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("replica_probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("replica_reject_cpu_s")
@@ -123,8 +131,7 @@ class Replica:
             n = self.gil_acquisitions
             self._gil_takes((self.replica_cpu_s / n, n, self._start, req))
         else:
-            req.start_s = self.env._now  # _start(req), written out
-            self._next_segment(req)
+            self._start(req)
 
     def _gil_takes(self, state) -> None:
         """Ray's Python work for one call, ``burst`` seconds in each of ``left`` separate
@@ -173,7 +180,21 @@ class Replica:
 
     def _start(self, req) -> None:
         req.start_s = self.env._now
-        self._next_segment(req)
+        if self.sync_cpu_s > 0.0:
+            self._through_pool(req)
+        else:
+            self._next_segment(req)
+
+    def _through_pool(self, req) -> None:
+        """A ``def`` handler's call reaches its pool thread: ``replica_sync_cpu_s`` of GIL
+        work on that thread, in one take with the handler's first ``gil`` segment."""
+        if self.sync_native_cpu_s > 0.0:
+            self.process.burn(self.sync_native_cpu_s)
+        work_s = self.sync_cpu_s
+        if self.kinds[0] == "gil":
+            req.segment = 1
+            work_s += req.demand[0]
+        self.process.run_gil(work_s, self._next_segment, req, self.gil_handoff_cpu_s)
 
     def _next_segment(self, req) -> None:
         i = req.segment

@@ -265,18 +265,18 @@ def build_config(args, warn=lambda msg: None) -> SimConfig:
     router = RouterConfig(policy=args.router, **router_kw)
     cal_file = None if args.no_overheads else (args.calibration or calibration.default_path())
     costs = calibration.load(cal_file, args.ingress) if cal_file else {}
-    measured_startup_s = costs.get("replica_startup_s", 0.0)
+    # A start-up time given alone keeps the measured share of it that is CPU work.
+    startup_alone = args.replica_startup_s is not None and args.replica_startup_cpu_s is None
     for name in calibration.COST_FIELDS:
         v = getattr(args, name, None)
         if v is not None:
             if args.no_overheads:
                 raise ConfigError(name, v, "cannot be combined with --no-overheads")
-            costs[name] = v
-    if args.replica_startup_s is not None and args.replica_startup_cpu_s is None and measured_startup_s > 0:
-        # A start-up time given alone keeps the measured share of it that is CPU work.
-        share = costs.get("replica_startup_cpu_s", 0.0) / measured_startup_s
-        costs["replica_startup_cpu_s"] = min(args.replica_startup_s, args.replica_startup_s * share)
+            if not (startup_alone and name == "replica_startup_s"):
+                costs[name] = v
     overheads = Overheads(ingress=args.ingress, cpu_speed=args.cpu_speed, **costs)
+    if startup_alone:
+        overheads = overheads.with_startup_s(args.replica_startup_s)
     trace = None
     if args.trace:
         try:

@@ -93,15 +93,40 @@ def cells(grid: Mapping[str, Sequence] | Sequence[Mapping]) -> list[dict]:
     return [dict(c) for c in grid]
 
 
+STARTUP, STARTUP_CPU = "overheads.replica_startup_s", "overheads.replica_startup_cpu_s"
+
+
 def configure(base: SimConfig, cell: Mapping) -> SimConfig:
-    """``base`` with each of ``cell``'s paths set; errors name the path, not the field."""
+    """``base`` with each of ``cell``'s paths set; errors name the path, not the field. A
+    start-up time and its CPU part are set together (each bounds the other); a start-up
+    time set alone keeps the share of it that is CPU work (``Overheads.with_startup_s``),
+    as ``--replica-startup-s`` does."""
     config = base
     for path, value in cell.items():
+        if path == STARTUP_CPU and STARTUP in cell:
+            continue  # set with the start-up time
+        if path == STARTUP:
+            config = replace(config, overheads=_with_startup(config.overheads, value, cell.get(STARTUP_CPU)))
+            continue
         try:
             config = with_value(config, path, value)
         except ConfigError as e:
             raise ConfigError(path, value, e.message) from None
     return config
+
+
+def _with_startup(oh, startup_s, startup_cpu_s):
+    """``oh`` with the start-up time and, when given, its CPU part; errors name the path."""
+    try:
+        oh = oh.with_startup_s(startup_s)
+    except ConfigError as e:
+        raise ConfigError(STARTUP, startup_s, e.message) from None
+    if startup_cpu_s is None:
+        return oh
+    try:
+        return replace(oh, replica_startup_cpu_s=startup_cpu_s)
+    except ConfigError as e:
+        raise ConfigError(STARTUP_CPU, startup_cpu_s, e.message) from None
 
 
 def seeds(rng, n: int) -> list[int]:

@@ -83,6 +83,18 @@ def test_setting_a_load_clears_the_other():
         configure(BASE, {"deployment.num_cpus": -1})
 
 
+def test_a_start_up_time_swept_alone_keeps_the_cpu_share():
+    """Sweeping ``overheads.replica_startup_s`` below a calibrated CPU part scales that part with it
+    (no error that the CPU exceeds the time); set together, both are taken as given."""
+    base = replace(BASE, overheads=replace(BASE.overheads, replica_startup_s=2.0, replica_startup_cpu_s=1.5))
+    oh = configure(base, {"overheads.replica_startup_s": 0.5}).overheads
+    assert (oh.replica_startup_s, oh.replica_startup_cpu_s) == (0.5, 0.375)
+    both = configure(base, {"overheads.replica_startup_s": 0.5, "overheads.replica_startup_cpu_s": 0.1}).overheads
+    assert (both.replica_startup_s, both.replica_startup_cpu_s) == (0.5, 0.1)
+    with pytest.raises(ConfigError, match="overheads.replica_startup_s=-1"):
+        configure(base, {"overheads.replica_startup_s": -1})
+
+
 def test_sweep_cli_writes_a_csv(tmp_path, capsys):
     """python -m simserve.sweep takes run's flags plus --grid and writes one row per run."""
     out = tmp_path / "rows.csv"

@@ -161,6 +161,33 @@ def test_ray_takes_waiting_together_behind_a_handler_pay_one_hand_over():
     starts = simulate(replace(cfg, overheads=oh)).requests.sort_values("arrival_s", kind="stable")["start_s"]
     assert starts.round(9).tolist() == [0.003, 0.066, 0.064]
 
+
+@pytest.mark.parametrize(("handler", "kind", "done_s"), [
+    ("sync", "gil", 0.102),  # one take: the pool's thread picks the call up and spins on
+    ("sync", "io", 0.102),  # a take of its own, then the sleep
+    ("async", "gil", 0.1),  # no pool
+])
+def test_a_def_handlers_call_through_the_thread_pool_costs_replica_sync_cpu_s(handler, kind, done_s):
+    """One request of 100 ms with ``replica_sync_cpu_s`` = 2 ms ends at 0.102 s from a def handler and at
+    0.1 s from an async def one."""
+    cfg = config(kind=kind, mean_s=0.1, replicas=1, handler=handler, trace_arrivals_s=(0.0,), requests=1,
+                 duration_s=None)
+    oh = Overheads(replica_sync_cpu_s=0.002, replica_sync_native_cpu_s=0.001)
+    assert _timeline(replace(cfg, overheads=oh)) == [(0, 0.0, 0.0, done_s)]
+
+
+def test_a_def_handlers_first_gil_segment_shares_the_pool_take():
+    """Two def requests 50 ms apart on one replica, 100 ms of GIL work each, 2 ms through the pool: the
+    second waits one switch interval (5 ms) and pays one hand-over (1 ms) in a single take, so the GIL
+    holds 0.204 + 0.001 s of work and both end by 0.205 s (a take of its own for the pool would wait
+    behind the first request again and pay a second hand-over: 0.206 s)."""
+    cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05), requests=2,
+                 duration_s=None)
+    oh = Overheads(replica_sync_cpu_s=0.002, gil_switch_interval_s=0.005, replica_gil_handoff_cpu_s=0.001)
+    done = simulate(replace(cfg, overheads=oh)).requests["done_s"]
+    assert round(float(done.max()), 9) == 0.205
+
+
 # -- the seed article's scenarios -------------------------------------------------------------
 
 

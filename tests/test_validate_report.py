@@ -137,6 +137,63 @@ def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached(
     assert idle_wake({"gaps_s": [0.0, 0.05], "median_s": [0.003, 0.0029]}) == (0.0, 0.0)
 
 
+def test_the_gil_phase_counts_takes_in_switch_intervals_and_spreads_the_extra_cpu_over_them():
+    """Round trips 70 ms slower beside a spinning thread than beside a spinning process, at a 5 ms switch
+    interval, are 14 takes; 2.8 ms more replica CPU per request is 0.2 ms per take; a probe 15 ms slower
+    is 3 takes; a replica that spent less CPU beside the spinner gives 0 and a warning."""
+    import pytest
+
+    from validate.calibrate import derive_gil
+
+    def lat(median_s):
+        return {"median_s": median_s}
+
+    g = {"control_spinning_process": lat(0.004), "gil_held_in_replica": lat(0.074),
+         "probe_control_spinning_process": lat(0.002), "probe_gil_held_in_replica": lat(0.017),
+         "control_replica_cpu": {"cpu_s_per_request": 0.0019}, "gil_held_replica_cpu": {"cpu_s_per_request": 0.0047}}
+    warnings = []
+    d = derive_gil(g, 0.005, warnings)
+    assert (d["replica_gil_acquisitions"], d["replica_probe_gil_acquisitions"]) == (14, 3)
+    assert d["replica_gil_handoff_cpu_s"] == pytest.approx(0.0002)
+    assert warnings == []
+    g["gil_held_replica_cpu"] = {"cpu_s_per_request": 0.0015}
+    assert derive_gil(g, 0.005, warnings)["replica_gil_handoff_cpu_s"] == 0.0 and len(warnings) == 1
+
+
+def test_a_def_handlers_extra_cost_is_the_mean_paired_difference_less_probe_answers():
+    """Two pairs of no-op runs, the def replica 0.7 and 0.6 ms of Python per request above the async def
+    one, of which 0.1 ms is probe answers (0.1 per request at 1 ms) the async def one had none of, give
+    0.55 ms."""
+    import pytest
+
+    from validate.calibrate import derive_sync
+
+    def run(python_s, probes, n=1000):
+        return {"n": n, "probes": probes, "load_wall_s": 5.0, "idle_wall_s": 3.0,
+                "load_replica": {"python_s": python_s * n, "native_s": 0.0},
+                "idle_replica": {"python_s": 0.0, "native_s": 0.0}}
+
+    rounds = [{"async": run(0.0015, 0), "sync": run(0.0022, 100)}, {"async": run(0.0016, 0), "sync": run(0.0022, 100)}]
+    d = derive_sync(rounds, 0.001, 0.0, [])
+    assert d["replica_sync_cpu_s"] == pytest.approx(0.00055)
+    assert d["replica_sync_native_cpu_s"] == 0.0
+
+
+def test_platform_costs_scale_with_the_platform_probe_and_user_work_with_the_spin_probe():
+    """A run whose no-op requests cost 4.4 ms of CPU against the calibration's 4.0 runs its platform
+    costs at speed 1/1.1, whatever the spin probe says; its gil work follows the spin probe (36/30)."""
+    import pytest
+
+    from validate.scenario import load_calibration, scenario, with_overheads
+
+    cal = {**load_calibration(), "host_ns_per_loop": 30.0, "platform_cpu_s_per_request": 0.004}
+    cfg = scenario(work=[("gil", 0.02)], concurrent=1)
+    out = with_overheads(cfg, cal, 36.0, platform_cpu_s=0.0044)
+    assert out.overheads.cpu_speed == pytest.approx(1 / 1.1)
+    assert out.deployment.work.segments[0].duration.mean_s == pytest.approx(0.024)
+    assert with_overheads(cfg, cal, 36.0).overheads.cpu_speed == pytest.approx(30.0 / 36.0)  # runs without it
+
+
 def test_done_lags_pair_the_kth_done_callback_since_the_first_send_with_the_kth_answer():
     """Requests sent back to back from 0.5 s: callbacks before that (the warm-up's) are ignored, and
     each lag is measured from its request's answer (negative when the callback runs before it)."""

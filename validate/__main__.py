@@ -74,13 +74,14 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
     native_run = [x for x in probe.get("run_native_unit_s") or () if x]
     native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
-    sim_cfg = with_overheads(cfg, cal, host_ns, sized_ns_per_loop=sized_ns_per_loop, native_stretch=native_stretch)
+    speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch,
+              "platform_cpu_s": probe.get("platform_cpu_s_per_request")}
+    sim_cfg = with_overheads(cfg, cal, host_ns, **speeds)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
-    sim_free = simulate(with_overheads(cfg, cal, host_ns, physical_cores=free, sized_ns_per_loop=sized_ns_per_loop,
-                                       native_stretch=native_stretch)).summary
+    sim_free = simulate(with_overheads(cfg, cal, host_ns, physical_cores=free, **speeds)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
             "cpu_speed": sim_cfg.overheads.cpu_speed, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
@@ -100,7 +101,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     router = (oh.cpu("router_cpu_s") * attempts + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
               + rejects * (oh.cpu("reject_cpu_s") + oh.cpu("reject_native_cpu_s")))
     work = sum(s.duration.mean_s for s in cfg.deployment.work.segments if s.kind != "io")
-    replica = (work + oh.cpu("replica_cpu_s") + oh.cpu("replica_native_cpu_s") + oh.cpu("replica_post_cpu_s")
+    sync = 0.0 if cfg.deployment.handler == "async" else oh.cpu("replica_sync_cpu_s") + oh.cpu("replica_sync_native_cpu_s")
+    replica = (work + sync + oh.cpu("replica_cpu_s") + oh.cpu("replica_native_cpu_s") + oh.cpu("replica_post_cpu_s")
                + probes * (oh.cpu("replica_probe_cpu_s") + oh.cpu("replica_probe_native_cpu_s"))
                + rejects * (oh.cpu("replica_reject_cpu_s") + oh.cpu("replica_reject_native_cpu_s")))
     rps = sim["throughput_rps"] or float("nan")

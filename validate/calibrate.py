@@ -97,6 +97,17 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
 * ``replica_cpu_s`` -- the replica's Python-thread CPU per request (Ray's actor loop,
   the user-code loop; the handler is a no-op) minus its probe answers.
   ``replica_native_cpu_s`` -- its C++-thread CPU per request (handle phase).
+* ``platform_cpu_s_per_request`` (top level, not a cost) -- the platform probe
+  (``harness.platform_cpu_s``: the driver's and a no-op replica's CPU per no-op request
+  at c=1) just before and just after the handle phase, averaged. Every grid run takes the
+  same probe; simserve's ``cpu_speed`` for the run is this over the run's.
+* ``replica_sync_cpu_s`` / ``replica_sync_native_cpu_s`` -- what a plain ``def``
+  handler's call through the replica's thread pool costs beyond an ``async def`` one:
+  the handle phase's c=1 no-op requests to a ``def`` no-op replica and to the ``async
+  def`` one, ``SYNC_ROUNDS`` pairs of ``--requests``/2 each; the mean difference of
+  the replicas' Python (C++) CPU per request, probe answers subtracted. A one-off
+  script on 2026-11-26 (12:43, not kept) found 0.66-0.96 ms of Python and 1.0-1.5 ms of
+  median latency more for ``def``.
 * ``proxy_cpu_s`` -- ``ray::ProxyActor``'s Python-thread CPU per HTTP request minus
   ``router_cpu_s`` (the proxy's own router; simserve charges it separately) and its
   assumed probes. ``proxy_native_cpu_s`` -- its C++-thread CPU per HTTP request.
@@ -241,6 +252,7 @@ IDLE_S = 3.0
 IDLE_BG_S = 8.0
 STARTUP_REPS = 5
 GIL_REQUESTS = 500
+SYNC_ROUNDS = 2  # pairs of (async, sync) no-op runs in the sync phase
 WAKE_GAPS_S = (0.0, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2)
 WAKE_FULL_S = 0.05  # from here on the excess no longer grows (a one-off sweep, 2026-11-25: flat to 400 ms)
 WAKE_REQUESTS = 100
@@ -743,22 +755,40 @@ def _forced_probes(handle, n: int) -> list[float]:
 async def _sequential_cpu(handle, n: int) -> dict:
     """``_sequential`` round trips, and the replica's CPU per request: its process CPU less
     a spinning thread's (``process_time`` and ``spin_s`` of its ``cpu_times``, the kernel's
-    exact clocks, as /proc's ticks are not), its rate over IDLE_S of idleness just before
-    subtracted."""
+    exact clocks, as /proc's ticks are not), its rate over IDLE_BG_S of idleness just
+    before subtracted (after a settling pause, as in the idle phase: the load window is
+    long, so the idle rate must be steady)."""
     for _ in range(WARMUP):
         await handle.remote()
+    await asyncio.sleep(2.0)  # let the warm-up's after-effects (metrics pushes) pass
 
     async def cpu_s() -> tuple[float, float]:
         t = await handle.cpu_times.remote()
         return t["process_time"] - t.get("spin_s", 0.0), time.perf_counter()
 
     c0, w0 = await cpu_s()
-    await asyncio.sleep(IDLE_S)
+    await asyncio.sleep(IDLE_BG_S)
     c1, w1 = await cpu_s()
     lat = await _sequential(handle, n, warmup=0)
     c2, w2 = await cpu_s()
     return {"latencies": lat, "idle_wall_s": w1 - w0, "idle_cpu_s": c1 - c0, "load_wall_s": w2 - w1,
             "load_cpu_s": c2 - c1, "cpu_s_per_request": _per_request(c2 - c1, w2 - w1, c1 - c0, w1 - w0, n)}
+
+
+def _sync_phase(cl: RealCluster, noop_handle, n: int, pc: ProcessCPU, counter: ProbeCounter) -> list[dict]:
+    """The handle phase's c=1 no-op requests to a plain ``def`` no-op replica, in
+    ``SYNC_ROUNDS`` rounds each paired with the same to the ``async def`` no-op one
+    (the host's speed drifts: a pair is measured a few seconds apart)."""
+    sync_cfg = scenario(name="NoopSync", work=[("io", 0.0)], handler="sync", num_replicas=1, num_cpus=1,
+                        max_ongoing_requests=5, cluster_cpus=2, rps=1.0)
+    sync_handle, states = cl.deploy(sync_cfg, "noopsync")
+    try:
+        if states.get("RUNNING", 0) < 1:
+            raise SystemExit(f"sync no-op replica did not start: {states}")
+        return [{"async": asyncio.run(_handle_phase(noop_handle, n, pc, counter)),
+                 "sync": asyncio.run(_handle_phase(sync_handle, n, pc, counter))} for _ in range(SYNC_ROUNDS)]
+    finally:
+        cl.delete("noopsync")
 
 
 def _gil_phase(cl: RealCluster, noop_handle, n: int) -> dict:
@@ -1116,6 +1146,40 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     return v
 
 
+def derive_sync(rounds: list[dict], replica_probe_cpu_s: float, replica_probe_native_cpu_s: float,
+                warnings: list) -> dict:
+    """``replica_sync_cpu_s`` / ``replica_sync_native_cpu_s``: the mean over the sync
+    phase's pairs of the ``def`` replica's CPU per request less the ``async def`` one's,
+    each less its probe answers (Python and C++ threads)."""
+    def per_req(ph, kind, probe_s):
+        return (_per_request(ph["load_replica"][kind], ph["load_wall_s"], ph["idle_replica"][kind],
+                             ph["idle_wall_s"], ph["n"]) - ph["probes"] / ph["n"] * probe_s)
+
+    out = {}
+    for name, kind, probe_s in (("replica_sync_cpu_s", "python_s", replica_probe_cpu_s),
+                                ("replica_sync_native_cpu_s", "native_s", replica_probe_native_cpu_s)):
+        diffs = [per_req(r["sync"], kind, probe_s) - per_req(r["async"], kind, probe_s) for r in rounds]
+        out[f"{name}_pairs"] = diffs
+        out[name] = clamp(name, statistics.fmean(diffs), warnings)
+    return out
+
+
+def derive_gil(g: dict, switch_interval_s: float, warnings: list) -> dict:
+    """The GIL phase's (``_gil_phase``) takes and hand-over cost: each take behind the
+    spinning thread waits about one switch interval, so the median round trip's excess
+    over the control's, in switch intervals, counts the takes (at least 1); the
+    replica's CPU per request beside the spinner (the spinner's own subtracted) less the
+    control's, over the takes, is what one take's hand-over costs."""
+    wait_s = g["gil_held_in_replica"]["median_s"] - g["control_spinning_process"]["median_s"]
+    takes = max(1, round(wait_s / switch_interval_s))
+    handoffs_cpu_s = g["gil_held_replica_cpu"]["cpu_s_per_request"] - g["control_replica_cpu"]["cpu_s_per_request"]
+    probe_wait_s = g["probe_gil_held_in_replica"]["median_s"] - g["probe_control_spinning_process"]["median_s"]
+    return {"replica_gil_wait_s": wait_s, "replica_gil_acquisitions": takes,
+            "replica_gil_handoff_cpu_s": clamp("replica_gil_handoff_cpu_s", handoffs_cpu_s / takes, warnings),
+            "replica_probe_gil_wait_s": probe_wait_s,
+            "replica_probe_gil_acquisitions": max(1, round(probe_wait_s / switch_interval_s))}
+
+
 def derive_reject(rj: dict, router_cpu_s: float, warnings: list) -> dict:
     """The rejection phase's costs per rejected send (``_reject_phase``)."""
     def per(role, kind):
@@ -1212,7 +1276,11 @@ def main(argv=None) -> int:
                 return await _idle_phase(pc)
 
             idle_raw = asyncio.run(settle())
+            platform_before = cl.platform_cpu_s()
             handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
+            platform_after = cl.platform_cpu_s()
+            cl.drop_platform_probe()
+            sync_raw = _sync_phase(cl, handle, args.requests // 2, pc, counter)
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
             reject_raw = _looping_reject_phase(cl, pc, warnings)
@@ -1237,19 +1305,10 @@ def main(argv=None) -> int:
                 warnings.append(f"{ph_name}.{w}: other processes took {f:.2f} cores: rerun on an idle machine")
     vals = derive(handle_raw, http_raw, probe_raw, idle_raw, startup_raw, warnings)
     vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings))
+    vals.update(derive_sync(sync_raw, vals["replica_probe_cpu_s"], vals["replica_probe_native_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
-    gil_wait_s = gil_raw["gil_held_in_replica"]["median_s"] - gil_raw["control_spinning_process"]["median_s"]
-    vals["replica_gil_wait_s"] = gil_wait_s
-    vals["replica_gil_acquisitions"] = max(1, round(gil_wait_s / vals["gil_switch_interval_s"]))
-    handoffs_cpu_s = (gil_raw["gil_held_replica_cpu"]["cpu_s_per_request"]
-                      - gil_raw["control_replica_cpu"]["cpu_s_per_request"])
-    vals["replica_gil_handoff_cpu_s"] = clamp("replica_gil_handoff_cpu_s",
-                                              handoffs_cpu_s / vals["replica_gil_acquisitions"], warnings)
-    probe_wait_s = (gil_raw["probe_gil_held_in_replica"]["median_s"]
-                    - gil_raw["probe_control_spinning_process"]["median_s"])
-    vals["replica_probe_gil_wait_s"] = probe_wait_s
-    vals["replica_probe_gil_acquisitions"] = max(1, round(probe_wait_s / vals["gil_switch_interval_s"]))
+    vals.update(derive_gil(gil_raw, vals["gil_switch_interval_s"], warnings))
     for task in ("record", "push"):
         st = timer_raw[task]
         if st["n"] < 5:
@@ -1273,16 +1332,17 @@ def main(argv=None) -> int:
     }
     doc.update(
         host_ns_per_loop=host_before,
+        platform_cpu_s_per_request=(platform_before + platform_after) / 2,
         native_unit_s=cl.native_unit,
         ray_version=ray.__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command="python -m validate.calibrate " + " ".join(argv if argv is not None else sys.argv[1:]),
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
-        raw={"idle": idle_raw, "handle_c1": handle_raw, "http_c1": http_raw, "probe_c1": probe_raw,
+        raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
-             "host_ns_per_loop_after": host_after, "host_busy_before": busy_before,
+             "host_ns_per_loop_after": host_after, "platform_cpu_s_per_request": [platform_before, platform_after], "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
     )
@@ -1302,6 +1362,8 @@ def main(argv=None) -> int:
         else:
             print(f"  {k:34s} {doc[k] * 1e3:8.3f} ms")
     print(f"  host_ns_per_loop                   {host_before:8.2f} ns (after: {host_after:.2f})")
+    print(f"  platform_cpu_s_per_request         {1e3 * doc['platform_cpu_s_per_request']:8.3f} ms "
+          f"(around the handle phase: {1e3 * platform_before:.3f}, {1e3 * platform_after:.3f})")
     print(f"  handle c=1 latency median {handle_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"http c=1 median {http_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"probe median {probe_raw['latency']['median_s'] * 1e3:.2f} ms; probes during handle phase "

@@ -258,6 +258,37 @@ class SyncModel:
         return _Work.cpu_times()
 
 
+# -- the platform's speed ---------------------------------------------------------------------------
+PLATFORM_REQUESTS = 300  # no-op requests per platform probe
+PLATFORM_IDLE_S = 2.0  # the idle window whose CPU rate is subtracted
+
+
+async def platform_cpu_s(handle, n: int = PLATFORM_REQUESTS) -> float:
+    """The platform probe: CPU seconds that the driver and a no-op replica spend together
+    per no-op request sent one at a time through ``handle`` (each process's whole CPU,
+    Python and C++ threads; each one's rate over ``PLATFORM_IDLE_S`` of idleness just
+    before subtracted).
+
+    Ray's own costs per request (the handle, the router, gRPC, the replica's loop) drift
+    on a shared virtual machine by 15-20% within an hour while the pure-Python spin probe
+    holds (calibrations of 2026-11-26 08:56, 10:34 and 12:47: 34.4-34.8 ns per iteration,
+    1.45, 1.77 and 1.50 ms of replica CPU per no-op request). The calibration and every
+    grid run take this probe; the ratio scales the run's platform costs."""
+    async def reading() -> tuple[float, float]:
+        replica = await handle.cpu_times.remote()
+        return time.process_time() + replica["process_time"], time.perf_counter()
+
+    for _ in range(20):
+        await handle.remote()
+    c0, w0 = await reading()
+    await asyncio.sleep(PLATFORM_IDLE_S)
+    c1, w1 = await reading()
+    for _ in range(n):
+        await handle.remote()
+    c2, w2 = await reading()
+    return ((c2 - c1) - (c1 - c0) / (w1 - w0) * (w2 - w1)) / n
+
+
 # -- the cluster ----------------------------------------------------------------------------------
 def poisson_arrivals_s(cfg: SimConfig):
     """The open loop's arrival times in ``[0, duration_s)``, from simserve's own arrival
@@ -286,6 +317,7 @@ class RealCluster:
         self.ns_per_loop = ns_per_loop
         self.native_unit = native_unit
         self._old_sigterm = None
+        self._platform_handle = None  # the platform probe's no-op app, deployed on first use
 
     def __enter__(self):
         self._old_sigterm = signal.getsignal(signal.SIGTERM)
@@ -345,6 +377,24 @@ class RealCluster:
             signal.signal(signal.SIGTERM, self._old_sigterm)
 
     # -- deploying ---------------------------------------------------------------------------
+    def platform_cpu_s(self) -> float:
+        """``platform_cpu_s`` on a no-op ``async def`` app of one replica that reserves no
+        logical CPU, deployed on the first call and kept (it idles between probes)."""
+        if self._platform_handle is None:
+            from validate.scenario import scenario
+
+            cfg = scenario(name="PlatformProbe", work=[("io", 0.0)], num_cpus=0.0, cluster_cpus=self.num_cpus, rps=1.0)
+            self._platform_handle, states = self.deploy(cfg, "platform-probe")
+            if states.get("RUNNING", 0) < 1:
+                raise RuntimeError(f"platform probe: no replica RUNNING ({states})")
+        return asyncio.run(platform_cpu_s(self._platform_handle))
+
+    def drop_platform_probe(self) -> None:
+        """Delete the platform probe's app (the calibration's later phases want it gone)."""
+        if self._platform_handle is not None:
+            self.delete("platform-probe")
+            self._platform_handle = None
+
     def deploy(self, cfg: SimConfig, app_name: str, start_timeout_s: float = 90.0):
         """Deploy without blocking; wait for the placeable replicas. Returns (handle, states)."""
         from ray import serve
@@ -417,6 +467,7 @@ class RealCluster:
             running = states0.get("RUNNING", 0)
             if running == 0:
                 raise RuntimeError(f"{app_name}: no replica RUNNING ({states0})")
+            platform = self.platform_cpu_s()
             before = probe_ns_per_loop()
             # BLAS speed drifts apart from the spin probe's: time it too when the work has it.
             native = any(s.kind == "native" for s in cfg.deployment.work.segments)
@@ -455,7 +506,7 @@ class RealCluster:
                       "during_ns_per_loop": statistics.median(during) if during else None,
                       "during_samples": len(during), "during_samples_ns": during,
                       "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
-                      "native_unit_s": self.native_unit,
+                      "native_unit_s": self.native_unit, "platform_cpu_s_per_request": platform,
                       "run_native_unit_s": [native_before, native_after] if native else None}
         span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
         foreign = max(0.0, (elapsed - ours) / span) if span > 0 else float("nan")
