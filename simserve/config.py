@@ -303,7 +303,7 @@ class Overheads:
     replica_native_cpu_s: float = 0.0  # replica's C++ threads, per request
     # A plain ``def`` handler's call through the replica's thread pool (anyio's
     # to_thread.run_sync), beyond what an ``async def`` handler's call costs: Python and
-    # C++ CPU per request. Zero for async handlers.
+    # C++ CPU per request. Charged only to def (sync) handlers.
     replica_sync_cpu_s: float = 0.0
     replica_sync_native_cpu_s: float = 0.0
     probe_native_cpu_s: float = 0.0  # caller's C++ threads, per queue-length probe sent

@@ -22,7 +22,8 @@ What runs where:
   (``RAY_SERVE_RUN_SYNC_IN_THREADPOOL=1``): every admitted request has a thread, its
   ``gil`` segments share the process's GIL, ``native`` segments run in parallel. The
   call through the pool (anyio's ``to_thread.run_sync``) costs ``replica_sync_cpu_s``
-  of Python more than an async call: charged as GIL work on the handler's thread before
+  of Python (and ``replica_sync_native_cpu_s`` of C++ threads, beside the path) more
+  than an async call: the Python charged as GIL work on the handler's thread before
   its first segment, in the same take as a first ``gil`` segment (the pool's thread
   picks the call up and runs the handler without letting the GIL go). Left out: that
   part of it runs on the event loop's threads, before and after.
@@ -180,7 +181,7 @@ class Replica:
 
     def _start(self, req) -> None:
         req.start_s = self.env._now
-        if self.sync_cpu_s > 0.0:
+        if self.sync_cpu_s > 0.0 or self.sync_native_cpu_s > 0.0:
             self._through_pool(req)
         else:
             self._next_segment(req)

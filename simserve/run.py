@@ -418,6 +418,9 @@ def report(summary: dict) -> str:
     py_keys = ("client_cpu_s",) if handle else ("http_client_cpu_s", "proxy_cpu_s")
     py = sum(oh[k] for k in (*py_keys, "replica_cpu_s", "replica_post_cpu_s"))
     native = sum(oh[k] for k in ("client_native_cpu_s" if handle else "proxy_native_cpu_s", "replica_native_cpu_s"))
+    if d["handler"] == "sync":  # the call through the replica's thread pool
+        py += oh["replica_sync_cpu_s"]
+        native += oh["replica_sync_native_cpu_s"]
     if py + native + oh["hop_s"] + oh["router_cpu_s"] == 0:
         lines.append("costs        none: Ray's own machinery is free (--no-overheads or no calibration)")
     else:

@@ -179,21 +179,6 @@ def test_a_def_handlers_extra_cost_is_the_mean_paired_difference_less_probe_answ
     assert d["replica_sync_native_cpu_s"] == 0.0
 
 
-def test_platform_costs_scale_with_the_platform_probe_and_user_work_with_the_spin_probe():
-    """A run whose no-op requests cost 4.4 ms of CPU against the calibration's 4.0 runs its platform
-    costs at speed 1/1.1, whatever the spin probe says; its gil work follows the spin probe (36/30)."""
-    import pytest
-
-    from validate.scenario import load_calibration, scenario, with_overheads
-
-    cal = {**load_calibration(), "host_ns_per_loop": 30.0, "platform_cpu_s_per_request": 0.004}
-    cfg = scenario(work=[("gil", 0.02)], concurrent=1)
-    out = with_overheads(cfg, cal, 36.0, platform_cpu_s=0.0044)
-    assert out.overheads.cpu_speed == pytest.approx(1 / 1.1)
-    assert out.deployment.work.segments[0].duration.mean_s == pytest.approx(0.024)
-    assert with_overheads(cfg, cal, 36.0).overheads.cpu_speed == pytest.approx(30.0 / 36.0)  # runs without it
-
-
 def test_done_lags_pair_the_kth_done_callback_since_the_first_send_with_the_kth_answer():
     """Requests sent back to back from 0.5 s: callbacks before that (the warm-up's) are ignored, and
     each lag is measured from its request's answer (negative when the callback runs before it)."""

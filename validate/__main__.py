@@ -74,8 +74,7 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
     native_run = [x for x in probe.get("run_native_unit_s") or () if x]
     native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
-    speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch,
-              "platform_cpu_s": probe.get("platform_cpu_s_per_request")}
+    speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch}
     sim_cfg = with_overheads(cfg, cal, host_ns, **speeds)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.

@@ -100,7 +100,8 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
 * ``platform_cpu_s_per_request`` (top level, not a cost) -- the platform probe
   (``harness.platform_cpu_s``: the driver's and a no-op replica's CPU per no-op request
   at c=1) just before and just after the handle phase, averaged. Every grid run takes the
-  same probe; simserve's ``cpu_speed`` for the run is this over the run's.
+  same probe; recorded for diagnosis (``harness.platform_cpu_s`` says why it is not
+  used).
 * ``replica_sync_cpu_s`` / ``replica_sync_native_cpu_s`` -- what a plain ``def``
   handler's call through the replica's thread pool costs beyond an ``async def`` one:
   the handle phase's c=1 no-op requests to a ``def`` no-op replica and to the ``async
@@ -199,7 +200,7 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   the router's loop (``_probe_queue_lens`` with a 1 s deadline) to the same replicas.
   ``replica_gil_handoff_cpu_s`` -- in the same two runs, each replica's CPU per request
   (its ``process_time`` less GilHog's spinning thread's ``thread_time``, both read in
-  the replica; each replica's rate over ``IDLE_S`` of idleness just before subtracted): the GilHog
+  the replica; each replica's rate over ``IDLE_BG_S`` of idleness after a 2 s settle subtracted): the GilHog
   replica's excess over the no-op one, per acquisition. A thread that slept on the GIL
   and is woken costs more than one that kept it (two context switches, cold caches;
   a one-off script on 2026-11-26, not kept, found 3-4 ms more per no-op request beside a
@@ -1297,8 +1298,10 @@ def main(argv=None) -> int:
     cpu1 = psutil.cpu_times()
     if not probe_raw.get("found"):
         raise SystemExit("could not reach the router's replicas to force probes")
-    for ph_name, ph in (("idle", {"load_by_role": idle_raw["by_role"]}), ("handle_c1", handle_raw),
-                        ("http_c1", http_raw), ("probe_c1", probe_raw), ("reject", reject_raw)):
+    phases = [("idle", {"load_by_role": idle_raw["by_role"]}), ("handle_c1", handle_raw), ("http_c1", http_raw),
+              ("probe_c1", probe_raw), ("reject", reject_raw)]
+    phases += [(f"sync_c1[{i}].{h}", r[h]) for i, r in enumerate(sync_raw) for h in ("async", "sync")]
+    for ph_name, ph in phases:
         for w in ("idle_by_role", "load_by_role"):
             f = ph.get(w, {}).get("_foreign_cores")
             if f is not None and f > 0.1:

@@ -182,12 +182,9 @@ def load_calibration(path: str | None = None) -> dict:
 
 def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
                    physical_cores: float | None = None, sized_ns_per_loop: float | None = None,
-                   native_stretch: float | None = None, platform_cpu_s: float | None = None) -> SimConfig:
-    """``cfg`` with the calibration's Overheads; ``cpu_speed`` = the calibration's platform
-    probe over this run's (``platform_cpu_s``, CPU per no-op request: bigger is slower;
-    ``harness.platform_cpu_s``), or, for runs or calibrations without it (before
-    2026-11-26 13:40), the calibration's host speed over this run's (ns per spin-probe
-    iteration).
+                   native_stretch: float | None = None) -> SimConfig:
+    """``cfg`` with the calibration's Overheads; ``cpu_speed`` = calibration host speed
+    over this run's host speed (ns per probe iteration: bigger is slower).
 
     The harness sizes ``gil`` / ``native`` work with a host speed, ``sized_ns_per_loop``
     (the calibration file's ``host_ns_per_loop`` when the run was made; by default
@@ -210,9 +207,7 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
         raise KeyError(f"calibration {cal.get('_path', '?')} lacks {missing}: rerun `python -m validate.calibrate`")
     vals = costs(cal, cfg.overheads.ingress)
     speed = 1.0
-    if platform_cpu_s and cal.get("platform_cpu_s_per_request"):
-        speed = float(cal["platform_cpu_s_per_request"]) / float(platform_cpu_s)
-    elif host_ns_per_loop and cal.get("host_ns_per_loop"):
+    if host_ns_per_loop and cal.get("host_ns_per_loop"):
         speed = float(cal["host_ns_per_loop"]) / float(host_ns_per_loop)
     oh = Overheads(ingress=cfg.overheads.ingress, cpu_speed=speed, **vals)
     d = cfg.deployment
