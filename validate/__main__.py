@@ -100,7 +100,9 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     router = (oh.cpu("router_cpu_s") * attempts + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
               + rejects * (oh.cpu("reject_cpu_s") + oh.cpu("reject_native_cpu_s")))
     work = sum(s.duration.mean_s for s in cfg.deployment.work.segments if s.kind != "io")
-    sync = 0.0 if cfg.deployment.handler == "async" else oh.cpu("replica_sync_cpu_s") + oh.cpu("replica_sync_native_cpu_s")
+    sync = 0.0
+    if cfg.deployment.handler == "sync":  # the call through the replica's thread pool
+        sync = oh.cpu("replica_sync_cpu_s") + oh.cpu("replica_sync_native_cpu_s")
     replica = (work + sync + oh.cpu("replica_cpu_s") + oh.cpu("replica_native_cpu_s") + oh.cpu("replica_post_cpu_s")
                + probes * (oh.cpu("replica_probe_cpu_s") + oh.cpu("replica_probe_native_cpu_s"))
                + rejects * (oh.cpu("replica_reject_cpu_s") + oh.cpu("replica_reject_native_cpu_s")))

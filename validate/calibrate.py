@@ -1345,7 +1345,8 @@ def main(argv=None) -> int:
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
-             "host_ns_per_loop_after": host_after, "platform_cpu_s_per_request": [platform_before, platform_after], "host_busy_before": busy_before,
+             "host_ns_per_loop_after": host_after, "platform_cpu_s_per_request": [platform_before, platform_after],
+             "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
     )

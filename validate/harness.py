@@ -283,7 +283,7 @@ async def platform_cpu_s(handle, n: int = PLATFORM_REQUESTS) -> float:
     grid run record this probe (``platform_cpu_s_per_request``), as a diagnosis: simserve
     does not use it yet, since its own readings moved as much as what it should track
     (4.26 ms at 13:28, 5.28 ms at 14:27 with the rest and the collector off; a grid's
-    runs 4.0-5.3 ms, repeats of one run 5% apart at the median)."""
+    runs 4.1-5.4 ms, repeats of one run 5% apart at the median)."""
     async def reading() -> tuple[float, float]:
         replica = await handle.cpu_times.remote()
         return time.process_time() + replica["process_time"], time.perf_counter()
