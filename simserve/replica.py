@@ -195,7 +195,7 @@ class Replica:
         if self.kinds[0] == "gil":
             req.segment = 1
             work_s += req.demand[0]
-        self.process.run_gil(work_s, self._next_segment, req, self.gil_handoff_cpu_s)
+        self._run_cpu(req, "gil", work_s, self._next_segment)
 
     def _next_segment(self, req) -> None:
         i = req.segment

@@ -518,9 +518,7 @@ class RealCluster:
         busy = _busy_fraction(cpu0, cpu1)
         elapsed = _busy_seconds(cpu0, cpu1)
         ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
-        host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after,
-                      "during_ns_per_loop": statistics.median(during) if during else None,
-                      "during_samples": len(during), "during_samples_ns": during,
+        host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during,
                       "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
                       "native_unit_s": self.native_unit, "platform_cpu_s_per_request": platform,
                       "run_native_unit_s": [native_before, native_after] if native else None}
