@@ -392,6 +392,19 @@ class Overheads:
         """No per-request cost at all: the pure queueing model."""
         return all(getattr(self, n) == 0.0 for n in PER_REQUEST_COSTS)
 
+    def delay_every_request(self, handler: str, policy: str) -> bool:
+        """Whether some cost holds up every request on its way: a hop, or GIL work it
+        waits for. Native costs burn beside the path, probe and rejection costs come with
+        some requests only, and the ideal router charges no routing attempt."""
+        http = self.ingress == "http"
+        on_path = ["hop_s", "replica_cpu_s", *(("http_hop_s", "http_client_cpu_s", "proxy_cpu_s") if http
+                                               else ("client_cpu_s",))]
+        if policy != "ideal":
+            on_path.append("router_cpu_s")
+        if handler == "sync":
+            on_path.append("replica_sync_cpu_s")
+        return any(getattr(self, n) > 0.0 for n in on_path)
+
     def with_startup_s(self, startup_s: float) -> Overheads:
         """These costs with a replica start-up of ``startup_s`` seconds, of which the
         same share as before is CPU work: a start-up time given alone scales the measured
@@ -513,7 +526,8 @@ class SimConfig:
         _number("seed", self.seed, low=0, integer=True)
         _number("timeline_interval_s", self.timeline_interval_s, low=0, low_open=True)
         w = self.workload
-        if w.kind == "closed" and w.think_time_s == 0 and self.deployment.work.mean_s == 0 and self.overheads.is_zero:
+        if (w.kind == "closed" and w.think_time_s == 0 and self.deployment.work.mean_s == 0
+                and not self.overheads.delay_every_request(self.deployment.handler, self.router.policy)):
             # Each answer would come back at the instant of its request: infinitely
             # many requests in zero simulated time.
             raise ConfigError("service_ms", 0, "a closed loop needs some work, think time or overhead per request")

@@ -75,7 +75,8 @@ def workloads(draw):
 def _runnable(cfg_kwargs) -> bool:
     w, d, o = cfg_kwargs["workload"], cfg_kwargs["deployment"], cfg_kwargs["overheads"]
     return not (
-        w.kind == "closed" and w.think_time_s == 0 and d.work.mean_s == 0 and o.is_zero
+        w.kind == "closed" and w.think_time_s == 0 and d.work.mean_s == 0
+        and not o.delay_every_request(d.handler, cfg_kwargs["router"].policy)
     )
 
 

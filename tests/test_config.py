@@ -7,7 +7,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from simserve import ClusterConfig, ConfigError, DeploymentConfig, Distribution, Overheads, WorkloadConfig
+from simserve import (
+    ClusterConfig,
+    ConfigError,
+    DeploymentConfig,
+    Distribution,
+    Overheads,
+    RouterConfig,
+    SimConfig,
+    WorkloadConfig,
+    WorkModel,
+)
 from simserve.cpu import Node
 from simserve.metrics import LatencyHistogram
 from simserve.placement import place
@@ -40,6 +50,29 @@ def test_invalid_values_raise_config_error_naming_the_field(make, field):
 
 def _nodes(n, cpus):
     return [Node(None, i, cpus, cpus) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    "handler,policy,costs",
+    [
+        ("async", "pow2", {"client_native_cpu_s": 0.001, "replica_native_cpu_s": 0.001}),  # beside the path
+        ("async", "pow2", {"replica_sync_cpu_s": 0.001}),  # a def handler's cost, not an async one's
+        ("async", "ideal", {"router_cpu_s": 0.001}),  # the ideal router charges no attempt
+        ("sync", "pow2", {"probe_cpu_s": 0.001, "reject_cpu_s": 0.001}),  # some requests only
+    ],
+)
+def test_a_closed_loop_whose_requests_nothing_holds_up_is_refused(handler, policy, costs):
+    """A closed loop with no work, no think time and no cost on every request's path
+    would answer infinitely many requests in zero simulated time: it is a ConfigError."""
+    with pytest.raises(ConfigError, match="service_ms"):
+        SimConfig(deployment=DeploymentConfig(handler=handler, work=WorkModel.single("io", Distribution("deterministic", 0.0))),
+                  router=RouterConfig(policy=policy), overheads=Overheads(**costs),
+                  workload=WorkloadConfig(concurrent=2, duration_s=1.0, warmup_s=0.0))
+    # The same loop with a cost that holds each request up is accepted.
+    held = "replica_sync_cpu_s" if handler == "sync" else "replica_cpu_s"
+    SimConfig(deployment=DeploymentConfig(handler=handler, work=WorkModel.single("io", Distribution("deterministic", 0.0))),
+              router=RouterConfig(policy=policy), overheads=Overheads(**{**costs, held: 0.001}),
+              workload=WorkloadConfig(concurrent=2, duration_s=1.0, warmup_s=0.0))
 
 
 def test_spread_takes_nodes_in_turn_and_pack_fills_one_first():

@@ -97,11 +97,6 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
 * ``replica_cpu_s`` -- the replica's Python-thread CPU per request (Ray's actor loop,
   the user-code loop; the handler is a no-op) minus its probe answers.
   ``replica_native_cpu_s`` -- its C++-thread CPU per request (handle phase).
-* ``platform_cpu_s_per_request`` (top level, not a cost) -- the platform probe
-  (``harness.platform_cpu_s``: the driver's and a no-op replica's CPU per no-op request
-  at c=1) just before and just after the handle phase, averaged. Every grid run takes the
-  same probe; recorded for diagnosis (``harness.platform_cpu_s`` says why it is not
-  used).
 * ``replica_sync_cpu_s`` / ``replica_sync_native_cpu_s`` -- what a plain ``def``
   handler's call through the replica's thread pool costs beyond an ``async def`` one:
   the handle phase's c=1 no-op requests to a ``def`` no-op replica and to the ``async
@@ -1277,10 +1272,7 @@ def main(argv=None) -> int:
                 return await _idle_phase(pc)
 
             idle_raw = asyncio.run(settle())
-            platform_before = cl.platform_cpu_s()
             handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
-            platform_after = cl.platform_cpu_s()
-            cl.drop_platform_probe()
             sync_raw = _sync_phase(cl, handle, args.requests // 2, pc, counter)
             http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
             probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
@@ -1335,7 +1327,6 @@ def main(argv=None) -> int:
     }
     doc.update(
         host_ns_per_loop=host_before,
-        platform_cpu_s_per_request=(platform_before + platform_after) / 2,
         native_unit_s=cl.native_unit,
         ray_version=ray.__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -1345,7 +1336,7 @@ def main(argv=None) -> int:
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
-             "host_ns_per_loop_after": host_after, "platform_cpu_s_per_request": [platform_before, platform_after],
+             "host_ns_per_loop_after": host_after,
              "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
@@ -1366,8 +1357,6 @@ def main(argv=None) -> int:
         else:
             print(f"  {k:34s} {doc[k] * 1e3:8.3f} ms")
     print(f"  host_ns_per_loop                   {host_before:8.2f} ns (after: {host_after:.2f})")
-    print(f"  platform_cpu_s_per_request         {1e3 * doc['platform_cpu_s_per_request']:8.3f} ms "
-          f"(around the handle phase: {1e3 * platform_before:.3f}, {1e3 * platform_after:.3f})")
     print(f"  handle c=1 latency median {handle_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"http c=1 median {http_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"probe median {probe_raw['latency']['median_s'] * 1e3:.2f} ms; probes during handle phase "

@@ -43,10 +43,7 @@ rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 Host speed: the fixed probe (``spin``, ns per iteration, median of 5 x 100k) runs just
 before and just after the run, and a light background thread takes one probe every
 2 s during it (timed with ``thread_time``); ``host_ns_per_loop`` is the median of them
-all (``run_ns_per_loop``). Before that, once the run's replicas are up, the platform
-probe (``platform_cpu_s``: the CPU Ray's own machinery spends per request, which drifts
-apart from the spin probe; recorded, not used) on a no-op app kept beside the runs, whose
-idle replica ``cpu_by_role`` counts apart (``probe``). ``driver_gc``: the driver's
+all (``run_ns_per_loop``). ``driver_gc``: the driver's
 garbage-collector pauses during the drive (collections per second and mean pause per
 generation, the longest pause, the fraction of the time paused).
 """
@@ -261,50 +258,6 @@ class SyncModel:
         return _Work.cpu_times()
 
 
-# -- the platform's speed ---------------------------------------------------------------------------
-PLATFORM_REQUESTS = 300  # no-op requests per platform probe
-PLATFORM_SETTLE_S = 2.0  # after the warm-up: its after-effects, and a new deployment's, pass
-PLATFORM_IDLE_S = 2.0  # the idle window whose CPU rate is subtracted
-
-
-async def platform_cpu_s(handle, n: int = PLATFORM_REQUESTS) -> float:
-    """The platform probe: CPU seconds that the driver and a no-op replica spend together
-    per no-op request sent one at a time through ``handle`` (each process's whole CPU,
-    Python and C++ threads; each one's rate over ``PLATFORM_IDLE_S`` of idleness just
-    before subtracted), after ``PLATFORM_SETTLE_S`` of rest and with the driver's garbage
-    collector off (late in a grid a full collection of the driver's heap takes 90-140 ms,
-    which is not Ray's cost; a review found the first version, without either, reading
-    a median 8% above the calibration's in a grid's runs, up to 23% in the first).
-
-    Ray's own costs per request (the handle, the router, gRPC, the replica's loop) drift
-    on a shared virtual machine by 15-20% within an hour while the pure-Python spin probe
-    holds (calibrations of 2026-11-26 08:56, 10:34 and 12:47: 34.4-34.8 ns per iteration,
-    1.45, 1.77 and 1.50 ms of replica CPU per no-op request). The calibration and every
-    grid run record this probe (``platform_cpu_s_per_request``), as a diagnosis: simserve
-    does not use it yet, since its own readings moved as much as what it should track
-    (4.26 ms at 13:28, 5.28 ms at 14:27 with the rest and the collector off; a grid's
-    runs 4.1-5.4 ms, repeats of one run 5% apart at the median)."""
-    async def reading() -> tuple[float, float]:
-        replica = await handle.cpu_times.remote()
-        return time.process_time() + replica["process_time"], time.perf_counter()
-
-    for _ in range(20):
-        await handle.remote()
-    await asyncio.sleep(PLATFORM_SETTLE_S)
-    gc.collect()
-    gc.disable()
-    try:
-        c0, w0 = await reading()
-        await asyncio.sleep(PLATFORM_IDLE_S)
-        c1, w1 = await reading()
-        for _ in range(n):
-            await handle.remote()
-        c2, w2 = await reading()
-    finally:
-        gc.enable()
-    return ((c2 - c1) - (c1 - c0) / (w1 - w0) * (w2 - w1)) / n
-
-
 # -- the cluster ----------------------------------------------------------------------------------
 def poisson_arrivals_s(cfg: SimConfig):
     """The open loop's arrival times in ``[0, duration_s)``, from simserve's own arrival
@@ -333,7 +286,6 @@ class RealCluster:
         self.ns_per_loop = ns_per_loop
         self.native_unit = native_unit
         self._old_sigterm = None
-        self._platform_handle = None  # the platform probe's no-op app, deployed on first use
 
     def __enter__(self):
         self._old_sigterm = signal.getsignal(signal.SIGTERM)
@@ -393,24 +345,6 @@ class RealCluster:
             signal.signal(signal.SIGTERM, self._old_sigterm)
 
     # -- deploying ---------------------------------------------------------------------------
-    def platform_cpu_s(self) -> float:
-        """``platform_cpu_s`` on a no-op ``async def`` app of one replica that reserves no
-        logical CPU, deployed on the first call and kept (it idles between probes)."""
-        if self._platform_handle is None:
-            from validate.scenario import scenario
-
-            cfg = scenario(name="PlatformProbe", work=[("io", 0.0)], num_cpus=0.0, cluster_cpus=self.num_cpus, rps=1.0)
-            self._platform_handle, states = self.deploy(cfg, "platform-probe")
-            if states.get("RUNNING", 0) < 1:
-                raise RuntimeError(f"platform probe: no replica RUNNING ({states})")
-        return asyncio.run(platform_cpu_s(self._platform_handle))
-
-    def drop_platform_probe(self) -> None:
-        """Delete the platform probe's app (the calibration's later phases want it gone)."""
-        if self._platform_handle is not None:
-            self.delete("platform-probe")
-            self._platform_handle = None
-
     def deploy(self, cfg: SimConfig, app_name: str, start_timeout_s: float = 90.0):
         """Deploy without blocking; wait for the placeable replicas. Returns (handle, states)."""
         from ray import serve
@@ -483,7 +417,6 @@ class RealCluster:
             running = states0.get("RUNNING", 0)
             if running == 0:
                 raise RuntimeError(f"{app_name}: no replica RUNNING ({states0})")
-            platform = self.platform_cpu_s()
             before = probe_ns_per_loop()
             # BLAS speed drifts apart from the spin probe's: time it too when the work has it.
             native = any(s.kind == "native" for s in cfg.deployment.work.segments)
@@ -520,7 +453,7 @@ class RealCluster:
         ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
         host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during,
                       "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
-                      "native_unit_s": self.native_unit, "platform_cpu_s_per_request": platform,
+                      "native_unit_s": self.native_unit,
                       "run_native_unit_s": [native_before, native_after] if native else None}
         span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
         foreign = max(0.0, (elapsed - ours) / span) if span > 0 else float("nan")
@@ -746,13 +679,10 @@ def thread_cpu(pid: int) -> dict:
 
 
 def process_role(cmd: str) -> str:
-    """driver's descendants by command line: proxy, replica, the platform probe's idle
-    replica (``probe``, counted apart), or background (raylet, GCS, controller, agents,
-    log monitor, idle workers...)."""
+    """driver's descendants by command line: proxy, replica, or background (raylet, GCS,
+    controller, agents, log monitor, idle workers...)."""
     if cmd.startswith("ray::ProxyActor"):
         return "proxy"
-    if cmd.startswith("ray::ServeReplica:platform-probe"):
-        return "probe"
     if cmd.startswith("ray::ServeReplica"):
         return "replica"
     return "background"
