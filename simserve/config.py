@@ -54,6 +54,8 @@ class WakeCost:
         return c0 + (c1 - c0) * (g - g0) / (g1 - g0)
 
 
+# Loads in cores that run with or without traffic.
+IDLE_CORES = ("ray_background_cores", "driver_idle_cores", "proxy_idle_cores", "replica_idle_cores")
 PER_REQUEST_COSTS = (
     "hop_s",
     "http_hop_s",
@@ -268,7 +270,8 @@ class Overheads:
     core without the GIL and run beside the request rather than in its path. Ray's own
     processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
     time plus ``ray_background_cpu_per_request_s`` per request and
-    ``ray_background_cpu_per_reject_s`` per rejected send, on the first node.
+    ``ray_background_cpu_per_reject_s`` per rejected send, on the first node; the
+    driver, the proxy and each replica burn ``*_idle_cores`` while they live.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are
     busy, relative to one busy core alone (a host property, measured, not a Ray cost);
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
@@ -309,6 +312,16 @@ class Overheads:
     probe_native_cpu_s: float = 0.0  # caller's C++ threads, per queue-length probe sent
     replica_probe_native_cpu_s: float = 0.0  # replica's C++ threads, per probe answered
     ray_background_cores: float = 0.0  # Ray's own processes, always (cores)
+    # What the request path's processes burn with no traffic at all (their periodic tasks:
+    # the handle's metrics pushes and long poll in the driver, the proxy's, a replica's
+    # health checks and metrics), in cores for as long as each lives: the driver's and the
+    # proxy's on the first node (Serve runs a proxy whichever the ingress), a replica's on
+    # its node from RUNNING until it exits. Per-request costs are measured above them. The
+    # driver's is a Ray driver's (a handle's tasks), charged with HTTP ingress too, as in
+    # the harness, whose HTTP load generator is its Ray driver.
+    driver_idle_cores: float = 0.0
+    proxy_idle_cores: float = 0.0
+    replica_idle_cores: float = 0.0
     ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
     # A send the replica rejects (it was full): the caller's Python to take the answer and
     # queue the request again, beyond the routing attempt that retries it (router_cpu_s);
@@ -350,7 +363,7 @@ class Overheads:
     # router thread's wake-up, with the loop otherwise idle (a busy loop's own delay is
     # modelled: the task's turn waits behind the step under way).
     backoff_sleep_late_s: float = 0.0
-    # A message (a hop) to a process on a node that has had no work but Ray's daemons for
+    # A message (a hop) to a process on a node that has had no work but its constant loads for
     # idle_wake_after_s arrives idle_wake_s later: on a virtual machine its idle core must
     # be woken first. A property of the host, not of Ray.
     idle_wake_s: float = 0.0
@@ -371,7 +384,7 @@ class Overheads:
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
-        others = ("hop_cv", "ray_background_cores", "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
+        others = ("hop_cv", *IDLE_CORES, "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
                   "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
                   "backoff_sleep_late_s", "replica_gil_handoff_cpu_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
@@ -391,6 +404,11 @@ class Overheads:
     def is_zero(self) -> bool:
         """No per-request cost at all: the pure queueing model."""
         return all(getattr(self, n) == 0.0 for n in PER_REQUEST_COSTS)
+
+    @property
+    def idle_load(self) -> bool:
+        """Some process burns cores with no traffic (``IDLE_CORES``)."""
+        return any(getattr(self, n) > 0.0 for n in IDLE_CORES)
 
     def delay_every_request(self, handler: str, policy: str) -> bool:
         """Whether some cost holds up every request on its way: a hop, or GIL work it

@@ -22,7 +22,8 @@ what the autoscaler decides, see ``autoscaling.py``):
 At t=0 the initial replicas that fit are already ``RUNNING``: a run starts from a
 deployed application, not from ``serve.run``.
 
-Left out: constructor failures and retries, health checks, rolling updates; a replica
+Left out: constructor failures and retries, failed health checks (their CPU is in
+``replica_idle_cores``), rolling updates; a replica
 stopped while starting still burns the rest of its start-up CPU (Ray kills the process).
 """
 
@@ -47,6 +48,7 @@ class Controller:
         self._startup_factor = Distribution(kind, 1.0, overheads.replica_startup_cv).sampler(rng)
         self._startup_cpu_s = overheads.cpu("replica_startup_cpu_s")
         self._startup_wait_s = overheads.replica_startup_s - overheads.replica_startup_cpu_s
+        self._idle_cores = overheads.replica_idle_cores / overheads.cpu_speed
         self.replicas: list[Replica] = []  # every replica ever created, by index
         self.target = 0
         self.routers: list = []
@@ -77,6 +79,7 @@ class Controller:
     def _run(self, r: Replica) -> None:
         r.state = RUNNING
         r.running_since_s = self.env.now
+        r.idle_load = r.node.occupy(self._idle_cores)  # its periodic tasks, until it exits
 
     def set_target(self, n: int) -> None:
         self.target = n
@@ -154,5 +157,8 @@ class Controller:
 
     def _exit(self, r: Replica) -> None:
         r.state = STOPPED
+        if r.idle_load is not None:
+            r.node.vacate(r.idle_load)
+            r.idle_load = None
         self.placer.release(r.node, self.d.num_cpus)
         self._allocate_pending()

@@ -157,8 +157,8 @@ class Node:
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
-        self._background = 0  # of them, the daemons' constant load (occupy)
-        self.idle_since = 0.0  # when the last runner but the daemons' ran out of work
+        self._background = 0  # of them, constant loads (occupy: daemons, processes' idle rates)
+        self.idle_since = 0.0  # when the last runner but the constant loads ran out of work
         self.service = 0.0  # work one thread has received since the start
         self.core_busy_s = 0.0  # integral of min(threads, cores) dt
         self._last = 0.0
@@ -180,14 +180,45 @@ class Node:
     def process(self, name: str) -> Process:
         return Process(self, name)
 
-    def occupy(self, cores: float) -> None:
-        """A constant load of ``cores`` runnable threads for ever (Ray's own daemons)."""
-        if cores > 0.0:
-            self.add(Runner(cores, "background"), _INF, _nothing, None)
-            self._background += 1
+    def occupy(self, cores: float) -> Runner | None:
+        """A constant load of ``cores`` runnable threads (Ray's own daemons, a process's
+        periodic tasks) until ``vacate``; None for no load."""
+        if cores <= 0.0:
+            return None
+        runner = Runner(cores, "background")
+        self.add(runner, _INF, _nothing, None)
+        self._background += 1
+        return runner
+
+    def vacate(self, runner: Runner) -> None:
+        """End a load that ``occupy`` started (its process exited): the others speed up,
+        so the pending timer may now be late and is set again."""
+        now = self.env._now
+        self._advance()
+        runner.jobs.clear()
+        runner.version += 1  # its heap entry is stale now
+        runner.busy_s += now - runner.busy_since
+        runner.idle_since = now
+        self.threads -= runner.threads
+        self.active -= 1
+        self._background -= 1
+        if not self.active:
+            self.threads = 0.0  # absorb float drift
+        # idle_since stays: a constant load never made the node busy (idle_for), so its end
+        # neither starts nor ends an idle spell.
+        self._retune()
+        s, heap = self.service, self._heap
+        while heap:
+            at, version, _, first = heap[0]
+            if version == first.version:
+                if at < _INF:
+                    self._schedule(now + (at - s) / self._speed_now, now)
+                break
+            heappop(heap)
 
     def idle_for(self, now: float) -> float:
-        """How long the node has had no work but Ray's daemons (0 while it has some): what
+        """How long the node has had no work but its constant loads (Ray's daemons, idle
+        processes' periodic tasks; 0 while it has some): what
         decides whether a message must wait for a core to wake (``Simulation.wake_s``)."""
         return 0.0 if self.active > self._background else now - self.idle_since
 

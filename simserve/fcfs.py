@@ -50,7 +50,7 @@ def eligible(sim) -> bool:
         cfg.router.policy == "ideal"
         and all(s.kind == "io" for s in d.work.segments)
         and cfg.overheads.is_zero
-        and cfg.overheads.ray_background_cores == 0.0
+        and not cfg.overheads.idle_load
         and d.autoscaling_config is None
         and d.max_queued_requests == -1
         and w.kind in ("poisson", "trace")

@@ -63,6 +63,7 @@ class Replica:
         self.state = PENDING
         self.created_s = sim.env.now
         self.running_since_s = float("nan")
+        self.idle_load = None  # the node's load for its periodic tasks while it runs (Node.occupy)
         self.max_ongoing_requests = deployment.max_ongoing_requests
         self.is_async = deployment.handler == "async"
         self.omp_num_threads = deployment.omp_num_threads

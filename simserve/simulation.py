@@ -13,13 +13,14 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
     --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later the
                router's done callbacks (cache decrement, autoscaling count)
 
-A hop to a process on a node that has had nothing to do but Ray's daemons for
+A hop to a process on a node that has had nothing to do but its constant loads for
 ``idle_wake_after_s`` takes ``idle_wake_s`` longer: on a virtual machine its core must be woken.
 Messages between the router and one replica keep their order each way, however the hops'
 jitter falls (one connection carries them).
 
-Beside the path, without holding it up: each process's C++ threads (``*_native_cpu_s``)
-and Ray's daemons (``ray_background_*``) burn cores.
+Beside the path, without holding it up: each process's C++ threads (``*_native_cpu_s``),
+Ray's daemons (``ray_background_*``) and the request path's processes when idle
+(``*_idle_cores``: periodic tasks) burn cores.
 
 The caller's CPU (client loop, ``DeploymentHandle``, router) runs in one driver
 process on the first node; with HTTP ingress the router and proxy costs run in the
@@ -165,7 +166,7 @@ class Simulation:
         self.ray_process = head.process("ray")  # raylet, GCS, Serve controller, agents
         if not self.http:  # the HTTP load generator is not Ray's, and the proxy's is not measured
             self.client_process.wake = oh.wake_cpu("client")
-        head.occupy(oh.ray_background_cores / oh.cpu_speed)
+        head.occupy((oh.ray_background_cores + oh.driver_idle_cores + oh.proxy_idle_cores) / oh.cpu_speed)
 
         self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement), rngs["startups"])
         if config.router.policy == "ideal":
@@ -251,7 +252,7 @@ class Simulation:
 
     def wake_s(self, process) -> float:
         """What a message to ``process`` adds to its hop: ``idle_wake_s`` when its node has
-        had no work but Ray's daemons for ``idle_wake_after_s`` (a core, on a virtual
+        had no work but its constant loads for ``idle_wake_after_s`` (a core, on a virtual
         machine a halted virtual CPU, must be woken), else nothing. Judged as it is sent.
 
         A property of the node, not of the process: the calibration measured it on a host

@@ -64,14 +64,13 @@ def _nodes(n, cpus):
 def test_a_closed_loop_whose_requests_nothing_holds_up_is_refused(handler, policy, costs):
     """A closed loop with no work, no think time and no cost on every request's path
     would answer infinitely many requests in zero simulated time: it is a ConfigError."""
+    no_work = DeploymentConfig(handler=handler, work=WorkModel.single("io", Distribution("deterministic", 0.0)))
     with pytest.raises(ConfigError, match="service_ms"):
-        SimConfig(deployment=DeploymentConfig(handler=handler, work=WorkModel.single("io", Distribution("deterministic", 0.0))),
-                  router=RouterConfig(policy=policy), overheads=Overheads(**costs),
+        SimConfig(deployment=no_work, router=RouterConfig(policy=policy), overheads=Overheads(**costs),
                   workload=WorkloadConfig(concurrent=2, duration_s=1.0, warmup_s=0.0))
     # The same loop with a cost that holds each request up is accepted.
     held = "replica_sync_cpu_s" if handler == "sync" else "replica_cpu_s"
-    SimConfig(deployment=DeploymentConfig(handler=handler, work=WorkModel.single("io", Distribution("deterministic", 0.0))),
-              router=RouterConfig(policy=policy), overheads=Overheads(**{**costs, held: 0.001}),
+    SimConfig(deployment=no_work, router=RouterConfig(policy=policy), overheads=Overheads(**{**costs, held: 0.001}),
               workload=WorkloadConfig(concurrent=2, duration_s=1.0, warmup_s=0.0))
 
 

@@ -91,6 +91,33 @@ def test_a_process_woken_after_idling_burns_its_wake_cost_beside_the_path():
     assert ends == pytest.approx([1.0, 1.055 + 0.5 + 0.75])  # half speed while both run
 
 
+def test_a_vacated_load_stops_slowing_the_work_beside_it():
+    """On one core, a constant load of one thread (Node.occupy) halves a 1 s job's speed
+    until it is vacated at 1 s: 0.5 s done by then, the rest at full speed, done at 1.5 s."""
+    from simserve import events
+    from simserve.cpu import Node
+
+    env = events.Environment()
+    node = Node(env, 0, num_cpus=1, physical_cores=1)
+    load = node.occupy(1.0)
+    ends = []
+    node.process("replica").run_gil(1.0, lambda _: ends.append(env.now), None)
+    node.later(1.0, lambda _: node.vacate(load), None)
+    events.run(env)
+    assert ends == pytest.approx([1.5])
+    assert node.core_busy_until_now() == pytest.approx(1.5)
+
+
+def test_a_running_replica_idles_at_replica_idle_cores_until_it_exits():
+    """Two replicas on one core, each idling at 0.25 cores while it runs: a 1 s request
+    shares the core with 0.5 threads of idle load and ends at 1.5 s; the driver's and the
+    proxy's idle rates load the first node the same way."""
+    cfg = config(kind="gil", mean_s=1.0, replicas=2, num_cpus=0.5, cluster_cpus=1, cores=1, router="ideal",
+                 concurrent=1, requests=1, duration_s=None)
+    assert _done(replace(cfg, overheads=Overheads(replica_idle_cores=0.25))) == [1.5]
+    assert _done(replace(cfg, overheads=Overheads(driver_idle_cores=0.25, proxy_idle_cores=0.25))) == [1.5]
+
+
 def test_the_wake_cost_is_zero_before_the_first_point_linear_between_and_flat_after():
     """WakeCost interpolates its table and holds its last value."""
     from simserve.config import WakeCost

@@ -227,7 +227,7 @@ def test_charged_cpu_counts_each_cost_once_per_occasion():
     oh = dict(client_cpu_s=0.001, client_native_cpu_s=0.002, router_cpu_s=0.004, probe_cpu_s=0.008,
               probe_native_cpu_s=0.016, replica_cpu_s=0.032, replica_probe_cpu_s=0.064,
               http_client_cpu_s=0.128, proxy_cpu_s=0.256)
-    sim = {"throughput_rps": 10.0,
+    sim = {"throughput_rps": 10.0, "replicas": {"running": 2},
            "router": {"attempts_per_request": 2.0, "probes_per_request": 0.5, "rejections_per_request": 0.0}}
     cfg = scenario(name="c", work=[("io", 0.05), ("gil", 0.01)], num_replicas=2, concurrent=4)
     handle = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)), sim)
@@ -243,6 +243,12 @@ def test_charged_cpu_counts_each_cost_once_per_occasion():
     assert woken["replica"] == pytest.approx(handle["replica"] + 0.25)
     handed = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)), {**sim, "gil_handoff_cpu_ms_per_request": 0.75})
     assert handed["replica"] == pytest.approx(handle["replica"] + 0.75)
+    # Idle rates spread over 10 requests per second: 1 ms, 2 ms, and 3 ms for each of 2 replicas.
+    idle = charged_cpu_ms(replace(cfg, overheads=Overheads(driver_idle_cores=0.01, proxy_idle_cores=0.02,
+                                                           replica_idle_cores=0.03, **oh)), sim)
+    assert idle["driver"] == pytest.approx(handle["driver"] + 1)
+    assert idle["proxy"] == pytest.approx(2)
+    assert idle["replica"] == pytest.approx(handle["replica"] + 6)
 
 
 def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_the_round_trip():

@@ -90,8 +90,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     """The CPU simserve charges per completed request, by the process role the harness
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
     count of its occasions (routing attempts, probes, rejected sends per request), the
-    handler's CPU segments, the daemons' time-based cores spread over the throughput, and
-    the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``) and on GIL
+    handler's CPU segments, the daemons' and each process's idle cores spread over the
+    throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``) and on GIL
     hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
@@ -107,12 +107,17 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
                + probes * (oh.cpu("replica_probe_cpu_s") + oh.cpu("replica_probe_native_cpu_s"))
                + rejects * (oh.cpu("replica_reject_cpu_s") + oh.cpu("replica_reject_native_cpu_s")))
     rps = sim["throughput_rps"] or float("nan")
+    # Each replica's idle rate, at the run's final count (the grid's counts are fixed).
+    replica += oh.replica_idle_cores / oh.cpu_speed * sim["replicas"]["running"] / rps
     background = (oh.ray_background_cores / oh.cpu_speed / rps + oh.cpu("ray_background_cpu_per_request_s")
                   + rejects * oh.cpu("ray_background_cpu_per_reject_s"))
     if http:
         driver, proxy = oh.cpu("http_client_cpu_s"), oh.cpu("proxy_cpu_s") + oh.cpu("proxy_native_cpu_s") + router
     else:
         driver, proxy = oh.cpu("client_cpu_s") + oh.cpu("client_native_cpu_s") + router, 0.0
+    # The idle rates (Serve's proxy runs, and idles, with handle ingress too).
+    driver += oh.driver_idle_cores / oh.cpu_speed / rps
+    proxy += oh.proxy_idle_cores / oh.cpu_speed / rps
     out = {k: 1e3 * v for k, v in
            {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
     for role, ms in sim.get("wake_cpu_ms_per_request", {}).items():
@@ -335,7 +340,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             lines.append(f"| {k} | {v:.3f} |")
         elif k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
             lines.append(f"| {k} | {v:.0f} |")
-        elif k == "ray_background_cores":
+        elif k.endswith("_cores"):
             lines.append(f"| {k} | {v:.4f} cores |")
         else:
             lines.append(f"| {k} | {1e3 * v:.3f} |")

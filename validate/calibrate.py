@@ -41,20 +41,31 @@ agents, log monitor, idle ``ray::IDLE`` workers...) are *background*.
 
 Fields (all derived in ``derive``; the inputs are in ``raw``):
 
-* ``host_ns_per_loop`` -- the fixed pure-Python probe ``for i in range(n): x += i``:
-  median of 7 x ``PROBE_N`` (100k) iterations, ns per iteration, before Ray starts
-  (200k iterations up to the 2026-11-26 00:44 file, whose figure the runs' 100k probes
-  then read 4 % fast against; the fastest of 7 up to the 2026-11-25 19:50 file). The
-  harness sizes ``gil`` work from it (``n = seconds / host_ns_per_loop``, run in
-  ``PROBE_N`` chunks).
+* ``host_ns_per_loop`` -- the fixed pure-Python probe ``for i in range(n): x += i``,
+  ns per iteration: the median of the probes taken before Ray starts (7 x ``PROBE_N``,
+  100k iterations), between every two phases (5 x 100k, outside the measured windows)
+  and after the last (7 x 100k; ``raw.host_ns_per_loop_probes``), as a grid run's speed
+  is the median of all its probes (``harness.run_ns_per_loop``); those after ray.init on
+  the thread's CPU clock, as the runs' probes during the load are, since a wall-clock
+  probe in the driver also times its waits for the GIL behind Ray's threads. Up to the
+  2026-11-26 13:34 file it was the probe before Ray alone: at 15:30 that read 35.1 ns and
+  a wall-clock one after the last phase 54.4 ns (51.3 at 13:34), the costs between
+  measured at a speed the file did not record (200k
+  iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to the 2026-11-25 19:50
+  file). The harness sizes ``gil`` work from it (``n = seconds / host_ns_per_loop``, run
+  in ``PROBE_N`` chunks).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
   (subprocess, ``OMP_NUM_THREADS=1``, median of 7); the harness sizes ``native`` work
   from it.
 * ``ray_background_cores`` -- background processes' CPU-seconds per second over an
   ``IDLE_BG_S`` window with the no-op app deployed and no traffic (per-process
-  breakdown in ``raw.idle``). The request-path processes' own idle rates (driver,
-  proxy, replica: health checks, long polls, metrics pushes) are NOT in this field;
-  they are kept in ``raw.idle`` (a few hundredths of a core in all).
+  breakdown in ``raw.idle``). The request-path processes' own idle rates are not in
+  this field but in the next three.
+* ``driver_idle_cores``, ``proxy_idle_cores``, ``replica_idle_cores`` -- the same window's
+  CPU-seconds per second of the driver, the proxy and (per process) the replicas: their
+  periodic tasks (the handle's metrics pushes and long poll, health checks, metrics).
+  Added 2026-11-26; the committed file of 13:34 got them from its own ``raw.idle`` with
+  ``idle_cores`` (the same function), not from a new measurement.
 * ``ray_background_cpu_per_request_s`` -- background processes' CPU during the handle
   c=1 phase minus their idle rate (the idle phase and that phase's own idle window
   together, 11 s), per request.
@@ -1048,6 +1059,20 @@ def clamp(name: str, v: float, warnings: list) -> float:
     return v
 
 
+def idle_cores(idle: dict) -> dict:
+    """``driver_idle_cores``, ``proxy_idle_cores`` and ``replica_idle_cores`` (per replica
+    process) from the idle phase: each role's CPU-seconds per second with Serve deployed
+    and no traffic."""
+    by_role, wall = idle["by_role"], idle["wall_s"]
+
+    def rate(role: str) -> float:
+        r = by_role.get(role)
+        return r["cpu_s"] / wall / r["processes"] if r and r["processes"] else 0.0
+
+    return {"driver_idle_cores": rate("driver"), "proxy_idle_cores": rate("proxy"),
+            "replica_idle_cores": rate("replica")}
+
+
 def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -> dict:
     def nonneg(name, v):
         return clamp(name, v, warnings)
@@ -1098,8 +1123,7 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     v["ray_background_cpu_per_request_s"] = nonneg("ray_background_cpu_per_request_s",
                                                   (bg_load - bg_rate * h["load_wall_s"]) / h["n"])
     v["ray_background_cpu_per_request_s_3s_idle_only"] = per(h, "background")
-    v["request_path_idle_cores"] = {r: x["cpu_s"] / idle["wall_s"] for r, x in idle["by_role"].items()
-                                    if r != "background" and not r.startswith("_")}
+    v.update(idle_cores(idle))
     path_cpu = v["client_cpu_s"] + v["router_cpu_s"] + v["replica_cpu_s"]
     v["hop_s"] = nonneg("hop_s", (h["latency"]["median_s"] - path_cpu) / 2)
     s = np.asarray(h["latencies_s"]) - path_cpu
@@ -1258,6 +1282,7 @@ def main(argv=None) -> int:
     cpu0 = psutil.cpu_times()
     with RealCluster(num_cpus=2, serve_log_level="INFO") as cl:
         host_before = cl.ns_per_loop  # taken before ray.init
+        speeds = [host_before]
         pc = ProcessCPU()
         counter = ProbeCounter()
         try:
@@ -1271,22 +1296,32 @@ def main(argv=None) -> int:
                 await asyncio.sleep(2.0)  # let the warm-up's after-effects (metrics pushes) pass
                 return await _idle_phase(pc)
 
-            idle_raw = asyncio.run(settle())
-            handle_raw = asyncio.run(_handle_phase(handle, args.requests, pc, counter))
-            sync_raw = _sync_phase(cl, handle, args.requests // 2, pc, counter)
-            http_raw = asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests, pc, counter))
-            probe_raw = asyncio.run(_probe_phase(handle, args.requests, pc))
-            reject_raw = _looping_reject_phase(cl, pc, warnings)
-            gil_raw = _gil_phase(cl, handle, GIL_REQUESTS)
-            wake_raw = asyncio.run(_wake_phase(handle, WAKE_REQUESTS))
-            wake_cpu_raw = _wake_cpu_phase(cl, pc)
-            sleep_raw = _backoff_sleep_phase()
-            timer_raw = _timer_phase(cl)
+            def then_probe(result):
+                """A phase's result, and the spin probe right after it (between phases,
+                outside every measured window), timed on the thread's CPU clock: in the
+                driver, after ray.init, a wall-clock probe also times its waits for the GIL
+                behind Ray's own threads (at 16:08, 41-69 ns against 37 before Ray)."""
+                speeds.append(probe_ns_per_loop(clock=time.thread_time_ns))
+                return result
+
+            idle_raw = then_probe(asyncio.run(settle()))
+            handle_raw = then_probe(asyncio.run(_handle_phase(handle, args.requests, pc, counter)))
+            sync_raw = then_probe(_sync_phase(cl, handle, args.requests // 2, pc, counter))
+            http_raw = then_probe(asyncio.run(_http_phase(f"http://127.0.0.1:{cl.http_port}/noop", args.requests,
+                                                          pc, counter)))
+            probe_raw = then_probe(asyncio.run(_probe_phase(handle, args.requests, pc)))
+            reject_raw = then_probe(_looping_reject_phase(cl, pc, warnings))
+            gil_raw = then_probe(_gil_phase(cl, handle, GIL_REQUESTS))
+            wake_raw = then_probe(asyncio.run(_wake_phase(handle, WAKE_REQUESTS)))
+            wake_cpu_raw = then_probe(_wake_cpu_phase(cl, pc))
+            sleep_raw = then_probe(_backoff_sleep_phase())
+            timer_raw = then_probe(_timer_phase(cl))
         finally:
             counter.restore()
         cl.delete("noop")
         startup_raw = _startup_phase(cl, STARTUP_REPS)
-        host_after = probe_ns_per_loop(reps=7)
+        speeds.append(probe_ns_per_loop(reps=7, clock=time.thread_time_ns))
+    host_ns = statistics.median(speeds)
     cpu1 = psutil.cpu_times()
     if not probe_raw.get("found"):
         raise SystemExit("could not reach the router's replicas to force probes")
@@ -1326,7 +1361,7 @@ def main(argv=None) -> int:
         "replica_native_cpu_s": vals["replica_native_cpu_s_per_http_request"],
     }
     doc.update(
-        host_ns_per_loop=host_before,
+        host_ns_per_loop=host_ns,
         native_unit_s=cl.native_unit,
         ray_version=ray.__version__,
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -1336,7 +1371,7 @@ def main(argv=None) -> int:
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
-             "host_ns_per_loop_after": host_after,
+             "host_ns_per_loop_probes": speeds,
              "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
              "wall_s": time.time() - t0, "warnings": warnings},
@@ -1350,13 +1385,14 @@ def main(argv=None) -> int:
         if k in ("hop_cv", "contended_core_speed", "replica_gil_acquisitions", "replica_probe_gil_acquisitions") \
                 or k.endswith("_cv"):
             print(f"  {k:34s} {doc[k]:8.3f}")
-        elif k == "ray_background_cores":
+        elif k.endswith("_cores"):
             print(f"  {k:34s} {doc[k]:8.4f} cores")
         elif isinstance(doc[k], list):
             print(f"  {k:34s} {' '.join(f'{1e3 * x:.3f}' for x in doc[k])} ms")
         else:
             print(f"  {k:34s} {doc[k] * 1e3:8.3f} ms")
-    print(f"  host_ns_per_loop                   {host_before:8.2f} ns (after: {host_after:.2f})")
+    print(f"  host_ns_per_loop                   {host_ns:8.2f} ns (median of {len(speeds)} probes, "
+          f"{min(speeds):.2f}-{max(speeds):.2f}: before Ray, between phases, after)")
     print(f"  handle c=1 latency median {handle_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"http c=1 median {http_raw['latency']['median_s'] * 1e3:.2f} ms, "
           f"probe median {probe_raw['latency']['median_s'] * 1e3:.2f} ms; probes during handle phase "
