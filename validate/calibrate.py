@@ -785,15 +785,17 @@ async def _sequential_cpu(handle, n: int) -> dict:
 def _sync_phase(cl: RealCluster, noop_handle, n: int, pc: ProcessCPU, counter: ProbeCounter) -> list[dict]:
     """The handle phase's c=1 no-op requests to a plain ``def`` no-op replica, in
     ``SYNC_ROUNDS`` rounds each paired with the same to the ``async def`` no-op one
-    (the host's speed drifts: a pair is measured a few seconds apart)."""
+    (the host's speed drifts: a pair is measured a few seconds apart), the two in turn
+    first, so that a drift within the phase does not fall on one side of every pair."""
     sync_cfg = scenario(name="NoopSync", work=[("io", 0.0)], handler="sync", num_replicas=1, num_cpus=1,
                         max_ongoing_requests=5, cluster_cpus=2, rps=1.0)
     sync_handle, states = cl.deploy(sync_cfg, "noopsync")
     try:
         if states.get("RUNNING", 0) < 1:
             raise SystemExit(f"sync no-op replica did not start: {states}")
-        return [{"async": asyncio.run(_handle_phase(noop_handle, n, pc, counter)),
-                 "sync": asyncio.run(_handle_phase(sync_handle, n, pc, counter))} for _ in range(SYNC_ROUNDS)]
+        order = [("async", noop_handle), ("sync", sync_handle)]
+        return [{k: asyncio.run(_handle_phase(h, n, pc, counter)) for k, h in (order if i % 2 == 0 else order[::-1])}
+                for i in range(SYNC_ROUNDS)]
     finally:
         cl.delete("noopsync")
 
