@@ -207,19 +207,12 @@ class Node:
         # idle_since stays: a constant load never made the node busy (idle_for), so its end
         # neither starts nor ends an idle spell.
         self._retune()
-        s, heap = self.service, self._heap
-        while heap:
-            at, version, _, first = heap[0]
-            if version == first.version:
-                if at < _INF:
-                    self._schedule(now + (at - s) / self._speed_now, now)
-                break
-            heappop(heap)
+        self._arm(now)
 
     def idle_for(self, now: float) -> float:
         """How long the node has had no work but its constant loads (Ray's daemons, idle
-        processes' periodic tasks; 0 while it has some): what
-        decides whether a message must wait for a core to wake (``Simulation.wake_s``)."""
+        processes' periodic tasks; 0 while it has some): what decides whether a message
+        must wait for a core to wake (``Simulation.wake_s``)."""
         return 0.0 if self.active > self._background else now - self.idle_since
 
     # -- processor sharing ------------------------------------------------------
@@ -355,16 +348,21 @@ class Node:
             if self.active <= self._background:
                 self.idle_since = now
             self._retune()
-        # The next timer, at the first live entry's finish (stale entries before it dropped):
+        self._arm(now)
+        for _, _, callback, arg in finished:
+            callback(arg)
+
+    def _arm(self, now: float) -> None:
+        """The next timer, at the first live heap entry's finish (the stale entries before
+        it dropped); none if only constant loads are left. ``service`` is up to date."""
+        heap, s = self._heap, self.service
         while heap:
             at, version, _, runner = heap[0]
             if version == runner.version:
                 if at < _INF:
                     self._schedule(now + (at - s) / self._speed_now, now)
-                break
+                return
             heappop(heap)
-        for _, _, callback, arg in finished:
-            callback(arg)
 
     def time_to_next_finish(self, runner: Runner) -> float:
         """Seconds until ``runner``'s first job ends at today's speed (it has jobs)."""

@@ -108,7 +108,7 @@ def test_a_vacated_load_stops_slowing_the_work_beside_it():
     assert node.core_busy_until_now() == pytest.approx(1.5)
 
 
-def test_a_running_replica_idles_at_replica_idle_cores_until_it_exits():
+def test_running_replicas_and_the_caller_load_the_cores_at_their_idle_rates():
     """Two replicas on one core, each idling at 0.25 cores while it runs: a 1 s request
     shares the core with 0.5 threads of idle load and ends at 1.5 s; the driver's and the
     proxy's idle rates load the first node the same way."""

@@ -91,8 +91,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
     count of its occasions (routing attempts, probes, rejected sends per request), the
     handler's CPU segments, the daemons' and each process's idle cores spread over the
-    throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``) and on GIL
-    hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``).
+    throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``)
+    and on GIL hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]

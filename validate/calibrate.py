@@ -47,13 +47,12 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   and after the last (7 x 100k; ``raw.host_ns_per_loop_probes``), as a grid run's speed
   is the median of all its probes (``harness.run_ns_per_loop``); those after ray.init on
   the thread's CPU clock, as the runs' probes during the load are, since a wall-clock
-  probe in the driver also times its waits for the GIL behind Ray's threads. Up to the
-  2026-11-26 13:34 file it was the probe before Ray alone: at 15:30 that read 35.1 ns and
-  a wall-clock one after the last phase 54.4 ns (51.3 at 13:34), the costs between
-  measured at a speed the file did not record (200k
-  iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to the 2026-11-25 19:50
-  file). The harness sizes ``gil`` work from it (``n = seconds / host_ns_per_loop``, run
-  in ``PROBE_N`` chunks).
+  probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
+  the 2026-11-26 13:34 file it was the probe before Ray alone: at 15:30 that read 35.1 ns
+  and a wall-clock one after the last phase 54.4 ns (51.3 at 13:34), the costs between
+  measured at a speed the file did not record (200k iterations up to the 2026-11-26 00:44
+  file; the fastest of 7 up to the 2026-11-25 19:50 file). The harness sizes ``gil`` work
+  from it (``n = seconds / host_ns_per_loop``, run in ``PROBE_N`` chunks).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
   (subprocess, ``OMP_NUM_THREADS=1``, median of 7); the harness sizes ``native`` work
   from it.
@@ -1300,9 +1299,7 @@ def main(argv=None) -> int:
 
             def then_probe(result):
                 """A phase's result, and the spin probe right after it (between phases,
-                outside every measured window), timed on the thread's CPU clock: in the
-                driver, after ray.init, a wall-clock probe also times its waits for the GIL
-                behind Ray's own threads (at 16:08, 41-69 ns against 37 before Ray)."""
+                outside every measured window), on the thread's CPU clock."""
                 speeds.append(probe_ns_per_loop(clock=time.thread_time_ns))
                 return result
 
