@@ -48,10 +48,11 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   is the median of all its probes (``harness.run_ns_per_loop``); those after ray.init on
   the thread's CPU clock, as the runs' probes during the load are, since a wall-clock
   probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
-  the 2026-11-26 13:34 file it was the probe before Ray alone: at 15:30 that read 35.1 ns
-  and a wall-clock one after the last phase 54.4 ns (51.3 at 13:34), the costs between
-  measured at a speed the file did not record (200k iterations up to the 2026-11-26 00:44
-  file; the fastest of 7 up to the 2026-11-25 19:50 file). The harness sizes ``gil`` work
+  the 2026-11-26 15:30 calibration (the committed 13:34 file among them) it was the probe
+  before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after the last phase
+  54.4 ns (51.3 at 13:34), the costs between measured at a speed the file did not record
+  (200k iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to the 2026-11-25
+  19:50 file). The harness sizes ``gil`` work
   from it (``n = seconds / host_ns_per_loop``, run in ``PROBE_N`` chunks).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
   (subprocess, ``OMP_NUM_THREADS=1``, median of 7); the harness sizes ``native`` work

@@ -12,8 +12,8 @@ scenario's distributions inside the replica):
 * ``gil``    -- ``n = d / ns_per_loop`` iterations of ``for i in range(n): x += i``, run as
   ``spin(PROBE_N)`` chunks (and one shorter chunk), exactly the probe that measured
   ``ns_per_loop``: the calibration file's ``host_ns_per_loop`` (measured once per
-  machine, the median of several probes on an idle machine; ``RealCluster`` measures it
-  at start-up when not given), so the work takes ``d`` alone on an idle core. The chunks
+  machine, the median of the calibration's probes: ``validate/calibrate.py``;
+  ``RealCluster`` measures it at start-up when not given), so the work takes ``d`` alone on an idle core. The chunks
   matter because an iteration's cost depends on the loop's length: ``x`` grows past
   CPython's one-digit integers, so 570k iterations in one loop cost 7 % more each than
   100k do (37.9 against 35.4 ns here, 2026-11-26); sized with one probe length and run
