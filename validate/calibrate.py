@@ -52,8 +52,8 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after the last phase
   54.4 ns (51.3 at 13:34), the costs between measured at a speed the file did not record
   (200k iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to the 2026-11-25
-  19:50 file). The harness sizes ``gil`` work
-  from it (``n = seconds / host_ns_per_loop``, run in ``PROBE_N`` chunks).
+  19:50 file). The harness sizes ``gil`` work from it (``n = seconds / host_ns_per_loop``,
+  run in ``PROBE_N`` chunks).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
   (subprocess, ``OMP_NUM_THREADS=1``, median of 7); the harness sizes ``native`` work
   from it.
@@ -1054,6 +1054,13 @@ def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
     return (load_cpu - idle_cpu / idle_wall * load_wall) / n
 
 
+def _replica_per_request(ph: dict, kind: str) -> float:
+    """A phase's replica CPU (``kind``: ``python_s`` or ``native_s``) per request, its idle
+    rate subtracted."""
+    return _per_request(ph["load_replica"][kind], ph["load_wall_s"], ph["idle_replica"][kind], ph["idle_wall_s"],
+                        ph["n"])
+
+
 def clamp(name: str, v: float, warnings: list) -> float:
     if v < 0:
         warnings.append(f"{name} came out negative ({v:.6g}); clamped to 0")
@@ -1085,18 +1092,14 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
             return float("nan")
         return _per_request(ld[kind], ph["load_wall_s"], il[kind] if il else 0.0, ph["idle_wall_s"], ph["n"])
 
-    def per_rep(ph, kind):
-        return _per_request(ph["load_replica"][kind], ph["load_wall_s"], ph["idle_replica"][kind],
-                            ph["idle_wall_s"], ph["n"])
-
     v: dict = {}
     # Probes, forced on the router's loop.
     v["probe_cpu_s"] = nonneg("probe_cpu_s", _per_request(pr["router_load_cpu_s"], pr["load_wall_s"],
                                                          pr["router_idle_cpu_s"], pr["idle_wall_s"], pr["n"]))
-    v["replica_probe_cpu_s"] = nonneg("replica_probe_cpu_s", per_rep(pr, "python_s"))
+    v["replica_probe_cpu_s"] = nonneg("replica_probe_cpu_s", _replica_per_request(pr, "python_s"))
     v["probe_driver_python_all_threads_cpu_s"] = per(pr, "driver", "python_s")
     v["probe_native_cpu_s"] = nonneg("probe_native_cpu_s", per(pr, "driver", "native_s"))
-    v["replica_probe_native_cpu_s"] = nonneg("replica_probe_native_cpu_s", per_rep(pr, "native_s"))
+    v["replica_probe_native_cpu_s"] = nonneg("replica_probe_native_cpu_s", _replica_per_request(pr, "native_s"))
     v["probe_background_cpu_s"] = per(pr, "background")
     v["probe_rtt_median_s"] = pr["latency"]["median_s"]
     # Handle c=1.
@@ -1110,10 +1113,10 @@ def derive(h: dict, web: dict, pr: dict, idle: dict, up: dict, warnings: list) -
     v["driver_python_cpu_s_per_request"] = driver_py
     v["client_cpu_s"] = nonneg("client_cpu_s", driver_py - router_all)
     v["client_native_cpu_s"] = nonneg("client_native_cpu_s", per(h, "driver", "native_s"))
-    rep_py = per_rep(h, "python_s")
+    rep_py = _replica_per_request(h, "python_s")
     v["replica_python_cpu_s_per_request"] = rep_py
     v["replica_cpu_s"] = nonneg("replica_cpu_s", rep_py - probes_per_req * v["replica_probe_cpu_s"])
-    v["replica_native_cpu_s"] = nonneg("replica_native_cpu_s", per_rep(h, "native_s"))
+    v["replica_native_cpu_s"] = nonneg("replica_native_cpu_s", _replica_per_request(h, "native_s"))
     # Background idle rate: the idle phase and the handle phase's own idle window together
     # (11 s: the background's CPU comes in 10 ms ticks from periodic loops, so a longer
     # reference is less noisy than the 3 s window alone).
@@ -1174,8 +1177,7 @@ def derive_sync(rounds: list[dict], replica_probe_cpu_s: float, replica_probe_na
     phase's pairs of the ``def`` replica's CPU per request less the ``async def`` one's,
     each less its probe answers (Python and C++ threads)."""
     def per_req(ph, kind, probe_s):
-        return (_per_request(ph["load_replica"][kind], ph["load_wall_s"], ph["idle_replica"][kind],
-                             ph["idle_wall_s"], ph["n"]) - ph["probes"] / ph["n"] * probe_s)
+        return _replica_per_request(ph, kind) - ph["probes"] / ph["n"] * probe_s
 
     out = {}
     for name, kind, probe_s in (("replica_sync_cpu_s", "python_s", replica_probe_cpu_s),

@@ -13,7 +13,8 @@ scenario's distributions inside the replica):
   ``spin(PROBE_N)`` chunks (and one shorter chunk), exactly the probe that measured
   ``ns_per_loop``: the calibration file's ``host_ns_per_loop`` (measured once per
   machine, the median of the calibration's probes: ``validate/calibrate.py``;
-  ``RealCluster`` measures it at start-up when not given), so the work takes ``d`` alone on an idle core. The chunks
+  ``RealCluster`` measures it at start-up when not given), so the work takes ``d`` alone
+  on an idle core. The chunks
   matter because an iteration's cost depends on the loop's length: ``x`` grows past
   CPython's one-digit integers, so 570k iterations in one loop cost 7 % more each than
   100k do (37.9 against 35.4 ns here, 2026-11-26); sized with one probe length and run
@@ -179,9 +180,7 @@ class HostProbe(threading.Thread):
 
     def run(self):
         while not self._stop_ev.wait(self.interval_s):
-            t0 = time.thread_time_ns()
-            spin(self.n)
-            self.samples.append((time.thread_time_ns() - t0) / self.n)
+            self.samples.append(probe_ns_per_loop(self.n, reps=1, clock=time.thread_time_ns))
 
     def stop(self) -> list[float]:
         self._stop_ev.set()
