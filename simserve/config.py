@@ -81,6 +81,15 @@ PER_REQUEST_COSTS = (
     "replica_reject_native_cpu_s",
     "ray_background_cpu_per_reject_s",
 )
+# The costs ``cpu_speed`` divides (read through ``Overheads.cpu``, the wake-up tables
+# through ``Overheads.wake_cpu``): CPU work and the
+# lateness of Ray's periodic tasks (their own run time). Hops, the start-up's fixed wait,
+# wake-up delays, spreads and host properties are not CPU work here and are not scaled.
+SPEED_SCALED = frozenset(
+    [n for n in PER_REQUEST_COSTS if n not in ("hop_s", "http_hop_s")]
+    + [*IDLE_CORES, "metrics_record_late_s", "metrics_push_late_s", "control_loop_late_s", "replica_startup_cpu_s",
+       "replica_gil_handoff_cpu_s", "client_wake_cpu_s", "replica_wake_cpu_s"]
+)
 
 
 class ConfigError(ValueError):
@@ -419,9 +428,15 @@ class Overheads:
                                                else ("client_cpu_s",))]
         if policy != "ideal":
             on_path.append("router_cpu_s")
-        if handler == "sync":
-            on_path.append("replica_sync_cpu_s")
-        return any(getattr(self, n) > 0.0 for n in on_path)
+        return any(getattr(self, n) > 0.0 for n in on_path) or self.pool_cpu(handler)[0] > 0.0
+
+    def pool_cpu(self, handler: str) -> tuple[float, float]:
+        """What a call through the replica's thread pool costs beyond an ``async def``
+        call, at this run's host speed: (Python, C++) seconds for a ``def`` handler, none
+        for an ``async def`` one."""
+        if handler != "sync":
+            return 0.0, 0.0
+        return self.cpu("replica_sync_cpu_s"), self.cpu("replica_sync_native_cpu_s")
 
     def with_startup_s(self, startup_s: float) -> Overheads:
         """These costs with a replica start-up of ``startup_s`` seconds, of which the
@@ -432,7 +447,9 @@ class Overheads:
         return replace(self, replica_startup_s=startup_s, replica_startup_cpu_s=startup_s * share)
 
     def cpu(self, name: str) -> float:
-        """A CPU cost in seconds at this run's host speed."""
+        """A CPU cost (seconds, or cores for ``IDLE_CORES``) at this run's host speed."""
+        if name not in SPEED_SCALED:  # one list says what scales (a calibration's merge reads it too)
+            raise KeyError(f"{name} is not in SPEED_SCALED")
         return getattr(self, name) / self.cpu_speed
 
     def _wake_table(self) -> None:
@@ -455,7 +472,10 @@ class Overheads:
     def wake_cpu(self, role: str):
         """``g -> CPU seconds`` at this run's host speed for ``role`` ("client" or
         "replica"), or None when the table is empty."""
-        costs = getattr(self, f"{role}_wake_cpu_s")
+        name = f"{role}_wake_cpu_s"
+        if name not in SPEED_SCALED:
+            raise KeyError(f"{name} is not in SPEED_SCALED")
+        costs = getattr(self, name)
         if not costs or not any(costs):
             return None
         return WakeCost(self.wake_idle_s, tuple(c / self.cpu_speed for c in costs))

@@ -48,7 +48,7 @@ class Controller:
         self._startup_factor = Distribution(kind, 1.0, overheads.replica_startup_cv).sampler(rng)
         self._startup_cpu_s = overheads.cpu("replica_startup_cpu_s")
         self._startup_wait_s = overheads.replica_startup_s - overheads.replica_startup_cpu_s
-        self._idle_cores = overheads.replica_idle_cores / overheads.cpu_speed
+        self._idle_cores = overheads.cpu("replica_idle_cores")
         self.replicas: list[Replica] = []  # every replica ever created, by index
         self.target = 0
         self.routers: list = []

@@ -73,9 +73,7 @@ class Replica:
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
-        sync = not self.is_async
-        self.sync_cpu_s = overheads.cpu("replica_sync_cpu_s") if sync else 0.0
-        self.sync_native_cpu_s = overheads.cpu("replica_sync_native_cpu_s") if sync else 0.0
+        self.sync_cpu_s, self.sync_native_cpu_s = overheads.pool_cpu(deployment.handler)
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("replica_probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("replica_reject_cpu_s")

@@ -166,7 +166,7 @@ class Simulation:
         self.ray_process = head.process("ray")  # raylet, GCS, Serve controller, agents
         if not self.http:  # the HTTP load generator is not Ray's, and the proxy's is not measured
             self.client_process.wake = oh.wake_cpu("client")
-        head.occupy((oh.ray_background_cores + oh.driver_idle_cores + oh.proxy_idle_cores) / oh.cpu_speed)
+        head.occupy(sum(oh.cpu(n) for n in ("ray_background_cores", "driver_idle_cores", "proxy_idle_cores")))
 
         self.controller = Controller(self, d, oh, Placer(self.nodes, c.placement), rngs["startups"])
         if config.router.policy == "ideal":

@@ -1,5 +1,6 @@
 """Configuration checks, placement and the streaming histogram's error bound."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -105,3 +106,15 @@ def test_distributions_have_the_requested_mean_and_cv():
         x = Distribution(kind, 0.2, 0.8).draw(rng, 400_000)
         assert x.mean() == pytest.approx(0.2, rel=0.01)
         assert x.std() / x.mean() == pytest.approx(0.8, rel=0.03)
+
+
+def test_only_the_costs_cpu_speed_scales_are_read_at_the_hosts_speed():
+    """``Overheads.cpu`` doubles a listed cost at half speed and refuses an unlisted one (a hop), so
+    ``SPEED_SCALED``, which a calibration merge also reads, is the one list of what scales."""
+    from simserve.config import SPEED_SCALED
+
+    oh = Overheads(router_cpu_s=0.001, hop_s=0.001, cpu_speed=0.5)
+    assert oh.cpu("router_cpu_s") == 0.002
+    with pytest.raises(KeyError):
+        oh.cpu("hop_s")
+    assert SPEED_SCALED <= {f.name for f in dataclasses.fields(Overheads)}

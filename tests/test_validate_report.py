@@ -123,6 +123,20 @@ def test_one_slow_probe_does_not_move_a_runs_host_speed():
     assert run_ns_per_loop({"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_ns_per_loop": 36.0}) == 36.0
 
 
+def test_a_runs_speed_range_is_its_slowest_and_fastest_probe_against_the_calibration():
+    """Probes of 30, 40 and 60 ns in a run simulated at cpu_speed 0.75 (a 30 ns calibration over the 40 ns
+    median) span 0.5 to 1.0 of the calibration's speed, and the report's failure line says so."""
+    import pytest
+
+    from validate.__main__ import _speed_note, speed_range
+
+    row = {"cpu_speed": 0.75,
+           "real": {"host_probe": {"before_ns_per_loop": 30.0, "after_ns_per_loop": 60.0, "during_samples_ns": [40.0]}}}
+    assert speed_range(row) == pytest.approx((0.5, 1.0))
+    assert "0.50-1.00" in _speed_note(row)
+    assert speed_range({"cpu_speed": 1.0, "real": {}}) is None
+
+
 def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached():
     """Round trips of 3.0 ms back to back rising to 4.8 ms from 50 ms of idleness on give a 1.8 ms wake
     after 20 ms, the first gap with at least 0.9 ms of excess."""
@@ -270,3 +284,35 @@ def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_th
     assert out["client_wake_cpu_s"] == pytest.approx([0.0, 0.0006, 0.001])
     assert out["replica_wake_cpu_s"] == pytest.approx([0.0, 0.0, 0.0008])
     assert len(warnings) == 1 and "replica_wake_cpu_s" in warnings[0]
+
+
+def test_merged_calibrations_are_each_fields_median_after_bringing_each_to_the_median_host_speed():
+    """Three calibrations at 40, 50 and 60 ns per loop merge at 50 ns: CPU costs scaled by 50 / their
+    speed before the median (1.0, 1.5, 1.2 ms give 1.25, 1.5, 1.0: median 1.25 ms), hops as measured,
+    the start-up's CPU part scaled and its wait kept, wake-up tables element by element, counts rounded."""
+    import pytest
+
+    from validate.calibrate import FIELDS, merge
+
+    def doc(ns, router_cpu_s, hop_s, acquisitions, wake_cpu):
+        d = dict.fromkeys(FIELDS, 0.0)
+        d.update(host_ns_per_loop=ns, router_cpu_s=router_cpu_s, hop_s=hop_s, replica_gil_acquisitions=acquisitions,
+                 replica_probe_gil_acquisitions=1, replica_startup_s=1.5, replica_startup_cpu_s=1.2,
+                 wake_idle_s=[0.01, 0.1], client_wake_cpu_s=wake_cpu, replica_wake_cpu_s=[0.0, 0.0],
+                 http={"replica_cpu_s": router_cpu_s, "replica_native_cpu_s": 0.0},
+                 native_unit_s=ns * 1e-5, ray_version="2.60.0", host={}, date="", raw={})
+        return d
+
+    m = merge([doc(40.0, 0.0010, 0.0001, 13, [0.001, 0.002]), doc(50.0, 0.0015, 0.0003, 14, [0.002, 0.001]),
+               doc(60.0, 0.0012, 0.0002, 16, [0.0006, 0.0036])])
+    assert m["host_ns_per_loop"] == 50.0
+    assert m["router_cpu_s"] == pytest.approx(0.00125)
+    assert m["http"]["replica_cpu_s"] == pytest.approx(0.00125)
+    assert m["hop_s"] == pytest.approx(0.0002)
+    assert m["replica_startup_cpu_s"] == pytest.approx(1.2)  # 1.5, 1.2, 1.0
+    assert m["replica_startup_s"] == pytest.approx(1.5)  # 0.3 of wait + 1.5, 1.2, 1.0
+    assert m["client_wake_cpu_s"] == pytest.approx([0.00125, 0.0025])  # (1.25, 2, 0.5) and (2.5, 1, 3) ms
+    assert m["wake_idle_s"] == [0.01, 0.1]
+    assert m["replica_gil_acquisitions"] == 14
+    assert m["native_unit_s"] == pytest.approx(50.0e-5)
+    assert [r["host_ns_per_loop"] for r in m["raw"]["runs"]] == [40.0, 50.0, 60.0]

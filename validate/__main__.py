@@ -33,7 +33,7 @@ import sys
 import time
 
 from simserve import simulate
-from validate.harness import run_ns_per_loop
+from validate.harness import probe_samples, run_ns_per_loop
 from validate.scenario import HERE, OVERHEAD_FIELDS, describe, grid_scenarios, load_calibration, smoke_scenarios, with_overheads
 
 THRESHOLD = 0.25
@@ -100,24 +100,22 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     router = (oh.cpu("router_cpu_s") * attempts + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
               + rejects * (oh.cpu("reject_cpu_s") + oh.cpu("reject_native_cpu_s")))
     work = sum(s.duration.mean_s for s in cfg.deployment.work.segments if s.kind != "io")
-    sync = 0.0
-    if cfg.deployment.handler == "sync":  # the call through the replica's thread pool
-        sync = oh.cpu("replica_sync_cpu_s") + oh.cpu("replica_sync_native_cpu_s")
-    replica = (work + sync + oh.cpu("replica_cpu_s") + oh.cpu("replica_native_cpu_s") + oh.cpu("replica_post_cpu_s")
+    replica = (work + sum(oh.pool_cpu(cfg.deployment.handler))
+               + oh.cpu("replica_cpu_s") + oh.cpu("replica_native_cpu_s") + oh.cpu("replica_post_cpu_s")
                + probes * (oh.cpu("replica_probe_cpu_s") + oh.cpu("replica_probe_native_cpu_s"))
                + rejects * (oh.cpu("replica_reject_cpu_s") + oh.cpu("replica_reject_native_cpu_s")))
     rps = sim["throughput_rps"] or float("nan")
     # Each replica's idle rate, at the run's final count (the grid's counts are fixed).
-    replica += oh.replica_idle_cores / oh.cpu_speed * sim["replicas"]["running"] / rps
-    background = (oh.ray_background_cores / oh.cpu_speed / rps + oh.cpu("ray_background_cpu_per_request_s")
+    replica += oh.cpu("replica_idle_cores") * sim["replicas"]["running"] / rps
+    background = (oh.cpu("ray_background_cores") / rps + oh.cpu("ray_background_cpu_per_request_s")
                   + rejects * oh.cpu("ray_background_cpu_per_reject_s"))
     if http:
         driver, proxy = oh.cpu("http_client_cpu_s"), oh.cpu("proxy_cpu_s") + oh.cpu("proxy_native_cpu_s") + router
     else:
         driver, proxy = oh.cpu("client_cpu_s") + oh.cpu("client_native_cpu_s") + router, 0.0
     # The idle rates (Serve's proxy runs, and idles, with handle ingress too).
-    driver += oh.driver_idle_cores / oh.cpu_speed / rps
-    proxy += oh.proxy_idle_cores / oh.cpu_speed / rps
+    driver += oh.cpu("driver_idle_cores") / rps
+    proxy += oh.cpu("proxy_idle_cores") / rps
     out = {k: 1e3 * v for k, v in
            {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
     for role, ms in sim.get("wake_cpu_ms_per_request", {}).items():
@@ -208,8 +206,32 @@ def failures(rows) -> list[str]:
             continue
         e = _err(row["sim"]["throughput_rps"], row["real"]["throughput_rps"])
         if math.isnan(e) or abs(e) > THRESHOLD:
-            bad.append(f"{row['name']}: throughput error {100 * e:+.1f}% (limit {100 * THRESHOLD:.0f}%); {diagnose(row)}")
+            bad.append(f"{row['name']}: throughput error {100 * e:+.1f}% (limit {100 * THRESHOLD:.0f}%); {diagnose(row)}"
+                       + _speed_note(row))
     return bad
+
+
+def speed_range(row: dict) -> tuple[float, float] | None:
+    """The slowest and the fastest of a run's probes, as ``cpu_speed`` (the run is simulated
+    at their median). A wide range is a host that changed speed within the run, which one
+    ``cpu_speed`` cannot follow: on 2026-11-26 from 17:40 the probes of one run read 30 and
+    60 ns in turn."""
+    probe = row["real"].get("host_probe") or {}
+    samples = probe_samples(probe)
+    if not samples:
+        return None
+    calibration_ns = row["cpu_speed"] * run_ns_per_loop(probe)
+    return calibration_ns / max(samples), calibration_ns / min(samples)
+
+
+def _speed_note(row: dict) -> str:
+    r = speed_range(row)
+    return f"; the host ran at {r[0]:.2f}-{r[1]:.2f} of the calibration's speed during it" if r else ""
+
+
+def _speed_cell(row: dict) -> str:
+    r = speed_range(row)
+    return f"{row['cpu_speed']:.2f} ({r[0]:.2f}-{r[1]:.2f})" if r else f"{row['cpu_speed']:.2f}"
 
 
 def diagnose(row: dict) -> str:
@@ -350,7 +372,8 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "foreign load excluded) vs simserve (`nodes[0].physical_busy` x cores).",
         "",
         "| scenario | config | real rps | sim rps | err | real p50 ms | sim p50 ms | real p99 ms | sim p99 ms "
-        "| replicas real (run/pend) | sim | rejected real/sim | cpu_speed | foreign cores | sim rps on free cores "
+        "| replicas real (run/pend) | sim | rejected real/sim | cpu_speed (probes' range) | foreign cores "
+        "| sim rps on free cores "
         "| busy real/sim |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -365,7 +388,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             f"{s['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {s['latency_ms']['p99']:.1f} | "
             f"{r['replicas']['running']}/{r['replicas']['pending']} | "
             f"{s['replicas']['running']}/{s['replicas']['pending']} | {r['rejected']}/{s['rejected']} | "
-            f"{row['cpu_speed']:.2f} | {row['foreign_cores']:.2f} | {row['sim_free_cores']['throughput_rps']:.1f} | "
+            f"{_speed_cell(row)} | {row['foreign_cores']:.2f} | {row['sim_free_cores']['throughput_rps']:.1f} | "
             f"{_busy(row)} |")
     lines += ["", "## Per configuration, repeats pooled", "",
               "Real: mean of the repeats, and their spread (max - min) / mean as the noise band. "
@@ -493,7 +516,8 @@ def main(argv=None) -> int:
     os.makedirs(out_dir, exist_ok=True)
     stamp = _stamp()
     with open(os.path.join(out_dir, f"{mode}-{stamp}.json"), "w") as f:
-        json.dump({"rows": rows, "wall_s": wall, "calibration": cal}, f, indent=1, default=str)
+        json.dump({"rows": rows, "wall_s": wall, "calibration": {k: v for k, v in cal.items() if k != "raw"}}, f,
+                  indent=1, default=str)
     if not args.smoke and not args.only:
         report = args.report or os.path.join(HERE, "REPORT.md")
         write_report(rows, cal, report, wall, measured=stamp)

@@ -114,9 +114,15 @@ def run_ns_per_loop(host_probe: dict) -> float:
     at two speeds for long spells (the autoscaling runs of 11:33-11:44 had about half their
     probes at 33-36 ns and half at 45-55), the median falls on either side from run to run:
     the host's speed is then not one number, and simserve has only one."""
-    during = host_probe.get("during_samples_ns") or [host_probe.get("during_ns_per_loop")]
-    samples = [x for x in (host_probe.get("before_ns_per_loop"), host_probe.get("after_ns_per_loop"), *during) if x]
+    samples = probe_samples(host_probe)
     return statistics.median(samples) if samples else float("nan")
+
+
+def probe_samples(host_probe: dict) -> list[float]:
+    """Every probe a run took (ns per loop): before, during (for runs saved before those were
+    kept, their median) and after."""
+    during = host_probe.get("during_samples_ns") or [host_probe.get("during_ns_per_loop")]
+    return [x for x in (host_probe.get("before_ns_per_loop"), host_probe.get("after_ns_per_loop"), *during) if x]
 
 
 def native_unit_s() -> float:
