@@ -448,9 +448,14 @@ class Overheads:
 
     def cpu(self, name: str) -> float:
         """A CPU cost (seconds, or cores for ``IDLE_CORES``) at this run's host speed."""
-        if name not in SPEED_SCALED:  # one list says what scales (a calibration's merge reads it too)
+        return self._scaled(name) / self.cpu_speed
+
+    def _scaled(self, name: str):
+        """The field ``name``, which must be one that ``cpu_speed`` scales: one list says
+        what scales (a calibration's merge reads it too)."""
+        if name not in SPEED_SCALED:
             raise KeyError(f"{name} is not in SPEED_SCALED")
-        return getattr(self, name) / self.cpu_speed
+        return getattr(self, name)
 
     def _wake_table(self) -> None:
         """Check the wake-up table and store its three fields as tuples (a calibration
@@ -472,10 +477,7 @@ class Overheads:
     def wake_cpu(self, role: str):
         """``g -> CPU seconds`` at this run's host speed for ``role`` ("client" or
         "replica"), or None when the table is empty."""
-        name = f"{role}_wake_cpu_s"
-        if name not in SPEED_SCALED:
-            raise KeyError(f"{name} is not in SPEED_SCALED")
-        costs = getattr(self, name)
+        costs = self._scaled(f"{role}_wake_cpu_s")
         if not costs or not any(costs):
             return None
         return WakeCost(self.wake_idle_s, tuple(c / self.cpu_speed for c in costs))

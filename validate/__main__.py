@@ -34,7 +34,17 @@ import time
 
 from simserve import simulate
 from validate.harness import probe_samples, run_ns_per_loop
-from validate.scenario import HERE, OVERHEAD_FIELDS, describe, grid_scenarios, load_calibration, smoke_scenarios, with_overheads
+from validate.scenario import (
+    HERE,
+    OUT_DIR,
+    OVERHEAD_FIELDS,
+    describe,
+    grid_scenarios,
+    load_calibration,
+    smoke_scenarios,
+    utc_stamp,
+    with_overheads,
+)
 
 THRESHOLD = 0.25
 
@@ -454,12 +464,8 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         f.write("\n".join(lines) + "\n")
     # The measurements behind the report, committed beside it: `--resimulate` reads them.
     with open(os.path.splitext(path)[0] + ".json", "w") as f:
-        json.dump({"rows": rows, "wall_s": wall_s, "measured": measured or _stamp(),
+        json.dump({"rows": rows, "wall_s": wall_s, "measured": measured or utc_stamp(),
                    "calibration": {k: v for k, v in cal.items() if k != "raw"}}, f, indent=0, default=str)
-
-
-def _stamp() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
 def main(argv=None) -> int:
@@ -512,10 +518,9 @@ def main(argv=None) -> int:
         return 130
     wall = time.perf_counter() - t0
     mode = "smoke" if args.smoke else "grid"
-    out_dir = os.path.join(HERE, "out")
-    os.makedirs(out_dir, exist_ok=True)
-    stamp = _stamp()
-    with open(os.path.join(out_dir, f"{mode}-{stamp}.json"), "w") as f:
+    os.makedirs(OUT_DIR, exist_ok=True)
+    stamp = utc_stamp()
+    with open(os.path.join(OUT_DIR, f"{mode}-{stamp}.json"), "w") as f:
         json.dump({"rows": rows, "wall_s": wall, "calibration": {k: v for k, v in cal.items() if k != "raw"}}, f,
                   indent=1, default=str)
     if not args.smoke and not args.only:

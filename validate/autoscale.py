@@ -78,7 +78,7 @@ from simserve.load_shape import LoadShape
 from simserve.request import OK as SIM_OK
 from simserve.simulation import Simulation
 from validate.harness import log_time
-from validate.scenario import HERE, physical_cores, with_overheads
+from validate.scenario import HERE, OUT_DIR, physical_cores, utc_stamp, with_overheads
 
 STEPS = ((15.0, 1), (30.0, 8), (30.0, 1))  # (duration_s, clients)
 TAIL_S = 20.0  # no clients, states still sampled
@@ -714,10 +714,8 @@ def main(cal: dict, repeats: int, command: str, report: str | None = None, saved
     agreement = agreement_rows([r["real"] for r in runs], sims, sum(d for d, _ in STEPS))
     wall = time.perf_counter() - t0
     if not saved:
-        out_dir = os.path.join(HERE, "out")
-        os.makedirs(out_dir, exist_ok=True)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        with open(os.path.join(out_dir, f"autoscale-{stamp}.json"), "w") as f:
+        os.makedirs(OUT_DIR, exist_ok=True)
+        with open(os.path.join(OUT_DIR, f"autoscale-{utc_stamp()}.json"), "w") as f:
             json.dump({"runs": [{**r, "compare": {**r["compare"], "windows": r["compare"]["windows"].to_dict("list")}}
                                 for r in runs], "seed_spread": spread, "agreement": agreement}, f, default=str)
     report = report or os.path.join(HERE, "AUTOSCALE.md")

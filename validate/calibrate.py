@@ -262,7 +262,7 @@ from validate.harness import (
     process_role,
     thread_cpu,
 )
-from validate.scenario import HERE, OVERHEAD_FIELDS, calibration_path, scenario
+from validate.scenario import OUT_DIR, OVERHEAD_FIELDS, calibration_path, scenario, utc_stamp
 
 WARMUP = 200
 IDLE_S = 3.0
@@ -1490,10 +1490,10 @@ def main(argv=None) -> int:
         doc = calibrate_once(args.requests)
     else:
         # Each run's own file stays in validate/out/ (not committed), also if a later one fails.
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stamp = utc_stamp()
         docs = []
         for i in range(args.repeats):
-            part = os.path.join(HERE, "out", f"calibration-{stamp}-run{i + 1}.json")
+            part = os.path.join(OUT_DIR, f"calibration-{stamp}-run{i + 1}.json")
             print(f"calibration {i + 1} of {args.repeats}: {part}", flush=True)
             subprocess.run([sys.executable, "-m", "validate.calibrate", "--repeats", "1",
                             "--requests", str(args.requests), "--out", part], check=True)

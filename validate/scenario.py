@@ -7,6 +7,7 @@ need, and attach measured ``Overheads`` (from ``validate/calibration/*.json``).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import glob
 import json
 import os
@@ -25,6 +26,7 @@ from simserve import (
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CALIBRATION_DIR = os.path.join(HERE, "calibration")
+OUT_DIR = os.path.join(HERE, "out")  # raw results of every real run (not committed)
 # Every measured ``Overheads`` field; ``validate.calibrate`` writes each as a top-level key.
 # ``replica_post_cpu_s`` (the slot held after the response) has no microbenchmark.
 OVERHEAD_FIELDS = tuple(f for f in COST_FIELDS if f != "replica_post_cpu_s")
@@ -158,6 +160,11 @@ def grid_scenarios() -> list[SimConfig]:
 
 
 # -- calibration files -----------------------------------------------------------------
+def utc_stamp() -> str:
+    """Now, as the raw results' file names carry it (``grid-20261126T180815Z.json``)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def calibration_path(host: str | None = None) -> str:
     """validate/calibration/ray-2.60.0-<host>.json; <host> defaults to 'project-machine'
     (this VM's hostname is a generic 'vm'); set VALIDATE_HOST to keep several machines."""
