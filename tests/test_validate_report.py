@@ -116,11 +116,38 @@ def test_native_work_follows_the_runs_own_matmul_time_when_measured():
 def test_one_slow_probe_does_not_move_a_runs_host_speed():
     """A run's speed is the median of its probes: a 55 ns probe before a run whose other probes read 34-36
     leaves it at 35; a run saved with only the median of its probes during counts that median once."""
-    from validate.harness import run_ns_per_loop
+    from validate.host_speed import run_ns_per_loop
 
     probes = {"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_samples_ns": [35.0, 36.0, 34.5]}
     assert run_ns_per_loop(probes) == 35.0
     assert run_ns_per_loop({"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_ns_per_loop": 36.0}) == 36.0
+
+
+def test_a_sampled_runs_host_speed_is_its_time_average():
+    """A run whose sampler read 30 ns half the time and 60 ns the other half got through as many
+    iterations as one at 40 ns throughout (the harmonic mean), whatever the probes before and after read."""
+    import pytest
+
+    from validate.host_speed import run_ns_per_loop
+
+    probes = {"before_ns_per_loop": 90.0, "after_ns_per_loop": 90.0, "sampler_ns": [30.0, 60.0] * 20}
+    assert run_ns_per_loop(probes) == pytest.approx(40.0)
+
+
+def test_the_host_speed_sampler_probes_from_its_own_process_until_stopped():
+    """Started and stopped 0.7 s later, the sampler returns a probe for each 0.25 s that passed, each a
+    plausible ns per loop, and its process has exited."""
+    import time
+
+    from validate.host_speed import HostSpeedSampler
+
+    sampler = HostSpeedSampler()
+    sampler.start()
+    time.sleep(0.7)
+    samples = sampler.stop()
+    assert 1 <= len(samples) <= 3
+    assert all(1.0 < x < 1000.0 for x in samples)
+    assert sampler._proc.returncode == 0
 
 
 def test_a_runs_speed_range_is_its_slowest_and_fastest_probe_against_the_calibration():

@@ -33,7 +33,7 @@ import sys
 import time
 
 from simserve import simulate
-from validate.harness import probe_samples, run_ns_per_loop
+from validate.host_speed import probe_samples, run_ns_per_loop
 from validate.scenario import (
     HERE,
     OUT_DIR,

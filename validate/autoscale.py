@@ -257,13 +257,11 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
 
     from validate.harness import (
         OK,
-        HostProbe,
         _busy_seconds,
         _tree_cpu,
         controller_log_lines,
-        probe_ns_per_loop,
-        run_ns_per_loop,
     )
+    from validate.host_speed import HostSpeedSampler, probe_ns_per_loop, run_ns_per_loop
 
     d = cfg.deployment
     try:
@@ -272,7 +270,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
             raise RuntimeError(f"{app}: no replica RUNNING ({states0})")
         before = probe_ns_per_loop()
         cpu0, ours0 = psutil.cpu_times(), _tree_cpu()
-        sampler, probe = StateSampler(app, d.name), HostProbe()
+        sampler, probe = StateSampler(app, d.name), HostSpeedSampler()
         sampler.start()
         probe.start()
         clock = {"router_s": time.perf_counter()}  # the handle's router starts at its first call
@@ -292,7 +290,7 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
     span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
     ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
     ok = [(s, e) for s, e, st in records if st == OK]
-    host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during}
+    host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "sampler_ns": during}
     return {
         "controller": controller_events(controller_log_lines(), clock["wall0"], horizon, app),
         "t": [t for t, _ in samples],

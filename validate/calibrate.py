@@ -54,9 +54,9 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   ns per iteration: the median of the probes taken before Ray starts (7 x ``PROBE_N``,
   100k iterations), between every two phases (5 x 100k, outside the measured windows)
   and after the last (7 x 100k; ``raw.host_ns_per_loop_probes``), as a grid run's speed
-  is the median of all its probes (``harness.run_ns_per_loop``); those after ray.init on
-  the thread's CPU clock, as the runs' probes during the load are, since a wall-clock
-  probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
+  was the median of all its probes until the sampler of 2026-11-26 21:00
+  (``host_speed.run_ns_per_loop``); those after ray.init on the thread's CPU clock, as
+  the runs' probes during the load are, since a wall-clock probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
   the 2026-11-26 15:30 calibration (the 13:34 file, committed until 19:05, among them) it
   was the probe before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after
   the last phase 54.4 ns (51.3 at 13:34), the costs between measured at a speed the file
@@ -257,11 +257,11 @@ from validate.harness import (
     _tree_cpu,
     controller_log_lines,
     log_time,
-    probe_ns_per_loop,
     process_label,
     process_role,
     thread_cpu,
 )
+from validate.host_speed import probe_ns_per_loop
 from validate.scenario import OUT_DIR, OVERHEAD_FIELDS, calibration_path, scenario, utc_stamp
 
 WARMUP = 200

@@ -41,10 +41,10 @@ Statistics follow simserve's ``Recorder``: throughput counts answers received in
 ``warmup_s`` and answered by ``duration_s``; ``rejected`` counts back-pressure
 rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 
-Host speed: the fixed probe (``spin``, ns per iteration, median of 5 x 100k) runs just
-before and just after the run, and a light background thread takes one probe every
-2 s during it (timed with ``thread_time``); ``host_ns_per_loop`` is the median of them
-all (``run_ns_per_loop``). ``driver_gc``: the driver's
+Host speed (``validate.host_speed``): the fixed probe (``spin``, ns per iteration, median
+of 5 x 100k) runs just before and just after the run, and a process of its own takes one
+probe every 0.25 s during it (``HostSpeedSampler``, timed with ``thread_time``);
+``host_ns_per_loop`` is the time average of those during (``run_ns_per_loop``). ``driver_gc``: the driver's
 garbage-collector pauses during the drive (collections per second and mean pause per
 generation, the longest pause, the fraction of the time paused).
 """
@@ -62,67 +62,24 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 
 from simserve import Distribution, SimConfig
 from simserve.simulation import streams
+from validate.host_speed import PROBE_N, HostSpeedSampler, probe_ns_per_loop, run_ns_per_loop, spin
 
 OK, REJECTED, ERROR = 0, 1, 2
 NATIVE_N = 192
 
 
-# -- the fixed pure-Python probe / gil work ----------------------------------------------------
-PROBE_N = 100_000  # iterations of one spin probe: every host-speed figure uses this length
-
-
-def spin(n: int) -> int:
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
+# -- gil work ----------------------------------------------------------------------------------
 def spin_work(n: int) -> None:
     """``n`` spin iterations as probe-length chunks, so each costs what the probe measured."""
     for _ in range(n // PROBE_N):
         spin(PROBE_N)
     spin(n % PROBE_N)
-
-
-def probe_ns_per_loop(n: int = PROBE_N, reps: int = 5, clock=time.perf_counter_ns) -> float:
-    """ns per iteration of ``spin``: the median of ``reps`` timings, wall-clock unless
-    ``clock`` says otherwise (``time.thread_time_ns``: this thread's CPU time, which leaves
-    out waiting for the GIL, as ``HostProbe`` does)."""
-    times = []
-    for _ in range(reps):
-        t0 = clock()
-        spin(n)
-        times.append(clock() - t0)
-    return statistics.median(times) / n
-
-
-def run_ns_per_loop(host_probe: dict) -> float:
-    """A run's host speed, ns per spin iteration: the median of every probe it took, before,
-    during (``during_samples_ns``; for runs saved before those were kept, their median)
-    and after. A transient slows one probe, not the run: in the grid of 2026-11-26 08:17,
-    14 of 70 runs had a probe before or after at 42-55 ns while their probes during ran at
-    33-36 ns and their replicas' CPU per request did not move, so the mean of before and
-    after (what runs used until then) misread them by up to 35 %. When the host itself runs
-    at two speeds for long spells (the autoscaling runs of 11:33-11:44 had about half their
-    probes at 33-36 ns and half at 45-55), the median falls on either side from run to run:
-    the host's speed is then not one number, and simserve has only one."""
-    samples = probe_samples(host_probe)
-    return statistics.median(samples) if samples else float("nan")
-
-
-def probe_samples(host_probe: dict) -> list[float]:
-    """Every probe a run took (ns per loop): before, during (for runs saved before those were
-    kept, their median) and after."""
-    during = host_probe.get("during_samples_ns") or [host_probe.get("during_ns_per_loop")]
-    return [x for x in (host_probe.get("before_ns_per_loop"), host_probe.get("after_ns_per_loop"), *during) if x]
 
 
 def native_unit_s() -> float:
@@ -172,26 +129,6 @@ class GcPauses:
                 "mean_ms": {g: 1e3 * statistics.fmean(x) if x else 0.0 for g, x in by_gen.items()},
                 "max_ms": 1e3 * max((d for _, d in self.pauses), default=0.0),
                 "paused_fraction": sum(d for _, d in self.pauses) / wall_s}
-
-
-class HostProbe(threading.Thread):
-    """Background speed samples: one spin probe every ``interval_s``, timed with this
-    thread's CPU clock so waiting for the GIL or a core is not counted."""
-
-    def __init__(self, interval_s: float = 2.0, n: int = PROBE_N):
-        super().__init__(daemon=True, name="host-probe")
-        self.interval_s, self.n = interval_s, n
-        self.samples: list[float] = []
-        self._stop_ev = threading.Event()
-
-    def run(self):
-        while not self._stop_ev.wait(self.interval_s):
-            self.samples.append(probe_ns_per_loop(self.n, reps=1, clock=time.thread_time_ns))
-
-    def stop(self) -> list[float]:
-        self._stop_ev.set()
-        self.join(timeout=2)
-        return self.samples
 
 
 # -- the replica side ----------------------------------------------------------------------------
@@ -428,7 +365,7 @@ class RealCluster:
             # BLAS speed drifts apart from the spin probe's: time it too when the work has it.
             native = any(s.kind == "native" for s in cfg.deployment.work.segments)
             native_before = native_unit_s() if native else None
-            probe = HostProbe()
+            probe = HostSpeedSampler()
             cpu0 = psutil.cpu_times()
             ours0 = _tree_cpu()
             roles0 = role_cpu()
@@ -458,7 +395,7 @@ class RealCluster:
         busy = _busy_fraction(cpu0, cpu1)
         elapsed = _busy_seconds(cpu0, cpu1)
         ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
-        host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "during_samples_ns": during,
+        host_probe = {"before_ns_per_loop": before, "after_ns_per_loop": after, "sampler_ns": during,
                       "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
                       "native_unit_s": self.native_unit,
                       "run_native_unit_s": [native_before, native_after] if native else None}
@@ -686,8 +623,11 @@ def thread_cpu(pid: int) -> dict:
 
 
 def process_role(cmd: str) -> str:
-    """driver's descendants by command line: proxy, replica, or background (raylet, GCS,
-    controller, agents, log monitor, idle workers...)."""
+    """driver's descendants by command line: proxy, replica, probe (the host-speed sampler,
+    ours but not Ray's) or background (raylet, GCS, controller, agents, log monitor, idle
+    workers...)."""
+    if "validate.host_speed" in cmd:
+        return "probe"
     if cmd.startswith("ray::ProxyActor"):
         return "proxy"
     if cmd.startswith("ray::ServeReplica"):
@@ -719,8 +659,11 @@ def role_cpu() -> dict:
             cmd = " ".join(p.cmdline() or [])
         except psutil.Error:
             continue
+        role = process_role(cmd)
+        if role == "probe":
+            continue
         t = thread_cpu(p.pid)
-        out[p.pid] = (process_role(cmd), t["python"], t["native"], process_label(cmd))
+        out[p.pid] = (role, t["python"], t["native"], process_label(cmd))
     return out
 
 
