@@ -6,6 +6,8 @@
   with the cluster's logical CPUs, a Serve app whose handler performs the same work
   model, closed-loop or Poisson clients through a ``DeploymentHandle`` or HTTP) and
   returns a summary with the same JSON keys as ``simulate(cfg).summary``.
+* ``validate.host_speed`` -- the fixed pure-Python probe of the host's speed, the
+  sampler that takes it every 0.25 s during a run, and the run's speed read from it.
 * ``validate.calibrate`` -- ``python -m validate.calibrate``: microbenchmarks that
   measure each ``simserve.Overheads`` field and the host speed with real Ray, written
   to ``validate/calibration/ray-2.60.0-<host>.json``.

@@ -223,9 +223,9 @@ def failures(rows) -> list[str]:
 
 def speed_range(row: dict) -> tuple[float, float] | None:
     """The slowest and the fastest of a run's probes, as ``cpu_speed`` (the run is simulated
-    at their median). A wide range is a host that changed speed within the run, which one
-    ``cpu_speed`` cannot follow: on 2026-11-26 from 17:40 the probes of one run read 30 and
-    60 ns in turn."""
+    at ``host_speed.run_ns_per_loop``: their time average, for older runs their median). A
+    wide range is a host that changed speed within the run: on 2026-11-26 from 17:40 the
+    probes of one run read 30 and 60 ns in turn."""
     probe = row["real"].get("host_probe") or {}
     samples = probe_samples(probe)
     if not samples:

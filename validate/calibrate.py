@@ -54,7 +54,7 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   ns per iteration: the median of the probes taken before Ray starts (7 x ``PROBE_N``,
   100k iterations), between every two phases (5 x 100k, outside the measured windows)
   and after the last (7 x 100k; ``raw.host_ns_per_loop_probes``), as a grid run's speed
-  was the median of all its probes until the sampler of 2026-11-26 21:00
+  was the median of all its probes until the sampler of 2026-11-26 20:04
   (``host_speed.run_ns_per_loop``); those after ray.init on the thread's CPU clock, as
   the runs' probes during the load are, since a wall-clock probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
   the 2026-11-26 15:30 calibration (the 13:34 file, committed until 19:05, among them) it
