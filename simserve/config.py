@@ -283,6 +283,8 @@ class Overheads:
     driver, the proxy and each replica burn ``*_idle_cores`` while they live.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are
     busy, relative to one busy core alone (a host property, measured, not a Ray cost);
+    ``oversubscribed_cpu_factor`` is how much dearer all these costs are when the node's
+    cores are all taken;
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
@@ -348,6 +350,11 @@ class Overheads:
     # a busy or slow host stretches the start.
     replica_startup_cpu_s: float = 0.0
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
+    # How much more CPU every cost above takes when it starts on a node whose cores are all
+    # taken (as many runnable threads as cores, or more): pre-empted by CPU-bound threads,
+    # the code finds its caches cold. Measured on the driver's and the replica's CPU per
+    # request; not a speed (cpu_speed does not scale it).
+    oversubscribed_cpu_factor: float = 1.0
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
     # Separate GIL acquisitions the replica's Ray machinery makes per request (receive, hand to
     # the user loop, reply...); replica_cpu_s is spread over them, and each waits for the GIL
@@ -402,6 +409,7 @@ class Overheads:
         _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)
+        _number("oversubscribed_cpu_factor", self.oversubscribed_cpu_factor, low=0, low_open=True)
         self._wake_table()
         if self.replica_startup_cpu_s > self.replica_startup_s:
             raise ConfigError("replica_startup_cpu_s", self.replica_startup_cpu_s,

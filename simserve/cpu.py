@@ -23,8 +23,12 @@ A thread that asks for a GIL another holds waits up to ``gil_switch_interval_s``
 (CPython's ``sys.getswitchinterval()``, 5 ms) before it joins the sharing; zero gives
 pure processor sharing.
 
+An ``Overheads`` cost (``Process.run_overhead``, ``Process.burn``) costs
+``oversubscribed_cpu_factor`` times as much when it starts on a node whose cores are all
+taken (``Node.overhead_cpu``); the user's handler work is charged as stated.
+
 Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
-5 ms turns), hyper-threads, NUMA and cache effects.
+5 ms turns), hyper-threads, NUMA, and cache effects on the user's work.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s")
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s", "oversubscribed_cpu_s")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
@@ -87,6 +91,7 @@ class Process:
         self.wake = None
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
         self.handoff_cpu_s = 0.0  # spent on taking the GIL from another thread so far
+        self.oversubscribed_cpu_s = 0.0  # added to Overheads costs by oversubscribed cores so far
 
     def run_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -111,6 +116,19 @@ class Process:
             return
         node.add(self.gil, work_s, callback, arg)
 
+    def overhead_cpu(self, work_s: float) -> float:
+        """What ``work_s`` of an ``Overheads`` cost (measured with cores to spare) costs if it
+        starts now (``Node.overhead_cpu``); the excess is counted in ``oversubscribed_cpu_s``."""
+        cost = self.node.overhead_cpu(work_s)
+        self.oversubscribed_cpu_s += cost - work_s
+        return cost
+
+    def run_overhead(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
+        """Pure-Python work of an ``Overheads`` cost (``run_gil``) at what it costs now
+        (``overhead_cpu``); ``handoff_s`` was measured with the GIL contended and is not
+        scaled again."""
+        self.run_gil(self.overhead_cpu(work_s), callback, arg, handoff_s)
+
     def boot(self, work_s: float, callback, arg) -> None:
         """The process's own start-up: ``work_s`` of one thread's work before it runs
         anything else; ``callback(arg)`` when done. On a runner of its own, so that it
@@ -122,9 +140,10 @@ class Process:
         self.node.add(Runner(threads, self.name), work_s, callback, arg)
 
     def burn(self, work_s: float) -> None:
-        """GIL-free work on a thread of its own that nothing waits for (C++ threads)."""
+        """GIL-free work of an ``Overheads`` cost on a thread of its own that nothing waits
+        for (C++ threads, wake-ups), at what it costs now (``overhead_cpu``)."""
         if work_s > 0.0:
-            self.node.add(Runner(1, self.name), work_s, _nothing, None)
+            self.node.add(Runner(1, self.name), self.overhead_cpu(work_s), _nothing, None)
 
 
 def _nothing(_) -> None:
@@ -147,6 +166,7 @@ class Node:
         physical_cores: float,
         contended_core_speed: float = 1.0,
         gil_switch_interval_s: float = 0.0,
+        oversubscribed_cpu_factor: float = 1.0,
     ):
         self.env = env
         self.index = index
@@ -154,6 +174,7 @@ class Node:
         self.physical_cores = physical_cores
         self.contended_core_speed = contended_core_speed
         self.gil_switch_interval_s = gil_switch_interval_s
+        self.oversubscribed_cpu_factor = oversubscribed_cpu_factor
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
@@ -208,6 +229,16 @@ class Node:
         # neither starts nor ends an idle spell.
         self._retune()
         self._arm(now)
+
+    def overhead_cpu(self, work_s: float) -> float:
+        """What ``work_s`` of an ``Overheads`` cost (Ray's machinery, the load generator;
+        measured with cores to spare) costs when it starts now: ``oversubscribed_cpu_factor``
+        times as much while the node has at least as many runnable threads as cores. The
+        code then shares its core with CPU-bound threads, is pre-empted and finds its
+        caches cold (``validate.loaded_cpu``: about 1.4 times the driver's and replica's
+        CPU per no-op request with two spinning processes on two cores, 2026-11-26). The
+        state when the work starts decides, not how it changes while the work runs."""
+        return work_s * self.oversubscribed_cpu_factor if self.threads >= self.physical_cores else work_s
 
     def idle_for(self, now: float) -> float:
         """How long the node has had no work but its constant loads (Ray's daemons, idle

@@ -143,7 +143,7 @@ class Replica:
         main loop's is woken to take it: ``replica_gil_handoff_cpu_s``."""
         handoff_s = 0.0 if self._ray_takes else self.gil_handoff_cpu_s
         self._ray_takes += 1
-        self.process.run_gil(state[0], self._take_done, state, handoff_s)
+        self.process.run_overhead(state[0], self._take_done, state, handoff_s)
 
     def _take_done(self, state) -> None:
         self._ray_takes -= 1
@@ -190,7 +190,7 @@ class Replica:
         work on that thread, in one take with the handler's first ``gil`` segment."""
         if self.sync_native_cpu_s > 0.0:
             self.process.burn(self.sync_native_cpu_s)
-        work_s = self.sync_cpu_s
+        work_s = self.process.overhead_cpu(self.sync_cpu_s)
         if self.kinds[0] == "gil":
             req.segment = 1
             work_s += req.demand[0]

@@ -174,7 +174,7 @@ class RayRouter:
         loop runs nothing else. A step spends its CPU one piece at a time."""
         assert not self._busy, "a second CPU piece while the loop is busy"
         self._busy = True
-        self.process.run_gil(cost_s, self._cpu_done, (step, task))
+        self.process.run_overhead(cost_s, self._cpu_done, (step, task))
 
     def _cpu_done(self, pair) -> None:
         # The loop is idle now and the step's deque empty (_drain returns only once it is):

@@ -143,7 +143,8 @@ class Simulation:
         oh = config.overheads
         c = config.cluster
         self.nodes = [
-            Node(self.env, i, c.num_cpus, c.physical_cores, oh.contended_core_speed, oh.gil_switch_interval_s)
+            Node(self.env, i, c.num_cpus, c.physical_cores, oh.contended_core_speed, oh.gil_switch_interval_s,
+                 oh.oversubscribed_cpu_factor)
             for i in range(c.nodes)
         ]
         head = self.nodes[0]
@@ -229,7 +230,7 @@ class Simulation:
         if self.ray_cpu_per_request_s > 0.0:
             self.ray_process.burn(self.ray_cpu_per_request_s)
         if self.client_cpu_s > 0.0:
-            self.client_process.run_gil(self.client_cpu_s, self._to_ingress, req)
+            self.client_process.run_overhead(self.client_cpu_s, self._to_ingress, req)
         elif self.http:
             self._to_ingress(req)
         else:
@@ -264,7 +265,7 @@ class Simulation:
 
     def _at_proxy(self, req) -> None:
         if self.proxy_cpu_s > 0.0:
-            self.proxy_process.run_gil(self.proxy_cpu_s, self.router.submit, req)
+            self.proxy_process.run_overhead(self.proxy_cpu_s, self.router.submit, req)
         else:
             self.router.submit(req)
 
@@ -486,7 +487,16 @@ class Simulation:
             "attempts": self.router.attempts,
             "wake_cpu": (self.client_process.wake_cpu_s, sum(r.process.wake_cpu_s for r in self.controller.replicas if r.process is not None)),
             "handoff_cpu": sum(r.process.handoff_cpu_s for r in self.controller.replicas if r.process is not None),
+            "oversubscribed_cpu": self._oversubscribed_cpu_s(),
         }
+
+    def _oversubscribed_cpu_s(self) -> dict:
+        """The CPU oversubscribed cores have added to the ``Overheads`` costs so far, by the
+        process role the harness measures (with handle ingress the router is the driver's)."""
+        reps = sum(r.process.oversubscribed_cpu_s for r in self.controller.replicas if r.process is not None)
+        proxy = self.proxy_process.oversubscribed_cpu_s if self.http else 0.0
+        return {"driver": self.client_process.oversubscribed_cpu_s, "proxy": proxy, "replica": reps,
+                "background": self.ray_process.oversubscribed_cpu_s}
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -594,6 +604,11 @@ class Simulation:
             },
             # Overheads.replica_gil_handoff_cpu_s as charged, per request answered.
             "gil_handoff_cpu_ms_per_request": 1e3 * (end["handoff_cpu"] - start["handoff_cpu"]) / routed,
+            # Overheads.oversubscribed_cpu_factor as charged: the CPU it added, per request answered.
+            "oversubscribed_cpu_ms_per_request": {
+                role: 1e3 * (end["oversubscribed_cpu"][role] - start["oversubscribed_cpu"][role]) / routed
+                for role in end["oversubscribed_cpu"]
+            },
             "sim_time_s": end["t"],
             "window_s": window,
             "wall_time_s": wall_s,

@@ -40,6 +40,7 @@ from simserve.placement import place
         (lambda: Overheads(wake_idle_s=(0.01,), replica_wake_cpu_s=(-0.001,)), "replica_wake_cpu_s"),
         (lambda: Overheads(client_wake_cpu_s=0.001), "client_wake_cpu_s"),
         (lambda: Overheads(replica_startup_s=1.0, replica_startup_cpu_s=1.5), "replica_startup_cpu_s"),
+        (lambda: Overheads(oversubscribed_cpu_factor=0.0), "oversubscribed_cpu_factor"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_field(make, field):

@@ -343,3 +343,19 @@ def test_merged_calibrations_are_each_fields_median_after_bringing_each_to_the_m
     assert m["replica_gil_acquisitions"] == 14
     assert m["native_unit_s"] == pytest.approx(50.0e-5)
     assert [r["host_ns_per_loop"] for r in m["raw"]["runs"]] == [40.0, 50.0, 60.0]
+
+
+def test_the_oversubscribed_factor_is_the_driver_and_replica_cpu_loaded_over_alone():
+    """Rows alone at 8, 7, 9 ms of driver and replica CPU per request and with the cores
+    oversubscribed at 12, 11 ms give 11.5 / 8 = 1.4375; the background processes' figures
+    (negative when starved) do not enter."""
+    import pytest
+
+    from validate.loaded_cpu import oversubscribed_cpu_factor
+
+    def row(spinners, dri, rep, bac):
+        return {"spinners": spinners, "dri.py": dri / 2, "dri.na": dri / 2, "rep.py": rep, "rep.na": 0.0,
+                "bac.py": bac, "bac.na": 0.0}
+
+    raw = {"rows": [row(0, 4, 4, 0.1), row(2, 6, 6, -2.0), row(0, 3, 4, 0.0), row(2, 5, 6, -3.0), row(0, 4, 5, 0.2)]}
+    assert oversubscribed_cpu_factor(raw) == pytest.approx(11.5 / 8.0)

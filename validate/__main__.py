@@ -101,8 +101,9 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
     count of its occasions (routing attempts, probes, rejected sends per request), the
     handler's CPU segments, the daemons' and each process's idle cores spread over the
-    throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``)
-    and on GIL hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``).
+    throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``),
+    on GIL hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``) and on costs
+    started on oversubscribed cores (``oversubscribed_cpu_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
@@ -128,8 +129,9 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     proxy += oh.cpu("proxy_idle_cores") / rps
     out = {k: 1e3 * v for k, v in
            {"driver": driver, "proxy": proxy, "replica": replica, "background": background}.items()}
-    for role, ms in sim.get("wake_cpu_ms_per_request", {}).items():
-        out[role] += ms
+    for key in ("wake_cpu_ms_per_request", "oversubscribed_cpu_ms_per_request"):
+        for role, ms in sim.get(key, {}).items():
+            out[role] += ms
     out["replica"] += sim.get("gil_handoff_cpu_ms_per_request", 0.0)
     return out
 
@@ -368,7 +370,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             lines.append(f"| {k} | {', '.join(f'{1e3 * float(x):.3f}' for x in cal[k])} |")
             continue
         v = float(cal[k])
-        if k.endswith("_cv") or k == "contended_core_speed":
+        if k.endswith("_cv") or k in ("contended_core_speed", "oversubscribed_cpu_factor"):
             lines.append(f"| {k} | {v:.3f} |")
         elif k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
             lines.append(f"| {k} | {v:.0f} |")

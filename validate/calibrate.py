@@ -30,7 +30,10 @@ during the N requests - idle rate x their duration) / N``.
 Two host figures come from outside Ray: ``contended_core_speed``, the spin probe's
 speed with every core spinning (one process per core, at once) over its speed alone,
 measured before ``ray.init``; and ``gil_switch_interval_s``, CPython's
-``sys.getswitchinterval()``. The ``http`` section holds what differs for a request that
+``sys.getswitchinterval()``. ``oversubscribed_cpu_factor`` is Ray's: the driver's and the
+replica's CPU per no-op request with one spinning process per core beside them at equal
+priority, over the same alone, in turns of 10 s (``validate.loaded_cpu``, the last phase
+before the start-ups). The ``http`` section holds what differs for a request that
 comes through the proxy: the replica's Python and C++ CPU per request in the HTTP phase.
 
 CPU is read from ``/proc/<pid>/task/<tid>/stat`` (utime+stime, 10 ms ticks) per
@@ -1278,6 +1281,8 @@ def calibrate_once(requests: int) -> dict:
     import psutil
     import ray
 
+    from validate.loaded_cpu import oversubscribed_cpu_factor, oversubscribed_phase  # it imports this module
+
     if __name__ != "__main__":  # replicas must unpickle Empty without importing `validate`
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     warnings: list[str] = []
@@ -1325,6 +1330,7 @@ def calibrate_once(requests: int) -> dict:
             wake_cpu_raw = then_probe(_wake_cpu_phase(cl, pc))
             sleep_raw = then_probe(_backoff_sleep_phase())
             timer_raw = then_probe(_timer_phase(cl))
+            oversub_raw = then_probe(oversubscribed_phase(handle, pc))
         finally:
             counter.restore()
         cl.delete("noop")
@@ -1346,6 +1352,7 @@ def calibrate_once(requests: int) -> dict:
     vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings))
     vals.update(derive_sync(sync_raw, vals["replica_probe_cpu_s"], vals["replica_probe_native_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
+    vals["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(oversub_raw)
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
     vals.update(derive_gil(gil_raw, vals["gil_switch_interval_s"], warnings))
     for task in ("record", "push"):
@@ -1378,7 +1385,7 @@ def calibrate_once(requests: int) -> dict:
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
-             "backoff_sleep": sleep_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
              "host_ns_per_loop_probes": speeds,
              "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
@@ -1446,7 +1453,8 @@ def merge(docs: list[dict]) -> dict:
 
 def _print(doc: dict) -> None:
     for k in FIELDS:
-        if k in ("hop_cv", "contended_core_speed", "replica_gil_acquisitions", "replica_probe_gil_acquisitions") \
+        if k in ("hop_cv", "contended_core_speed", "oversubscribed_cpu_factor", "replica_gil_acquisitions",
+                 "replica_probe_gil_acquisitions") \
                 or k.endswith("_cv"):
             print(f"  {k:34s} {doc[k]:8.3f}")
         elif k.endswith("_cores"):

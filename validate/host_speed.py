@@ -162,5 +162,7 @@ def check(workers: tuple[int, ...] = (1, 2), seconds: float = 20.0, repeats: int
 if __name__ == "__main__":
     if sys.argv[1] == "check":
         check()
+    elif sys.argv[1] == "spin":  # a load: spin for SECONDS, then print (iterations, thread CPU ns)
+        print(json.dumps(_spin_worker(float(sys.argv[2]))), flush=True)
     else:
         _sample(float(sys.argv[1]))
