@@ -319,7 +319,7 @@ def collect(args) -> dict:
         if n == "S2":
             row["projected_wall_s_per_1M_requests"] = 1e6 / r["simserve_rps"]
         scen[n] = row
-    if "S1" in scen and "S3" in scen and scen["S1"]["simserve_events_rps"] and scen["S3"]["simserve_rps"]:
+    if "S1" in scen and "S3" in scen and scen["S1"].get("simserve_events_rps") and scen["S3"]["simserve_rps"]:
         # microseconds per request in S3 over those of S1 in the same (event-driven) engine
         scen["S3"]["cost_per_request_vs_S1"] = scen["S1"]["simserve_events_rps"] / scen["S3"]["simserve_rps"]
         scen["S3"]["us_per_request"] = 1e6 / scen["S3"]["simserve_rps"]

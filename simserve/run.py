@@ -428,6 +428,10 @@ def report(summary: dict) -> str:
             f"costs        Ray's machinery per request: {1e3 * py:.2f} ms Python CPU, {1e3 * native:.2f} ms C++ CPU, "
             f"{1e3 * oh['hop_s']:.2f} ms per hop, {1e3 * oh['router_cpu_s']:.2f} ms per routing attempt (calibration)"
         )
+        extra = sum(summary["oversubscribed_cpu_ms_per_request"].values())
+        if extra > 0:
+            lines.append(f"             cores oversubscribed: {extra:.2f} ms more CPU per request "
+                         f"(x{oh['oversubscribed_cpu_factor']:.2f} on the costs that started then)")
     lines.append(f"bottleneck   {summary['bottleneck']}")
     lines.append(f"simulated {_fmt(summary['sim_time_s'])} s in {_fmt(summary['wall_time_s'], 2)} s (seed {summary['seed']})")
     return "\n".join(lines)

@@ -487,10 +487,10 @@ class Simulation:
             "attempts": self.router.attempts,
             "wake_cpu": (self.client_process.wake_cpu_s, sum(r.process.wake_cpu_s for r in self.controller.replicas if r.process is not None)),
             "handoff_cpu": sum(r.process.handoff_cpu_s for r in self.controller.replicas if r.process is not None),
-            "oversubscribed_cpu": self._oversubscribed_cpu_s(),
+            "oversubscribed_cpu": self.oversubscribed_cpu_by_role(),
         }
 
-    def _oversubscribed_cpu_s(self) -> dict:
+    def oversubscribed_cpu_by_role(self) -> dict:
         """The CPU oversubscribed cores have added to the ``Overheads`` costs so far, by the
         process role the harness measures (with handle ingress the router is the driver's)."""
         reps = sum(r.process.oversubscribed_cpu_s for r in self.controller.replicas if r.process is not None)

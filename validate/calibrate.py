@@ -59,8 +59,8 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   and after the last (7 x 100k; ``raw.host_ns_per_loop_probes``), as a grid run's speed
   was the median of all its probes until the sampler of 2026-11-26 20:04
   (``host_speed.run_ns_per_loop``); those after ray.init on the thread's CPU clock, as
-  the runs' probes during the load are, since a wall-clock probe in the driver would also time its waits for the GIL behind Ray's threads. Up to
-  the 2026-11-26 15:30 calibration (the 13:34 file, committed until 19:05, among them) it
+  the runs' probes during the load are, since a wall-clock probe in the driver would also
+  time its waits for the GIL behind Ray's threads. Up to the 2026-11-26 15:30 calibration (the 13:34 file, committed until 19:05, among them) it
   was the probe before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after
   the last phase 54.4 ns (51.3 at 13:34), the costs between measured at a speed the file
   did not record (200k iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to
@@ -1385,7 +1385,8 @@ def calibrate_once(requests: int) -> dict:
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
-             "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals, "core_contention": contention,
+             "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals,
+             "core_contention": contention,
              "host_ns_per_loop_probes": speeds,
              "host_busy_before": busy_before,
              "host_busy_during": 1.0 - ((cpu1.idle - cpu0.idle) / max(1e-9, sum(cpu1) - sum(cpu0))),
