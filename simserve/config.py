@@ -283,8 +283,8 @@ class Overheads:
     driver, the proxy and each replica burn ``*_idle_cores`` while they live.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are
     busy, relative to one busy core alone (a host property, measured, not a Ray cost);
-    ``oversubscribed_cpu_factor`` is how much dearer all these costs are when the node's
-    cores are all taken;
+    ``oversubscribed_cpu_factor`` is how much dearer the per-request and per-event CPU
+    costs are when handler threads take all of the node's cores;
     ``gil_switch_interval_s`` is CPython's, read from the interpreter.
     One-way message latencies are lognormal with mean ``hop_s`` and coefficient of
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
@@ -350,10 +350,11 @@ class Overheads:
     # a busy or slow host stretches the start.
     replica_startup_cpu_s: float = 0.0
     contended_core_speed: float = 1.0  # a core's speed with all cores busy, relative to one alone
-    # How much more CPU every cost above takes when it starts on a node whose cores are all
-    # taken (as many runnable threads as cores, or more): pre-empted by CPU-bound threads,
-    # the code finds its caches cold. Measured on the driver's and the replica's CPU per
-    # request; not a speed (cpu_speed does not scale it).
+    # How much more CPU the per-request and per-event costs above take when they start on a
+    # node whose cores are all taken by handler threads (cpu.Node.overhead_cpu): Ray's code
+    # then competes with CPU-bound threads for its core. Measured on the driver's and the
+    # replica's CPU per request beside spinning processes; not a speed (cpu_speed does not
+    # scale it). Start-ups, idle rates and timer lateness are not scaled.
     oversubscribed_cpu_factor: float = 1.0
     gil_switch_interval_s: float = 0.0  # CPython's sys.getswitchinterval(); 0: pure processor sharing
     # Separate GIL acquisitions the replica's Ray machinery makes per request (receive, hand to

@@ -25,7 +25,8 @@ pure processor sharing.
 
 An ``Overheads`` cost (``Process.run_overhead``, ``Process.burn``) costs
 ``oversubscribed_cpu_factor`` times as much when it starts on a node whose cores are all
-taken (``Node.overhead_cpu``); the user's handler work is charged as stated.
+taken by handler threads (``Process.run_handler_*``, ``Node.overhead_cpu``); the handler's
+own work is charged as stated.
 
 Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
 5 ms turns), hyper-threads, NUMA, and cache effects on the user's work.
@@ -82,7 +83,8 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s", "oversubscribed_cpu_s")
+    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s", "oversubscribed_cpu_s",
+                 "handler_jobs")
 
     def __init__(self, node: "Node", name: str):
         self.node = node
@@ -92,6 +94,7 @@ class Process:
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
         self.handoff_cpu_s = 0.0  # spent on taking the GIL from another thread so far
         self.oversubscribed_cpu_s = 0.0  # added to Overheads costs by oversubscribed cores so far
+        self.handler_jobs = 0  # the handler's pure-Python jobs submitted and not done
 
     def run_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -115,6 +118,31 @@ class Process:
             node.later(wait, _join_gil, (self, work_s + handoff_s, callback, arg))
             return
         node.add(self.gil, work_s, callback, arg)
+
+    def run_handler_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
+        """The handler's pure-Python work (``run_gil``): while the process has any, its GIL's
+        thread counts as one of the node's handler threads (``Node.handler_threads``)."""
+        if not self.handler_jobs:
+            self.node.handler_threads += 1
+        self.handler_jobs += 1
+        self.run_gil(work_s, self._handler_gil_done, (callback, arg), handoff_s)
+
+    def _handler_gil_done(self, pair) -> None:
+        self.handler_jobs -= 1
+        if not self.handler_jobs:
+            self.node.handler_threads -= 1
+        pair[0](pair[1])
+
+    def run_handler_native(self, threads: int, work_s: float, callback, arg) -> None:
+        """The handler's GIL-releasing work (``run_native``), its ``threads`` counted as
+        handler threads until it ends."""
+        self.node.handler_threads += threads
+        self.run_native(threads, work_s, self._handler_native_done, (threads, callback, arg))
+
+    def _handler_native_done(self, args) -> None:
+        threads, callback, arg = args
+        self.node.handler_threads -= threads
+        callback(arg)
 
     def overhead_cpu(self, work_s: float) -> float:
         """What ``work_s`` of an ``Overheads`` cost (measured with cores to spare) costs if it
@@ -175,6 +203,7 @@ class Node:
         self.contended_core_speed = contended_core_speed
         self.gil_switch_interval_s = gil_switch_interval_s
         self.oversubscribed_cpu_factor = oversubscribed_cpu_factor
+        self.handler_threads = 0  # threads with handler work (Process.run_handler_*) now
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
@@ -233,12 +262,14 @@ class Node:
     def overhead_cpu(self, work_s: float) -> float:
         """What ``work_s`` of an ``Overheads`` cost (Ray's machinery, the load generator;
         measured with cores to spare) costs when it starts now: ``oversubscribed_cpu_factor``
-        times as much while the node has at least as many runnable threads as cores. The
-        code then shares its core with CPU-bound threads, is pre-empted and finds its
-        caches cold (``validate.loaded_cpu``: about 1.4 times the driver's and replica's
-        CPU per no-op request with two spinning processes on two cores, 2026-11-26). The
-        state when the work starts decides, not how it changes while the work runs."""
-        return work_s * self.oversubscribed_cpu_factor if self.threads >= self.physical_cores else work_s
+        times as much while the handlers' threads alone take every core. Ray's code then
+        competes with CPU-bound threads for its core, and spends more per request
+        (``validate.loaded_cpu``: the driver's and replica's CPU per no-op request with one
+        spinning process per core beside them, 2026-11-26; why, it does not tell). Ray's
+        own work and its daemons do not count: measured with cores to spare, their cost
+        already holds their own contention, and counting them would let a cost raise
+        itself. The state when the cost starts decides, not how it changes while it runs."""
+        return work_s * self.oversubscribed_cpu_factor if self.handler_threads >= self.physical_cores else work_s
 
     def idle_for(self, now: float) -> float:
         """How long the node has had no work but its constant loads (Ray's daemons, idle

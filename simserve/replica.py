@@ -219,9 +219,9 @@ class Replica:
     def _run_cpu(self, req, kind: str, duration: float, callback) -> None:
         if kind == "gil":
             # The handler's thread, found waiting behind any other, pays its hand-over.
-            self.process.run_gil(duration, callback, req, self.gil_handoff_cpu_s)
+            self.process.run_handler_gil(duration, callback, req, self.gil_handoff_cpu_s)
         else:
-            self.process.run_native(self.omp_num_threads, duration, callback, req)
+            self.process.run_handler_native(self.omp_num_threads, duration, callback, req)
 
     def _after_loop_cpu(self, req) -> None:
         if self._loop_waiting:

@@ -127,18 +127,22 @@ def test_the_wake_cost_is_zero_before_the_first_point_linear_between_and_flat_af
         [0.0, 0.0, 0.0, 0.0005, 0.001, 0.0015, 0.002])
 
 
-@pytest.mark.parametrize("busy,expected_end_s,extra_s", [(1, 1.0, 0.0), (2, 2.25, 0.5)])
-def test_an_overhead_started_on_taken_cores_costs_the_oversubscribed_factor(busy, expected_end_s, extra_s):
+@pytest.mark.parametrize("busy,handler,expected_end_s,extra_s",
+                         [(1, True, 1.0, 0.0), (2, True, 2.25, 0.5), (2, False, 1.5, 0.0)])
+def test_an_overhead_started_on_cores_taken_by_handlers_costs_the_oversubscribed_factor(
+        busy, handler, expected_end_s, extra_s):
     """On two cores with oversubscribed_cpu_factor 1.5, 1 s of Ray's work beside one busy
-    thread costs 1 s and ends at 1 s; beside two it costs 1.5 s, shared three ways on two
-    cores (2/3 speed), and ends at 2.25 s; the handler's own work is never scaled."""
+    handler thread costs 1 s and ends at 1 s; beside two it costs 1.5 s, shared three ways
+    on two cores (2/3 speed), and ends at 2.25 s; beside two threads of Ray's own work it
+    costs 1 s (ends at 1.5 s): only handler threads count."""
     from simserve import events
     from simserve.cpu import Node
 
     env = events.Environment()
     node = Node(env, 0, num_cpus=2, physical_cores=2, oversubscribed_cpu_factor=1.5)
     for i in range(busy):
-        node.process(f"handler-{i}").run_gil(10.0, lambda _: None, None)
+        p = node.process(f"busy-{i}")
+        (p.run_handler_gil if handler else p.run_gil)(10.0, lambda _: None, None)
     ray = node.process("driver")
     ends = []
     ray.run_overhead(1.0, lambda _: ends.append(env.now), None)

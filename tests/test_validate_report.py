@@ -114,8 +114,8 @@ def test_native_work_follows_the_runs_own_matmul_time_when_measured():
 
 
 def test_one_slow_probe_does_not_move_a_runs_host_speed():
-    """A run's speed is the median of its probes: a 55 ns probe before a run whose other probes read 34-36
-    leaves it at 35; a run saved with only the median of its probes during counts that median once."""
+    """A run saved before the sampler is at the median of its probes: a 55 ns probe before a run whose
+    other probes read 34-36 leaves it at 35; a run saved with only the median of its probes during counts that median once."""
     from validate.host_speed import run_ns_per_loop
 
     probes = {"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_samples_ns": [35.0, 36.0, 34.5]}

@@ -253,7 +253,7 @@ import time
 import numpy as np
 
 from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
-from simserve.config import SPEED_SCALED
+from simserve.config import SPEED_SCALED, Overheads
 from validate.harness import (
     RealCluster,
     RouterCounters,
@@ -1352,7 +1352,6 @@ def calibrate_once(requests: int) -> dict:
     vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings))
     vals.update(derive_sync(sync_raw, vals["replica_probe_cpu_s"], vals["replica_probe_native_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
-    vals["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(oversub_raw)
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
     vals.update(derive_gil(gil_raw, vals["gil_switch_interval_s"], warnings))
     for task in ("record", "push"):
@@ -1367,6 +1366,7 @@ def calibrate_once(requests: int) -> dict:
             warnings.append(f"wake_cpu after {1e3 * p['sleep_s']:g} ms: other processes took "
                             f"{p['foreign_cores']:.2f} cores: rerun on an idle machine")
     vals.update(wake_cpu(wake_cpu_raw, warnings))
+    vals["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(oversub_raw, _wake_overheads(vals))
     vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
     vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
@@ -1393,6 +1393,22 @@ def calibrate_once(requests: int) -> dict:
              "wall_s": time.time() - t0, "warnings": warnings},
     )
     return doc
+
+
+def _wake_overheads(vals: dict) -> Overheads:
+    """The wake-up table of a calibration's values, as ``Overheads`` (``wake_cpu``)."""
+    return Overheads(**{k: vals[k] for k in ("wake_idle_s", "client_wake_cpu_s", "replica_wake_cpu_s")})
+
+
+def rederive(doc: dict) -> dict:
+    """A saved calibration run with the fields whose derivation changed after it was
+    measured derived again from its raw data: ``oversubscribed_cpu_factor`` (the wake-up
+    costs taken out since 2026-11-26 21:50)."""
+    from validate.loaded_cpu import oversubscribed_cpu_factor  # it imports this module
+
+    out = dict(doc)
+    out["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(doc["raw"]["oversubscribed"], _wake_overheads(doc))
+    return out
 
 
 def _normalised(doc: dict, ref_ns: float) -> dict:
@@ -1491,11 +1507,20 @@ def main(argv=None) -> int:
                     help="calibrations to make, each in a process and Ray cluster of its own, merged into one "
                          "(merge; default 3)")
     ap.add_argument("--out", default=None, help="output JSON (default validate/calibration/ray-2.60.0-<host>.json)")
+    ap.add_argument("--merge", metavar="RUN", nargs="+", default=None,
+                    help="merge saved runs (out/calibration-*-runK.json) again instead of measuring, each "
+                         "derived again from its raw data where a derivation changed since (rederive)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error(f"--repeats={args.repeats}: must be at least 1")
     out = args.out or calibration_path()
-    if args.repeats == 1:
+    if args.merge:
+        docs = []
+        for path in args.merge:
+            with open(path) as f:
+                docs.append(rederive(json.load(f)))
+        doc = merge(docs)
+    elif args.repeats == 1:
         doc = calibrate_once(args.requests)
     else:
         # Each run's own file stays in validate/out/ (not committed), also if a later one fails.

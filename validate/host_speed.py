@@ -126,9 +126,9 @@ def _sample(interval_s: float) -> None:
     print(json.dumps(samples), flush=True)
 
 
-def _spin_worker(seconds: float) -> tuple[int, int]:
-    """Spin probes back to back for ``seconds`` of wall time: (iterations, thread CPU ns)."""
-    end = time.perf_counter() + seconds
+def _spin_worker(duration_s: float) -> tuple[int, int]:
+    """Spin probes back to back for ``duration_s`` of wall time: (iterations, thread CPU ns)."""
+    end = time.perf_counter() + duration_s
     n, cpu0 = 0, time.thread_time_ns()
     while time.perf_counter() < end:
         spin(PROBE_N)
@@ -136,9 +136,9 @@ def _spin_worker(seconds: float) -> tuple[int, int]:
     return n, time.thread_time_ns() - cpu0
 
 
-def check(workers: tuple[int, ...] = (1, 2), seconds: float = 20.0, repeats: int = 3) -> list[dict]:
+def check(workers: tuple[int, ...] = (1, 2), duration_s: float = 20.0, repeats: int = 3) -> list[dict]:
     """Does the sampler read the speed that CPU-bound work gets? ``w`` processes spin for
-    ``seconds`` while the sampler runs; each row gives the workers' own ns per loop (their
+    ``duration_s`` while the sampler runs; each row gives the workers' own ns per loop (their
     thread CPU over their iterations: the time average they got) beside the sampler's
     harmonic mean and median. ``python -m validate.host_speed check``."""
     import multiprocessing
@@ -149,7 +149,7 @@ def check(workers: tuple[int, ...] = (1, 2), seconds: float = 20.0, repeats: int
             sampler = HostSpeedSampler()
             sampler.start()
             with multiprocessing.get_context("spawn").Pool(w) as pool:
-                done = pool.map(_spin_worker, [seconds] * w)
+                done = pool.map(_spin_worker, [duration_s] * w)
             samples = sampler.stop()
             rows.append({"repeat": rep, "workers": w,
                          "workers_ns": sum(c for _, c in done) / sum(n for n, _ in done),
