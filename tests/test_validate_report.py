@@ -115,7 +115,8 @@ def test_native_work_follows_the_runs_own_matmul_time_when_measured():
 
 def test_one_slow_probe_does_not_move_a_runs_host_speed():
     """A run saved before the sampler is at the median of its probes: a 55 ns probe before a run whose
-    other probes read 34-36 leaves it at 35; a run saved with only the median of its probes during counts that median once."""
+    other probes read 34-36 leaves it at 35; a run saved with only the median of its probes during
+    counts that median once."""
     from validate.host_speed import run_ns_per_loop
 
     probes = {"before_ns_per_loop": 55.0, "after_ns_per_loop": 34.0, "during_samples_ns": [35.0, 36.0, 34.5]}
@@ -359,3 +360,21 @@ def test_the_oversubscribed_factor_is_the_driver_and_replica_cpu_loaded_over_alo
 
     raw = {"rows": [row(0, 4, 4, 0.1), row(2, 6, 6, -2.0), row(0, 3, 4, 0.0), row(2, 5, 6, -3.0), row(0, 4, 5, 0.2)]}
     assert oversubscribed_cpu_factor(raw) == pytest.approx(11.5 / 8.0)
+
+
+def test_the_oversubscribed_factor_leaves_out_the_wake_up_cpu_at_each_rows_latency():
+    """With a wake-up table that costs the driver and the replica 1 ms each after 50 ms idle and
+    nothing before 10 ms, rows alone (5 ms latency) keep their 8 ms, rows beside the spinners
+    (90 ms latency) lose 2 ms of their 12: the factor is 10 / 8."""
+    import pytest
+
+    from simserve import Overheads
+    from validate.loaded_cpu import oversubscribed_cpu_factor
+
+    def row(spinners, ms, lat_ms):
+        return {"spinners": spinners, "lat_ms": lat_ms, "dri.py": ms / 2, "dri.na": 0.0, "rep.py": ms / 2,
+                "rep.na": 0.0}
+
+    wake = Overheads(wake_idle_s=(0.01, 0.05), client_wake_cpu_s=(0.0, 0.001), replica_wake_cpu_s=(0.0, 0.001))
+    raw = {"rows": [row(0, 8.0, 5.0), row(2, 12.0, 90.0), row(0, 8.0, 5.0)]}
+    assert oversubscribed_cpu_factor(raw, wake) == pytest.approx(10.0 / 8.0)

@@ -1403,7 +1403,7 @@ def _wake_overheads(vals: dict) -> Overheads:
 def rederive(doc: dict) -> dict:
     """A saved calibration run with the fields whose derivation changed after it was
     measured derived again from its raw data: ``oversubscribed_cpu_factor`` (the wake-up
-    costs taken out since 2026-11-26 21:50)."""
+    costs taken out since 2026-11-26 21:40)."""
     from validate.loaded_cpu import oversubscribed_cpu_factor  # it imports this module
 
     out = dict(doc)
