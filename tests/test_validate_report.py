@@ -378,3 +378,14 @@ def test_the_oversubscribed_factor_leaves_out_the_wake_up_cpu_at_each_rows_laten
     wake = Overheads(wake_idle_s=(0.01, 0.05), client_wake_cpu_s=(0.0, 0.001), replica_wake_cpu_s=(0.0, 0.001))
     raw = {"rows": [row(0, 8.0, 5.0), row(2, 12.0, 90.0), row(0, 8.0, 5.0)]}
     assert oversubscribed_cpu_factor(raw, wake) == pytest.approx(10.0 / 8.0)
+
+
+def test_a_diagnosis_charges_each_role_its_cpu_per_request_less_its_idle_rate():
+    """2 s of driver Python and 1 s of C++ over 10 s and 100 requests, with an idle rate of 0.1 s
+    of Python per 5 s: 18 ms and 10 ms per request; a role with no CPU at all: 0."""
+    from validate.calibrate import per_request_by_role
+
+    load = {"driver": {"python_s": 2.0, "native_s": 1.0}}
+    idle = ({"driver": {"python_s": 0.1, "native_s": 0.0}}, 5.0)
+    out = per_request_by_role(load, 10.0, idle, 100, ("driver", "replica"))
+    assert out == {"dri.py": 18.0, "dri.na": 10.0, "rep.py": 0.0, "rep.na": 0.0}

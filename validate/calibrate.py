@@ -1067,6 +1067,21 @@ def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
     return (load_cpu - idle_cpu / idle_wall * load_wall) / n
 
 
+def per_request_by_role(load: dict, wall: float, idle: tuple[dict, float], n: int, roles) -> dict:
+    """ms of CPU per request of each role's Python (``<rol>.py``) and C++ (``<rol>.na``)
+    threads over a window of ``n`` requests (``_by_role`` of it, ``wall`` seconds), each
+    minus its idle rate (``idle``: ``_by_role`` of an idle window and its seconds); for
+    the diagnoses ``pause_cpu`` and ``loaded_cpu``."""
+    idle_by_role, idle_wall = idle
+    out = {}
+    for role in roles:
+        for kind in ("python_s", "native_s"):
+            cpu = _per_request(load.get(role, {}).get(kind, 0.0), wall, idle_by_role.get(role, {}).get(kind, 0.0),
+                               idle_wall, n)
+            out[f"{role[:3]}.{kind[:2]}"] = round(1e3 * cpu, 3)
+    return out
+
+
 def _replica_per_request(ph: dict, kind: str) -> float:
     """A phase's replica CPU (``kind``: ``python_s`` or ``native_s``) per request, its idle
     rate subtracted."""

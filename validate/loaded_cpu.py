@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-from validate.calibrate import ProcessCPU, _by_role, _per_request, _window
+from validate.calibrate import ProcessCPU, _by_role, _window, per_request_by_role
 from validate.harness import RealCluster
 from validate.host_speed import HostSpeedSampler, run_ns_per_loop
 from validate.scenario import load_calibration, scenario
@@ -71,12 +71,7 @@ async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: 
     out = {"spinners": k, "nice": nice, "requests": n, "lat_ms": round(1e3 * statistics.median(lat), 3),
            "foreign": round(load["_foreign_cores"], 3), "sampler_ns": round(ns, 2),
            "spinners_ns": round(sum(c for _, c in spun) / sum(i for i, _ in spun), 2) if spun else None}
-    idle_by_role, idle_wall = idle
-    for role in ROLES:
-        for kind in ("python_s", "native_s"):
-            cpu = _per_request(load.get(role, {}).get(kind, 0.0), wall, idle_by_role.get(role, {}).get(kind, 0.0),
-                               idle_wall, n)
-            out[f"{role[:3]}.{kind[:2]}"] = round(1e3 * cpu, 3)
+    out.update(per_request_by_role(load, wall, idle, n, ROLES))
     total_ms = sum(out[f"{r[:3]}.{kind[:2]}"] for r in ROLES for kind in ("python_s", "native_s"))
     out["total_ms"] = round(total_ms, 3)
     out["total_kiloloops"] = round(1e3 * total_ms / ns, 2)  # ms / (ns per loop) = thousands of loops

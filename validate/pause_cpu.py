@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from validate.calibrate import ProcessCPU, _by_role, _per_request, _window
+from validate.calibrate import ProcessCPU, _by_role, _window, per_request_by_role
 from validate.harness import RealCluster
 from validate.scenario import load_calibration, scenario
 
@@ -51,12 +51,7 @@ async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: tuple[dict, float]) -
     load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
     out = {"gap_ms": gap_s * 1e3, "lat_ms": round(1e3 * statistics.median(lat), 3),
            "foreign": round(load["_foreign_cores"], 3)}
-    idle_by_role, idle_wall = idle
-    for role in ROLES:
-        for k in ("python_s", "native_s"):
-            cpu = _per_request(load.get(role, {}).get(k, 0.0), wall, idle_by_role.get(role, {}).get(k, 0.0),
-                               idle_wall, N)
-            out[f"{role[:3]}.{k[:2]}"] = round(1e3 * cpu, 3)
+    out.update(per_request_by_role(load, wall, idle, N, ROLES))
     return out
 
 
