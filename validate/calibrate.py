@@ -236,6 +236,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -265,7 +266,7 @@ from validate.harness import (
     thread_cpu,
 )
 from validate.host_speed import probe_ns_per_loop
-from validate.scenario import OUT_DIR, OVERHEAD_FIELDS, calibration_path, scenario, utc_stamp
+from validate.scenario import OUT_DIR, OVERHEAD_FIELDS, calibration_path, load_calibration, scenario, utc_stamp
 
 WARMUP = 200
 IDLE_S = 3.0
@@ -1065,6 +1066,19 @@ def _logged_startups(lines, app: str, deployment: str) -> list[tuple[float, floa
 # -- derivation ------------------------------------------------------------------------------------
 def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
     return (load_cpu - idle_cpu / idle_wall * load_wall) / n
+
+
+@contextlib.contextmanager
+def noop_deployment():
+    """For the diagnoses (``pause_cpu``, ``loaded_cpu``): a Ray cluster of 2 logical CPUs
+    with one no-op replica, as the calibration's; yields its handle and a ``ProcessCPU``."""
+    cal = load_calibration(None)
+    cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
+                   cluster_cpus=2, rps=1.0)
+    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+        handle, _ = cl.deploy(cfg, "noop")
+        yield handle, ProcessCPU()
+        cl.delete("noop")
 
 
 def per_request_by_role(load: dict, wall: float, idle: tuple[dict, float], n: int, roles) -> dict:

@@ -33,10 +33,8 @@ import subprocess
 import sys
 import time
 
-from validate.calibrate import ProcessCPU, _by_role, _window, per_request_by_role
-from validate.harness import RealCluster
+from validate.calibrate import ProcessCPU, _by_role, _window, noop_deployment, per_request_by_role
 from validate.host_speed import HostSpeedSampler, run_ns_per_loop
-from validate.scenario import load_calibration, scenario
 
 LOAD_S = 10.0
 IDLE_S = 4.0
@@ -123,17 +121,11 @@ def main(argv=None) -> int:
                          "0 competes with Ray's processes as a CPU-bound handler does")
     args = ap.parse_args(argv)
     counts = [int(k) for k in args.spinners.split(",")]
-    cal = load_calibration(None)
-    cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
-                   cluster_cpus=2, rps=1.0)
-    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
-        pc = ProcessCPU()
-        handle, _ = cl.deploy(cfg, "noop")
+    with noop_deployment() as (handle, pc):
         d, wall, _ = asyncio.run(_window(pc, IDLE_S))
         idle = (_by_role(d), wall)
         for k in counts:
             print(json.dumps(asyncio.run(_load(handle, pc, k, idle, args.nice))), flush=True)
-        cl.delete("noop")
     return 0
 
 

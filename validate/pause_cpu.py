@@ -21,9 +21,7 @@ import statistics
 import sys
 import time
 
-from validate.calibrate import ProcessCPU, _by_role, _window, per_request_by_role
-from validate.harness import RealCluster
-from validate.scenario import load_calibration, scenario
+from validate.calibrate import ProcessCPU, _by_role, _window, noop_deployment, per_request_by_role
 
 N = 300
 IDLE_S = 4.0
@@ -58,16 +56,10 @@ async def _gap(handle, pc: ProcessCPU, gap_s: float, idle: tuple[dict, float]) -
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     gaps = [float(g) for g in argv[0].split(",")] if argv else list(GAPS_S)
-    cal = load_calibration(None)
-    cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
-                   cluster_cpus=2, rps=1.0)
-    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
-        pc = ProcessCPU()
-        handle, _ = cl.deploy(cfg, "noop")
+    with noop_deployment() as (handle, pc):
         idle = asyncio.run(_idle(pc))
         for g in gaps:
             print(json.dumps(asyncio.run(_gap(handle, pc, g, idle))), flush=True)
-        cl.delete("noop")
     return 0
 
 
