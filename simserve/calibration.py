@@ -20,6 +20,17 @@ from simserve.config import ConfigError, Overheads
 
 COST_FIELDS = tuple(f.name for f in fields(Overheads) if f.name not in ("ingress", "cpu_speed"))
 
+
+def unit(name: str) -> str:
+    """An ``Overheads`` field's unit, from its name and type: "seconds" (``_s``, the
+    wake-up tables too), "cores", "count" (an integer field) or "ratio" (the rest: spreads,
+    speeds, factors)."""
+    if name.endswith("_s"):
+        return "seconds"
+    if name.endswith("cores"):
+        return "cores"
+    return "count" if type(getattr(Overheads, name)) is int else "ratio"
+
 # The costs measured on the project's machine kind, used by the command line unless
 # --calibration or --no-overheads says otherwise. Regenerate: python -m validate.calibrate
 DEFAULT_FILE = "ray-2.60.0-project-machine.json"

@@ -138,9 +138,9 @@ def parser(prog: str = "python -m simserve.run", description: str = "Simulate on
     for name in calibration.COST_FIELDS:
         if name in WAKE_TABLE:  # a table: from the calibration file only
             continue
-        kind = type(getattr(Overheads, name))
-        unit = "seconds" if name.endswith("_s") else "cores" if name.endswith("cores") else "count" if kind is int else "ratio"
-        g.add_argument("--" + name.replace("_", "-"), type=kind, help=f"{unit} (default {getattr(Overheads, name)})")
+        default = getattr(Overheads, name)
+        g.add_argument("--" + name.replace("_", "-"), type=type(default),
+                       help=f"{calibration.unit(name)} (default {default})")
     g.add_argument("--cpu-speed", type=float, default=1.0, help="this host's speed relative to the calibration's")
     g.add_argument("--no-overheads", action="store_true", help="all platform costs zero: the pure queueing model")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

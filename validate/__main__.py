@@ -33,6 +33,7 @@ import sys
 import time
 
 from simserve import simulate
+from simserve.calibration import unit
 from validate.host_speed import probe_samples, run_ns_per_loop
 from validate.scenario import (
     HERE,
@@ -370,9 +371,9 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             lines.append(f"| {k} | {', '.join(f'{1e3 * float(x):.3f}' for x in cal[k])} |")
             continue
         v = float(cal[k])
-        if k.endswith("_cv") or k in ("contended_core_speed", "oversubscribed_cpu_factor"):
+        if unit(k) == "ratio":
             lines.append(f"| {k} | {v:.3f} |")
-        elif k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
+        elif unit(k) == "count":
             lines.append(f"| {k} | {v:.0f} |")
         elif k.endswith("_cores"):
             lines.append(f"| {k} | {v:.4f} cores |")

@@ -254,6 +254,7 @@ import time
 import numpy as np
 
 from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
+from simserve.calibration import unit
 from simserve.config import SPEED_SCALED, Overheads
 from validate.harness import (
     RealCluster,
@@ -1499,9 +1500,7 @@ def merge(docs: list[dict]) -> dict:
 
 def _print(doc: dict) -> None:
     for k in FIELDS:
-        if k in ("hop_cv", "contended_core_speed", "oversubscribed_cpu_factor", "replica_gil_acquisitions",
-                 "replica_probe_gil_acquisitions") \
-                or k.endswith("_cv"):
+        if unit(k) in ("ratio", "count"):
             print(f"  {k:34s} {doc[k]:8.3f}")
         elif k.endswith("_cores"):
             print(f"  {k:34s} {doc[k]:8.4f} cores")

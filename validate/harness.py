@@ -44,9 +44,9 @@ rejections (``BackPressureError`` / HTTP 503) sent after warm-up.
 Host speed (``validate.host_speed``): the fixed probe (``spin``, ns per iteration, median
 of 5 x 100k) runs just before and just after the run, and a process of its own takes one
 probe every 0.25 s during it (``HostSpeedSampler``, timed with ``thread_time``);
-``host_ns_per_loop`` is the time average of those during (``run_ns_per_loop``). ``driver_gc``: the driver's
-garbage-collector pauses during the drive (collections per second and mean pause per
-generation, the longest pause, the fraction of the time paused).
+``host_ns_per_loop`` is the time average of those during (``run_ns_per_loop``).
+``driver_gc``: the driver's garbage-collector pauses during the drive (collections per
+second and mean pause per generation, the longest pause, the fraction of the time paused).
 """
 
 from __future__ import annotations
