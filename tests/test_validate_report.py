@@ -389,3 +389,42 @@ def test_a_diagnosis_charges_each_role_its_cpu_per_request_less_its_idle_rate():
     idle = ({"driver": {"python_s": 0.1, "native_s": 0.0}}, 5.0)
     out = per_request_by_role(load, 10.0, idle, 100, ("driver", "replica"))
     assert out == {"dri.py": 18.0, "dri.na": 10.0, "rep.py": 0.0, "rep.na": 0.0}
+
+
+def test_the_windows_idle_steal_and_context_switches_are_per_second_of_the_window(monkeypatch):
+    """Two snapshots 10 s apart on 2 cores (20 core-seconds of ticks in all, steal counted) give 4 s of idle
+    and iowait as 0.4 cores, 2 s of steal as 0.2 cores, and 30,000 context switches as 3,000 per second."""
+    import collections
+
+    import pytest
+
+    from validate import harness
+    from validate.harness import _window_host
+
+    monkeypatch.setattr(harness.os, "cpu_count", lambda: 2)
+
+    times = collections.namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+    a = times(100.0, 0.0, 50.0, 300.0, 10.0, 0.0, 0.0, 20.0, 0.0, 0.0)
+    b = times(110.0, 0.0, 54.0, 303.0, 11.0, 0.0, 0.0, 22.0, 0.0, 0.0)
+    out = _window_host((a, 1_000), (b, 31_000))
+    assert out == pytest.approx({"window_idle_cores": 0.4, "window_steal_cores": 0.2,
+                                 "window_context_switches_per_s": 3_000.0})
+    assert _window_host((a, 0)) == {}  # the window's end never came (a failed drive)
+
+
+def test_a_run_is_simulated_on_the_cores_the_hypervisor_left_it():
+    """A real run that lost 0.3 cores to steal in its window is simulated on 1.7 of its 2 cores; one saved
+    before steal was measured, on all of them."""
+    from validate.__main__ import compare
+    from validate.scenario import load_calibration, scenario
+
+    import pytest
+
+    cfg = scenario(name="s", work=[("io", 0.01)], rps=5.0, duration_s=2.0, warmup_s=0.5, cores=2)
+    node = {"node": 0, "physical_cores": 2, "physical_busy": 0.1, "foreign_busy_cores": 0.0}
+    real = {"throughput_rps": 5.0, "latency_ms": {"p50": 10.0, "p99": 12.0}, "host_ns_per_loop": 58.0,
+            "nodes": [{**node, "window_idle_cores": 1.5, "window_steal_cores": 0.3}]}
+    row = compare(cfg, real, load_calibration())
+    assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.7)
+    row = compare(cfg, {**real, "nodes": [node]}, load_calibration())
+    assert row["sim"]["nodes"][0]["physical_cores"] == 2

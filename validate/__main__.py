@@ -56,11 +56,16 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
     from validate.harness import RealCluster
 
     rows = []
-    cfgs = sorted(cfgs, key=lambda c: c.cluster.num_cpus)
-    for cpus, group in itertools.groupby(cfgs, key=lambda c: c.cluster.num_cpus):
-        with RealCluster(num_cpus=cpus, ns_per_loop=cal["host_ns_per_loop"],
+    for cfg in cfgs:
+        # A fresh cluster per configuration, as a user's cluster runs one deployment: Ray's
+        # log monitor stats every worker's log file ten times a second and keeps the files
+        # of dead workers on its list, so in a cluster that has hosted many deployments its
+        # CPU grows with each until 200 files are open (RAY_LOG_MONITOR_MAX_OPEN_FILES):
+        # 0.02 to 0.12 cores over the first 41 runs of the 2026-11-26 20:05 grid, which
+        # shared one cluster per logical-CPU count, and 0.03 after it passed 200.
+        with RealCluster(num_cpus=cfg.cluster.num_cpus, ns_per_loop=cal["host_ns_per_loop"],
                          native_unit=cal.get("native_unit_s")) as cl:
-            for cfg, k in [(c, k) for c in group for k in range(repeats)]:
+            for k in range(repeats):
                 t0 = time.perf_counter()
                 try:
                     # A fresh app name per run: Serve caches one handle (and its router, with
@@ -86,7 +91,11 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     native_run = [x for x in probe.get("run_native_unit_s") or () if x]
     native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
     speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch}
-    sim_cfg = with_overheads(cfg, cal, host_ns, **speeds)
+    # The cores the hypervisor left the run (steal, measured over the window; runs before
+    # 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
+    steal = real["nodes"][0].get("window_steal_cores")
+    cores = cfg.cluster.physical_cores - steal if steal else None
+    sim_cfg = with_overheads(cfg, cal, host_ns, physical_cores=cores, **speeds)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
@@ -256,8 +265,10 @@ def diagnose(row: dict) -> str:
     real_ms = 1e3 * busy / real["throughput_rps"] if real["throughput_rps"] else float("nan")
     sim_ms = 1e3 * sim["nodes"][0]["physical_busy"] * cores / sim["throughput_rps"] if sim["throughput_rps"] else float("nan")
     if busy >= 0.85 * cores:
+        idle = real["nodes"][0].get("window_idle_cores")
         return (f"CPU-bound in real ({busy:.2f} of {cores:g} cores): {real_ms:.1f} ms of CPU per request real, "
-                f"{sim_ms:.1f} simulated, so Ray's CPU under load is under-counted")
+                f"{sim_ms:.1f} simulated, so Ray's CPU under load is under-counted"
+                + (f"; {idle:.2f} cores stood idle in the window, which simserve does not model" if idle else ""))
     return (f"not CPU-bound in real ({busy:.2f} of {cores:g} cores; CPU {real_ms:.1f} ms real, {sim_ms:.1f} simulated "
             f"per request): time is lost waiting (p50 {real['latency_ms']['p50']:.0f} ms real, "
             f"{sim['latency_ms']['p50']:.0f} simulated): router polling, probe time-outs or GIL hand-offs")
@@ -350,6 +361,11 @@ def _busy(row: dict) -> str:
     return f"{real:.2f}/{sim:.2f}"
 
 
+def _idle_steal(row: dict) -> str:
+    n = row["real"]["nodes"][0]
+    return f"{n['window_idle_cores']:.2f}/{n['window_steal_cores']:.2f}" if "window_idle_cores" in n else "-"
+
+
 def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "python -m validate",
                  source: str = "", measured: str | None = None) -> None:
     lines = [
@@ -382,13 +398,15 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
     lines += [f"| host_ns_per_loop | {cal['host_ns_per_loop']:.2f} ns |", ""]
     lines += [
         "Columns `busy real/sim`: cores in use on the node during the run, real (our process tree only, "
-        "foreign load excluded) vs simserve (`nodes[0].physical_busy` x cores).",
+        "foreign load excluded) vs simserve (`nodes[0].physical_busy` x cores). Column `idle/steal "
+        "cores`: over the measurement window, the real node's idle cores and the cores the hypervisor "
+        "took (steal); simserve runs on the cores net of that steal (runs before 2026-11-27 lack both).",
         "",
         "| scenario | config | real rps | sim rps | err | real p50 ms | sim p50 ms | real p99 ms | sim p99 ms "
         "| replicas real (run/pend) | sim | rejected real/sim | cpu_speed (probes' range) | foreign cores "
         "| sim rps on free cores "
-        "| busy real/sim |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| busy real/sim | idle/steal cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
@@ -402,7 +420,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             f"{r['replicas']['running']}/{r['replicas']['pending']} | "
             f"{s['replicas']['running']}/{s['replicas']['pending']} | {r['rejected']}/{s['rejected']} | "
             f"{_speed_cell(row)} | {row['foreign_cores']:.2f} | {row['sim_free_cores']['throughput_rps']:.1f} | "
-            f"{_busy(row)} |")
+            f"{_busy(row)} | {_idle_steal(row)} |")
     lines += ["", "## Per configuration, repeats pooled", "",
               "Real: mean of the repeats, and their spread (max - min) / mean as the noise band. "
               "Error = (sim - real mean) / real mean.", "",

@@ -47,6 +47,8 @@ probe every 0.25 s during it (``HostSpeedSampler``, timed with ``thread_time``);
 ``host_ns_per_loop`` is the time average of those during (``run_ns_per_loop``).
 ``driver_gc``: the driver's garbage-collector pauses during the drive (collections per
 second and mean pause per generation, the longest pause, the fraction of the time paused).
+``nodes[0]``'s ``window_*`` keys: the host's idle cores, the cores the hypervisor took
+(steal) and its context switches per second over the measurement window (``_window_host``).
 """
 
 from __future__ import annotations
@@ -373,9 +375,16 @@ class RealCluster:
             routed0 = RouterCounters.snapshot()
             probe.start()
             drive0 = time.perf_counter()
+            window_host = []  # the host's CPU times and context switches at the window's ends
+
+            def on_start(t0: float):
+                loop = asyncio.get_running_loop()
+                for at in (cfg.workload.warmup_s, cfg.workload.duration_s):
+                    loop.call_later(at, lambda: window_host.append((psutil.cpu_times(), _context_switches())))
+
             try:
                 with GcPauses() as gc_pauses:
-                    records, window = asyncio.run(self._drive(cfg, handle, app_name))
+                    records, window = asyncio.run(self._drive(cfg, handle, app_name, on_start=on_start))
             finally:
                 during = probe.stop()
             drive_wall = time.perf_counter() - drive0
@@ -407,7 +416,8 @@ class RealCluster:
                       "states_end": states1},
             nodes=[{"node": 0, "logical_cpus": cfg.cluster.num_cpus, "physical_cores": os.cpu_count(),
                     "physical_busy": busy, "foreign_busy_cores": foreign,
-                    "ours_busy_cores": ours / span if span > 0 else float("nan")}],
+                    "ours_busy_cores": ours / span if span > 0 else float("nan"),
+                    **_window_host(*window_host)}],
             router=_router_counts(cfg, routed0, routed1, summary["completed_total"]),
             bottleneck=None,
             wall_time_s=time.perf_counter() - wall0,
@@ -570,6 +580,27 @@ def _busy_fraction(a, b) -> float:
 def _busy_seconds(a, b) -> float:
     idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
     return (sum(b) - sum(a)) - idle
+
+
+def _context_switches() -> int:
+    with open("/proc/stat") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("ctxt "))
+
+
+def _window_host(a=None, b=None) -> dict:
+    """Over the measurement window: cores idle, cores taken by the hypervisor (steal: time
+    a virtual core wanted to run and the host ran someone else, which the spin probe cannot
+    see, its clock being the thread's CPU time) and the host's context switches per second."""
+    if b is None:
+        return {}
+    (ta, ca), (tb, cb) = a, b
+    span = (sum(tb) - sum(ta)) / (os.cpu_count() or 1)
+    if span <= 0:
+        return {}
+    idle = (tb.idle + getattr(tb, "iowait", 0)) - (ta.idle + getattr(ta, "iowait", 0))
+    steal = getattr(tb, "steal", 0.0) - getattr(ta, "steal", 0.0)
+    return {"window_idle_cores": idle / span, "window_steal_cores": steal / span,
+            "window_context_switches_per_s": (cb - ca) / span}
 
 
 def _tree_cpu() -> dict:
