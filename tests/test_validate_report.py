@@ -415,10 +415,10 @@ def test_the_windows_idle_steal_and_context_switches_are_per_second_of_the_windo
 def test_a_run_is_simulated_on_the_cores_the_hypervisor_left_it():
     """A real run that lost 0.3 cores to steal in its window is simulated on 1.7 of its 2 cores; one saved
     before steal was measured, on all of them."""
+    import pytest
+
     from validate.__main__ import compare
     from validate.scenario import load_calibration, scenario
-
-    import pytest
 
     cfg = scenario(name="s", work=[("io", 0.01)], rps=5.0, duration_s=2.0, warmup_s=0.5, cores=2)
     node = {"node": 0, "physical_cores": 2, "physical_busy": 0.1, "foreign_busy_cores": 0.0}
