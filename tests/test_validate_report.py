@@ -428,3 +428,37 @@ def test_a_run_is_simulated_on_the_cores_the_hypervisor_left_it():
     assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.7)
     row = compare(cfg, {**real, "nodes": [node]}, load_calibration())
     assert row["sim"]["nodes"][0]["physical_cores"] == 2
+
+
+def test_each_configuration_runs_on_a_cluster_of_its_own_shared_by_its_repeats(monkeypatch):
+    """Three configurations, two of them with the same logical CPUs, at two repeats each: three clusters
+    started, each with its configuration's num_cpus, each running that configuration twice."""
+    import validate.__main__ as main
+    from validate import harness
+    from validate.scenario import scenario
+
+    clusters = []
+
+    class FakeCluster:
+        def __init__(self, num_cpus, **kwargs):
+            self.num_cpus, self.runs = num_cpus, []
+            clusters.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def run(self, cfg, app_name):
+            self.runs.append(app_name)
+            return {}
+
+    monkeypatch.setattr(harness, "RealCluster", FakeCluster)
+    monkeypatch.setattr(main, "compare", lambda cfg, real, cal: {"name": cfg.deployment.name})
+    monkeypatch.setattr(main, "_line", lambda row: row["name"])
+    cfgs = [scenario(name="a", cluster_cpus=2, rps=1.0), scenario(name="b", cluster_cpus=4, rps=1.0),
+            scenario(name="c", cluster_cpus=2, rps=1.0)]
+    rows = main.run_all(cfgs, {"host_ns_per_loop": 50.0}, repeats=2)
+    assert [r["name"] for r in rows] == ["a", "a", "b", "b", "c", "c"]
+    assert [(c.num_cpus, c.runs) for c in clusters] == [(2, ["a-0", "a-1"]), (4, ["b-0", "b-1"]), (2, ["c-0", "c-1"])]
