@@ -60,10 +60,10 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   was the median of all its probes until the sampler of 2026-11-26 20:04
   (``host_speed.run_ns_per_loop``); those after ray.init on the thread's CPU clock, as
   the runs' probes during the load are, since a wall-clock probe in the driver would also
-  time its waits for the GIL behind Ray's threads. Up to the 2026-11-26 15:30 calibration (the 13:34 file, committed until 19:05, among them) it
-  was the probe before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after
-  the last phase 54.4 ns (51.3 at 13:34), the costs between measured at a speed the file
-  did not record (200k iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to
+  time its waits for the GIL behind Ray's threads. Up to the 2026-11-26 15:30
+  calibration (the 13:34 file, committed until 19:05, among them) it was the probe
+  before Ray alone: at 15:30 that read 35.1 ns and a wall-clock one after the last phase
+  54.4 ns (51.3 at 13:34), the costs between measured at a speed the file did not record (200k iterations up to the 2026-11-26 00:44 file; the fastest of 7 up to
   the 2026-11-25 19:50 file). The harness sizes ``gil`` work from it (``n = seconds /
   host_ns_per_loop``, run in ``PROBE_N`` chunks).
 * ``native_unit_s`` (extra key) -- single-thread seconds of one 192x192 matmul
@@ -259,6 +259,8 @@ from simserve.config import SPEED_SCALED, Overheads
 from validate.harness import (
     RealCluster,
     RouterCounters,
+    _busy_seconds,
+    _span_s,
     _tree_cpu,
     controller_log_lines,
     log_time,
@@ -347,9 +349,8 @@ class ProcessCPU:
         """CPU between two snapshots, per pid; a process that appeared counts from 0."""
         out = {}
         sa, sb = a["_sys"], b["_sys"]
-        idle = (sb.idle + getattr(sb, "iowait", 0)) - (sa.idle + getattr(sa, "iowait", 0))
-        out["_busy_s"] = (sum(sb) - sum(sa)) - idle  # whole machine, CPU-seconds
-        out["_span_s"] = (sum(sb) - sum(sa)) / (os.cpu_count() or 1)  # wall seconds
+        out["_busy_s"] = _busy_seconds(sa, sb)  # whole machine, CPU-seconds
+        out["_span_s"] = _span_s(sa, sb)  # wall seconds
         for pid, (role, label, tot, th) in ((k, x) for k, x in b.items() if k != "_sys"):
             if pid in a:
                 tot0, th0 = a[pid][2], a[pid][3]

@@ -400,7 +400,8 @@ class RealCluster:
             if not keep_app:
                 self.delete(app_name)
         summary = summarize(cfg, records, window)
-        duration_wall = max(1e-9, (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1))
+        span = _span_s(cpu0, cpu1)
+        duration_wall = max(1e-9, span)
         busy = _busy_fraction(cpu0, cpu1)
         elapsed = _busy_seconds(cpu0, cpu1)
         ours = sum(v - ours0.get(k, 0.0) for k, v in ours1.items())
@@ -408,7 +409,6 @@ class RealCluster:
                       "work_ns_per_loop": self.ns_per_loop, "session_ns_per_loop": self.session_ns_per_loop,
                       "native_unit_s": self.native_unit,
                       "run_native_unit_s": [native_before, native_after] if native else None}
-        span = (sum(cpu1) - sum(cpu0)) / (os.cpu_count() or 1)
         foreign = max(0.0, (elapsed - ours) / span) if span > 0 else float("nan")
         summary.update(
             replicas={"requested": cfg.deployment.num_replicas, "running": running,
@@ -571,15 +571,24 @@ def _router_counts(cfg: SimConfig, before, after, completed: int) -> dict:
     return out
 
 
+def _idle_seconds(a, b) -> float:
+    """CPU-seconds the host's cores spent idle (or waiting on I/O) between two
+    ``psutil.cpu_times()`` snapshots."""
+    return (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
+
+
+def _span_s(a, b) -> float:
+    """Wall seconds between two ``psutil.cpu_times()`` snapshots (their ticks over the cores)."""
+    return (sum(b) - sum(a)) / (os.cpu_count() or 1)
+
+
 def _busy_fraction(a, b) -> float:
     ta, tb = sum(a), sum(b)
-    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
-    return 1.0 - idle / (tb - ta) if tb > ta else float("nan")
+    return 1.0 - _idle_seconds(a, b) / (tb - ta) if tb > ta else float("nan")
 
 
 def _busy_seconds(a, b) -> float:
-    idle = (b.idle + getattr(b, "iowait", 0)) - (a.idle + getattr(a, "iowait", 0))
-    return (sum(b) - sum(a)) - idle
+    return (sum(b) - sum(a)) - _idle_seconds(a, b)
 
 
 def _context_switches() -> int:
@@ -594,12 +603,11 @@ def _window_host(a=None, b=None) -> dict:
     if b is None:
         return {}
     (ta, ca), (tb, cb) = a, b
-    span = (sum(tb) - sum(ta)) / (os.cpu_count() or 1)
+    span = _span_s(ta, tb)
     if span <= 0:
         return {}
-    idle = (tb.idle + getattr(tb, "iowait", 0)) - (ta.idle + getattr(ta, "iowait", 0))
     steal = getattr(tb, "steal", 0.0) - getattr(ta, "steal", 0.0)
-    return {"window_idle_cores": idle / span, "window_steal_cores": steal / span,
+    return {"window_idle_cores": _idle_seconds(ta, tb) / span, "window_steal_cores": steal / span,
             "window_context_switches_per_s": (cb - ca) / span}
 
 
