@@ -461,7 +461,7 @@ class Overheads:
 
     def _scaled(self, name: str):
         """The field ``name``, which must be one that ``cpu_speed`` scales: one list says
-        what scales (a calibration's merge reads it too)."""
+        what scales."""
         if name not in SPEED_SCALED:
             raise KeyError(f"{name} is not in SPEED_SCALED")
         return getattr(self, name)

@@ -98,6 +98,18 @@ def test_gil_work_is_simulated_at_the_speed_it_was_sized_with():
     assert with_overheads(cfg, cal, 36.0).deployment.work.segments[1].duration.mean_s == pytest.approx(0.018)
 
 
+def test_rays_costs_are_simulated_as_calibrated_whatever_the_runs_probe_read():
+    """A run whose spin probe read 36 ns against the calibration's 40 is simulated with cpu_speed 1: Ray's
+    costs as the calibration measured them, only its work stretched."""
+    from validate.scenario import load_calibration, scenario, with_overheads
+
+    cfg = scenario(name="s", work=[("gil", 0.02)], rps=1.0)
+    cal = {**load_calibration(), "host_ns_per_loop": 40.0}
+    sim = with_overheads(cfg, cal, 36.0)
+    assert sim.overheads.cpu_speed == 1.0
+    assert sim.overheads.router_cpu_s == cal["router_cpu_s"]
+
+
 def test_native_work_follows_the_runs_own_matmul_time_when_measured():
     """A native segment is stretched by the run's matmul time over the sizing one when the run has it (1.5x
     here), by the spin probe's ratio otherwise; gil work keeps the spin probe's ratio either way."""
@@ -111,6 +123,64 @@ def test_native_work_follows_the_runs_own_matmul_time_when_measured():
     assert [s.duration.mean_s for s in segs] == pytest.approx([0.024, 0.03])
     segs = with_overheads(cfg, cal, 36.0, sized_ns_per_loop=30.0).deployment.work.segments
     assert [s.duration.mean_s for s in segs] == pytest.approx([0.024, 0.024])
+
+
+def test_gil_work_follows_the_replicas_own_cpu_per_iteration_when_measured(monkeypatch):
+    """A run whose replicas' gil work took 33 ns of thread CPU per iteration, sized at 30, is simulated 1.1x as
+    long (not the probe's 1.2x); native work keeps the probe's ratio; a run saved before, the probe's for both."""
+    import pytest
+
+    import validate.__main__ as vm
+    from validate.scenario import load_calibration, scenario
+
+    simulated = []
+    real_with_overheads = vm.with_overheads
+    monkeypatch.setattr(vm, "with_overheads", lambda *a, **k: simulated.append(real_with_overheads(*a, **k))
+                        or simulated[-1])
+    cfg = scenario(name="s", work=[("gil", 0.002), ("native", 0.002)], rps=5.0, duration_s=2.0, warmup_s=0.5,
+                   cores=2)
+    node = {"node": 0, "physical_cores": 2, "physical_busy": 0.1, "foreign_busy_cores": 0.0}
+    probe = {"sampler_ns": [36.0], "work_ns_per_loop": 30.0}
+    real = {"throughput_rps": 5.0, "latency_ms": {"p50": 10.0, "p99": 12.0}, "host_ns_per_loop": 36.0,
+            "nodes": [node], "host_probe": probe,
+            "gil_work": {"cpu_ns_per_loop": 33.0, "wall_ns_per_loop": 40.0, "loops": 10, "answers": 1}}
+    vm.compare(cfg, real, load_calibration())
+    assert [s.duration.mean_s for s in simulated[0].deployment.work.segments] == pytest.approx([0.0022, 0.0024])
+    del real["gil_work"]
+    vm.compare(cfg, real, load_calibration())
+    assert [s.duration.mean_s for s in simulated[-1].deployment.work.segments] == pytest.approx([0.0024, 0.0024])
+
+
+def test_each_answer_carries_its_own_requests_gil_work_when_requests_overlap():
+    """Two requests in one async replica, each 1 ms of sleep then 20,000 iterations of gil work, overlap in
+    their sleeps; each answer reports its own 20,000 iterations and a positive CPU and wall time."""
+    import asyncio
+
+    from simserve import Distribution
+    from validate.harness import AsyncModel
+
+    model = AsyncModel([("io", Distribution("deterministic", 0.001)), ("gil", Distribution("deterministic", 0.001))],
+                       ns_per_loop=50.0, native_unit=1e-3)
+
+    async def both():
+        return await asyncio.gather(model(), model())
+
+    for body in asyncio.run(both()):
+        ok, cpu_ns, wall_ns, loops = body.split()
+        assert (ok, int(loops)) == ("ok", 20_000)
+        assert int(cpu_ns) > 0 and int(wall_ns) > 0
+
+
+def test_the_gil_works_speed_sums_the_answers_received_in_the_window():
+    """Thread CPU and wall ns are summed over the answers received between warm-up and the end and divided by
+    their iterations; answers outside the window, and runs without gil work, give nothing."""
+    from validate.harness import _gil_work
+
+    works = [(0.5, "ok 100 300 10"), (1.0, "ok 200 300 10"), (2.0, "ok 400 500 10"), (3.5, "ok 999 999 1")]
+    assert _gil_work(works, 1.0, 3.0) == {"cpu_ns_per_loop": 30.0, "wall_ns_per_loop": 40.0, "loops": 20,
+                                          "answers": 2}
+    assert _gil_work([(2.0, "ok 0 0 0")], 1.0, 3.0) is None
+    assert _gil_work([], 1.0, 3.0) is None
 
 
 def test_one_slow_probe_does_not_move_a_runs_host_speed():
@@ -152,17 +222,17 @@ def test_the_host_speed_sampler_probes_from_its_own_process_until_stopped():
 
 
 def test_a_runs_speed_range_is_its_slowest_and_fastest_probe_against_the_calibration():
-    """Probes of 30, 40 and 60 ns in a run simulated at cpu_speed 0.75 (a 30 ns calibration over the 40 ns
+    """Probes of 30, 40 and 60 ns in a run whose probe speed is 0.75 (a 30 ns calibration over the 40 ns
     median) span 0.5 to 1.0 of the calibration's speed, and the report's failure line says so."""
     import pytest
 
     from validate.__main__ import _speed_note, speed_range
 
-    row = {"cpu_speed": 0.75,
+    row = {"probe_speed": 0.75,
            "real": {"host_probe": {"before_ns_per_loop": 30.0, "after_ns_per_loop": 60.0, "during_samples_ns": [40.0]}}}
     assert speed_range(row) == pytest.approx((0.5, 1.0))
     assert "0.50-1.00" in _speed_note(row)
-    assert speed_range({"cpu_speed": 1.0, "real": {}}) is None
+    assert speed_range({"probe_speed": 1.0, "real": {}}) is None
 
 
 def test_idle_wake_is_the_settled_excess_and_starts_where_half_of_it_is_reached():
@@ -314,32 +384,32 @@ def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_th
     assert len(warnings) == 1 and "replica_wake_cpu_s" in warnings[0]
 
 
-def test_merged_calibrations_are_each_fields_median_after_bringing_each_to_the_median_host_speed():
-    """Three calibrations at 40, 50 and 60 ns per loop merge at 50 ns: CPU costs scaled by 50 / their
-    speed before the median (1.0, 1.5, 1.2 ms give 1.25, 1.5, 1.0: median 1.25 ms), hops as measured,
-    the start-up's CPU part scaled and its wait kept, wake-up tables element by element, counts rounded."""
+def test_merged_calibrations_are_each_fields_median_as_measured():
+    """Three calibrations at 40, 50 and 60 ns per loop merge at 50 ns with every field the median of the
+    runs' own values (1.0, 1.5, 1.2 ms give 1.2 ms; not brought to one probe speed first), wake-up tables
+    element by element, counts rounded."""
     import pytest
 
     from validate.calibrate import FIELDS, merge
 
-    def doc(ns, router_cpu_s, hop_s, acquisitions, wake_cpu):
+    def doc(ns, router_cpu_s, hop_s, acquisitions, wake_cpu, startup_cpu_s):
         d = dict.fromkeys(FIELDS, 0.0)
         d.update(host_ns_per_loop=ns, router_cpu_s=router_cpu_s, hop_s=hop_s, replica_gil_acquisitions=acquisitions,
-                 replica_probe_gil_acquisitions=1, replica_startup_s=1.5, replica_startup_cpu_s=1.2,
+                 replica_probe_gil_acquisitions=1, replica_startup_s=1.5, replica_startup_cpu_s=startup_cpu_s,
                  wake_idle_s=[0.01, 0.1], client_wake_cpu_s=wake_cpu, replica_wake_cpu_s=[0.0, 0.0],
                  http={"replica_cpu_s": router_cpu_s, "replica_native_cpu_s": 0.0},
                  native_unit_s=ns * 1e-5, ray_version="2.60.0", host={}, date="", raw={})
         return d
 
-    m = merge([doc(40.0, 0.0010, 0.0001, 13, [0.001, 0.002]), doc(50.0, 0.0015, 0.0003, 14, [0.002, 0.001]),
-               doc(60.0, 0.0012, 0.0002, 16, [0.0006, 0.0036])])
+    m = merge([doc(40.0, 0.0010, 0.0001, 13, [0.001, 0.002], 1.0), doc(50.0, 0.0015, 0.0003, 14, [0.002, 0.001], 1.3),
+               doc(60.0, 0.0012, 0.0002, 16, [0.0006, 0.0036], 1.2)])
     assert m["host_ns_per_loop"] == 50.0
-    assert m["router_cpu_s"] == pytest.approx(0.00125)
-    assert m["http"]["replica_cpu_s"] == pytest.approx(0.00125)
+    assert m["router_cpu_s"] == pytest.approx(0.0012)
+    assert m["http"]["replica_cpu_s"] == pytest.approx(0.0012)
     assert m["hop_s"] == pytest.approx(0.0002)
-    assert m["replica_startup_cpu_s"] == pytest.approx(1.2)  # 1.5, 1.2, 1.0
-    assert m["replica_startup_s"] == pytest.approx(1.5)  # 0.3 of wait + 1.5, 1.2, 1.0
-    assert m["client_wake_cpu_s"] == pytest.approx([0.00125, 0.0025])  # (1.25, 2, 0.5) and (2.5, 1, 3) ms
+    assert m["replica_startup_cpu_s"] == pytest.approx(1.2)
+    assert m["replica_startup_s"] == pytest.approx(1.5)
+    assert m["client_wake_cpu_s"] == pytest.approx([0.001, 0.002])
     assert m["wake_idle_s"] == [0.01, 0.1]
     assert m["replica_gil_acquisitions"] == 14
     assert m["native_unit_s"] == pytest.approx(50.0e-5)

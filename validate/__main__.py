@@ -8,15 +8,15 @@
                                       # writes validate/AUTOSCALE.md (validate/autoscale.py)
 
 Each scenario (a ``SimConfig``) runs on real Ray (``validate.harness``), then in
-simserve with the calibration file's ``Overheads`` and ``cpu_speed`` = calibration
-``host_ns_per_loop`` / this run's ``host_ns_per_loop`` (``gil`` segments scaled by
-this run's ``host_ns_per_loop`` over the one the harness sized them with, ``native``
-ones by the run's own matmul time over the sizing one when it has it, see
-``scenario.with_overheads``). The table also shows
+simserve with the calibration file's ``Overheads`` as measured (``gil`` segments scaled
+by the thread CPU per iteration the replicas' work took over the speed the harness sized
+them with, ``native`` ones by the run's own matmul time over the sizing one, see
+``scenario.with_overheads``). The table also shows the spin probe's speed against the
+calibration's (``speed``, for information: Ray's costs do not follow it),
 ``foreign``: cores other users' processes took during the real run (system busy time
 minus our process tree's CPU), and ``simfree``: simserve's throughput on the cores
-left free -- a diagnosis column, not the pass/fail one. Scenarios that share a logical
-CPU count share one ``ray.init``; apps are deleted between scenarios. Raw results go
+left free -- a diagnosis column, not the pass/fail one. Each configuration runs on a Ray
+cluster of its own, shared by its repeats (``run_all``). Raw results go
 to ``validate/out/<mode>-<UTC time>.json``.
 """
 
@@ -90,7 +90,12 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
     native_run = [x for x in probe.get("run_native_unit_s") or () if x]
     native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
-    speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch}
+    # The gil work's own speed: its thread CPU per iteration in the replicas (runs before
+    # 2026-11-27 02:00 lack it and keep the probe's): in the grid of that night 0.92-1.14
+    # times the sampler's reading, a median 4 % slower (validate/README.md, item 30).
+    gil = real.get("gil_work")
+    gil_stretch = gil["cpu_ns_per_loop"] / sized_ns_per_loop if gil and sized_ns_per_loop else None
+    speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch, "gil_stretch": gil_stretch}
     # The cores the hypervisor left the run (steal, measured over the window; runs before
     # 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
     steal = real["nodes"][0].get("window_steal_cores")
@@ -103,7 +108,7 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     sim_free = simulate(with_overheads(cfg, cal, host_ns, physical_cores=free, **speeds)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
-            "cpu_speed": sim_cfg.overheads.cpu_speed, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
+            "probe_speed": cal["host_ns_per_loop"] / host_ns, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
 
 
 def charged_cpu_ms(cfg, sim: dict) -> dict:
@@ -207,7 +212,7 @@ def _line(row: dict) -> str:
             f"{100 * _err(s['latency_ms']['p50'], r['latency_ms']['p50']):+6.1f} | "
             f"{r['latency_ms']['p99']:8.1f} {s['latency_ms']['p99']:8.1f} | "
             f"{rr['running']:>4d}/{rr['pending']:<5d} {sr['running']:>4d}/{sr['pending']:<5d} | "
-            f"{r['rejected']:>4d}/{s['rejected']:<4d} | {row['cpu_speed']:5.2f} {row['foreign_cores']:7.2f} "
+            f"{r['rejected']:>4d}/{s['rejected']:<4d} | {row['probe_speed']:5.2f} {row['foreign_cores']:7.2f} "
             f"{row['sim_free_cores']['throughput_rps']:7.2f} | {_busy(row):>9s} | {_routing(row)}")
 
 
@@ -234,15 +239,15 @@ def failures(rows) -> list[str]:
 
 
 def speed_range(row: dict) -> tuple[float, float] | None:
-    """The slowest and the fastest of a run's probes, as ``cpu_speed`` (the run is simulated
-    at ``host_speed.run_ns_per_loop``: their time average, for older runs their median). A
-    wide range is a host that changed speed within the run: on 2026-11-26 from 17:40 the
-    probes of one run read 30 and 60 ns in turn."""
+    """The slowest and the fastest of a run's probes, as speeds against the calibration's
+    (``probe_speed`` is their time average, ``host_speed.run_ns_per_loop``; for older runs
+    their median). A wide range is a host that changed speed within the run: on 2026-11-26
+    from 17:40 the probes of one run read 30 and 60 ns in turn."""
     probe = row["real"].get("host_probe") or {}
     samples = probe_samples(probe)
     if not samples:
         return None
-    calibration_ns = row["cpu_speed"] * run_ns_per_loop(probe)
+    calibration_ns = row["probe_speed"] * run_ns_per_loop(probe)
     return calibration_ns / max(samples), calibration_ns / min(samples)
 
 
@@ -253,7 +258,16 @@ def _speed_note(row: dict) -> str:
 
 def _speed_cell(row: dict) -> str:
     r = speed_range(row)
-    return f"{row['cpu_speed']:.2f} ({r[0]:.2f}-{r[1]:.2f})" if r else f"{row['cpu_speed']:.2f}"
+    return f"{row['probe_speed']:.2f} ({r[0]:.2f}-{r[1]:.2f})" if r else f"{row['probe_speed']:.2f}"
+
+
+def _gil_work_cell(row: dict) -> str:
+    """The gil work's thread CPU per iteration in the replicas over the run's probe speed:
+    above 1, the work ran slower than the sampler read (and is simulated so)."""
+    gil, real = row["real"].get("gil_work"), row["real"]
+    if not gil:
+        return "-"
+    return f"{gil['cpu_ns_per_loop'] / run_ns_per_loop(real['host_probe']):.2f}"
 
 
 def diagnose(row: dict) -> str:
@@ -400,13 +414,16 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "Columns `busy real/sim`: cores in use on the node during the run, real (our process tree only, "
         "foreign load excluded) vs simserve (`nodes[0].physical_busy` x cores). Column `idle/steal "
         "cores`: over the measurement window, the real node's idle cores and the cores the hypervisor "
-        "took (steal); simserve runs on the cores net of that steal (runs before 2026-11-27 lack both).",
+        "took (steal); simserve runs on the cores net of that steal (runs before 2026-11-27 lack both). "
+        "Column `gil work/probe`: the `gil` work's thread CPU per iteration in the replicas over the "
+        "run's probe speed; simserve runs the work at that speed (runs before 2026-11-27 02:00 lack it: "
+        "at the probe's).",
         "",
         "| scenario | config | real rps | sim rps | err | real p50 ms | sim p50 ms | real p99 ms | sim p99 ms "
-        "| replicas real (run/pend) | sim | rejected real/sim | cpu_speed (probes' range) | foreign cores "
+        "| replicas real (run/pend) | sim | rejected real/sim | probe speed (range) | foreign cores "
         "| sim rps on free cores "
-        "| busy real/sim | idle/steal cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| busy real/sim | idle/steal cores | gil work/probe |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
@@ -420,7 +437,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             f"{r['replicas']['running']}/{r['replicas']['pending']} | "
             f"{s['replicas']['running']}/{s['replicas']['pending']} | {r['rejected']}/{s['rejected']} | "
             f"{_speed_cell(row)} | {row['foreign_cores']:.2f} | {row['sim_free_cores']['throughput_rps']:.1f} | "
-            f"{_busy(row)} | {_idle_steal(row)} |")
+            f"{_busy(row)} | {_idle_steal(row)} | {_gil_work_cell(row)} |")
     lines += ["", "## Per configuration, repeats pooled", "",
               "Real: mean of the repeats, and their spread (max - min) / mean as the noise band. "
               "Error = (sim - real mean) / real mean.", "",

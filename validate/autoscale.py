@@ -275,8 +275,8 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
         probe.start()
         clock = {"router_s": time.perf_counter()}  # the handle's router starts at its first call
         try:
-            records, _ = asyncio.run(cl._drive(cfg, handle, app,
-                                               on_start=lambda t0: clock.update(t0=t0, wall0=time.time())))
+            records, _, _ = asyncio.run(cl._drive(cfg, handle, app,
+                                                  on_start=lambda t0: clock.update(t0=t0, wall0=time.time())))
         finally:
             samples = sampler.stop()
             during = probe.stop()

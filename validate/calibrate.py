@@ -11,9 +11,8 @@ here comes from the validation grid or is ever adjusted to make a validation row
 
 The calibration below is made ``--repeats`` times, one after another, each in a process
 and Ray cluster of its own (its file kept in ``validate/out/``), and the file written is
-their ``merge``: every run's CPU costs brought to the median of their host speeds, then
-each field's median over the runs (one calibration is a noisy sample on a shared virtual
-machine). Files written before ``--repeats`` existed (up to 2026-11-26 16:18) hold one
+their ``merge``: each field's median over the runs (one calibration is a noisy sample
+on a shared virtual machine). Files written before ``--repeats`` existed (up to 2026-11-26 16:18) hold one
 run; in a merged file ``host_ns_per_loop`` and ``native_unit_s`` are the medians over the
 runs, and each field below is the merge of the runs' values.
 
@@ -255,7 +254,7 @@ import numpy as np
 
 from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
 from simserve.calibration import unit
-from simserve.config import SPEED_SCALED, Overheads
+from simserve.config import Overheads
 from validate.harness import (
     RealCluster,
     RouterCounters,
@@ -1442,39 +1441,19 @@ def rederive(doc: dict) -> dict:
     return out
 
 
-def _normalised(doc: dict, ref_ns: float) -> dict:
-    """A calibration's costs as if measured at the host speed ``ref_ns``: what
-    ``cpu_speed`` scales (``SPEED_SCALED``, the ``http`` section, and the CPU part of
-    ``replica_startup_s``) times ``ref_ns / host_ns_per_loop``; the rest as measured."""
-    f = ref_ns / doc["host_ns_per_loop"]
-    out = {}
-    for k in FIELDS:
-        v = doc[k]
-        if k in SPEED_SCALED:
-            v = [x * f for x in v] if isinstance(v, list) else v * f
-        elif k == "replica_startup_s":
-            v = v + doc["replica_startup_cpu_s"] * (f - 1.0)
-        out[k] = v
-    out["http"] = {k: v * f if k in SPEED_SCALED else v for k, v in doc["http"].items()}
-    return out
-
-
 def merge(docs: list[dict]) -> dict:
     """One calibration from several made one after another (``--repeats``).
 
     One calibration is a noisy sample on a shared virtual machine (the median error of
     one grid moved by several points between calibrations ten minutes apart, 2026-11-26),
-    so the committed file is the median of a few. Each is first brought to one host
-    speed, the median of their ``host_ns_per_loop`` (``_normalised``), because a
-    calibration made on a slower moment measured every CPU cost dearer by as much; then
-    every field is the median over the runs (element by element for the wake-up table;
-    GIL acquisition counts rounded; with an even number of runs a median is the mean of
-    the middle two). So the start-up's fixed wait is the difference of two medians, and
-    ``native_unit_s`` (how the harness sizes ``native`` work, a host property that the
-    runs time again with their own matmuls, item 20) is the plain median. No validation
-    result enters. Each run's own document is kept under ``raw.runs``."""
-    ref_ns = statistics.median(d["host_ns_per_loop"] for d in docs)
-    norm = [_normalised(d, ref_ns) for d in docs]
+    so the committed file is the median of a few: every field the median over the runs
+    (element by element for the wake-up table; GIL acquisition counts rounded; with an
+    even number of runs a median is the mean of the middle two), ``host_ns_per_loop``
+    (how the harness sizes ``gil`` work) and ``native_unit_s`` (``native`` work) too.
+    The costs are not first brought to one probe speed (as up to 2026-11-27): Ray's CPU
+    per request does not follow the spin probe from one run to the next
+    (``scenario.with_overheads``). No validation result enters. Each run's own document
+    is kept under ``raw.runs``."""
 
     def median(values):
         if isinstance(values[0], list):
@@ -1483,18 +1462,17 @@ def merge(docs: list[dict]) -> dict:
             return [statistics.median(col) for col in zip(*values)]
         return statistics.median(values)
 
-    doc = {k: median([n[k] for n in norm]) for k in FIELDS}
+    doc = {k: median([d[k] for d in docs]) for k in FIELDS}
     for k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
         doc[k] = round(doc[k])
-    doc["http"] = {k: median([n["http"][k] for n in norm]) for k in norm[0]["http"]}
+    doc["http"] = {k: median([d["http"][k] for d in docs]) for k in docs[0]["http"]}
     doc.update(
-        host_ns_per_loop=ref_ns,
+        host_ns_per_loop=statistics.median(d["host_ns_per_loop"] for d in docs),
         native_unit_s=statistics.median(d["native_unit_s"] for d in docs),
         ray_version=docs[0]["ray_version"],
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         host=docs[0]["host"],
-        raw={"runs": docs, "merge": f"each run's SPEED_SCALED costs x {ref_ns:.2f} / its host_ns_per_loop, "
-                                   "then the median over the runs of every field"},
+        raw={"runs": docs, "merge": "the median over the runs of every field"},
     )
     return doc
 
@@ -1513,7 +1491,7 @@ def _print(doc: dict) -> None:
     if len(runs) > 1:
         each = ", ".join(f"{r['host_ns_per_loop']:.2f}" for r in runs)
         print(f"  host_ns_per_loop                   {doc['host_ns_per_loop']:8.2f} ns (median of the {len(runs)} "
-              f"runs' {each}; each run's costs brought to it)")
+              f"runs' {each})")
     for i, run in enumerate(runs):
         raw = run["raw"]
         speeds = raw["host_ns_per_loop_probes"]

@@ -149,11 +149,18 @@ class _Work:
     def draws(self):
         return [(k, s()) for k, s in zip(self.kinds, self.samplers)]
 
-    def cpu(self, kind: str, d: float) -> None:
+    def cpu(self, kind: str, d: float, gil: list) -> None:
+        """``d`` seconds of ``kind`` work; ``gil`` (this request's own: requests overlap in
+        a replica) sums its gil work's thread CPU ns, wall ns and iterations."""
         if d <= 0:
             return
         if kind == "gil":
-            spin_work(int(round(d * 1e9 / self.ns_per_loop)))
+            n = int(round(d * 1e9 / self.ns_per_loop))
+            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+            spin_work(n)
+            gil[0] += time.thread_time_ns() - c0
+            gil[1] += time.perf_counter_ns() - w0
+            gil[2] += n
         else:
             a = self.a
             for _ in range(max(1, int(round(d / self.native_unit)))):
@@ -168,19 +175,25 @@ class _Work:
                 "stime": ru.ru_stime, "wall": time.time()}
 
 
+def _answer(gil: list) -> str:
+    """The response body: ``ok`` and the request's gil work (thread CPU ns, wall ns,
+    iterations), so the driver can tell how fast the work itself ran in the replica."""
+    return "ok {} {} {}".format(*gil)
+
+
 class AsyncModel:
     def __init__(self, segments, ns_per_loop, native_unit, seed=0):
         self.w = _Work(segments, ns_per_loop, native_unit, seed + os.getpid())
 
     async def __call__(self, request=None):
-        w = self.w
+        w, gil = self.w, [0, 0, 0]
         for kind, d in w.draws():
             if kind == "io":
                 if d > 0:
                     await asyncio.sleep(d)
             else:
-                w.cpu(kind, d)
-        return "ok"
+                w.cpu(kind, d, gil)
+        return _answer(gil)
 
     def cpu_times(self):
         return _Work.cpu_times()
@@ -191,14 +204,14 @@ class SyncModel:
         self.w = _Work(segments, ns_per_loop, native_unit, seed + os.getpid())
 
     def __call__(self, request=None):
-        w = self.w
+        w, gil = self.w, [0, 0, 0]
         for kind, d in w.draws():
             if kind == "io":
                 if d > 0:
                     time.sleep(d)
             else:
-                w.cpu(kind, d)
-        return "ok"
+                w.cpu(kind, d, gil)
+        return _answer(gil)
 
     def cpu_times(self):
         return _Work.cpu_times()
@@ -384,7 +397,7 @@ class RealCluster:
 
             try:
                 with GcPauses() as gc_pauses:
-                    records, window = asyncio.run(self._drive(cfg, handle, app_name, on_start=on_start))
+                    records, window, works = asyncio.run(self._drive(cfg, handle, app_name, on_start=on_start))
             finally:
                 during = probe.stop()
             drive_wall = time.perf_counter() - drive0
@@ -425,6 +438,7 @@ class RealCluster:
             config=cfg.to_dict(),
             host_ns_per_loop=run_ns_per_loop(host_probe),
             host_probe=host_probe,
+            gil_work=_gil_work(works, cfg.workload.warmup_s, window),
             driver_cpu_s_per_request=(pt1 - pt0) / max(1, summary["completed_total"]),
             driver_gc=gc_pauses.summary(drive_wall),
             # Diagnosis: CPU by process role over the whole drive (warm-up included), in
@@ -451,6 +465,7 @@ class RealCluster:
         if shape is not None and (w.concurrent is None or shape.kind != "steps"):
             raise NotImplementedError("of the load shapes, the harness drives closed-loop steps only")
         records: list[tuple[float, float, int]] = []
+        works: list[tuple[float, str]] = []  # (answered_s, body) of each OK answer
         session = None
         if cfg.overheads.ingress == "http":
             import aiohttp
@@ -459,29 +474,29 @@ class RealCluster:
             session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                             timeout=aiohttp.ClientTimeout(total=None))
 
-            async def call() -> int:
+            async def call() -> tuple[int, str | None]:
                 try:
                     async with session.get(url) as r:
-                        await r.read()
-                        return OK if r.status == 200 else REJECTED if r.status in (503, 429) else ERROR
+                        body = await r.read()
+                        return (OK, body.decode()) if r.status == 200 else \
+                            (REJECTED if r.status in (503, 429) else ERROR, None)
                 except aiohttp.ClientError:
-                    return ERROR
+                    return ERROR, None
         else:
             from ray.serve.exceptions import BackPressureError
 
-            async def call() -> int:
+            async def call() -> tuple[int, str | None]:
                 try:
-                    await handle.remote()
-                    return OK
+                    return OK, await handle.remote()
                 except BackPressureError:
-                    return REJECTED
+                    return REJECTED, None
                 except Exception:  # noqa: BLE001
-                    return ERROR
+                    return ERROR, None
 
         try:
             # Readiness: the first answer (route known to the proxy, replicas known to the router).
             deadline = time.monotonic() + 60
-            while await call() != OK:
+            while (await call())[0] != OK:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{app_name}: not answering")
                 await asyncio.sleep(0.2)
@@ -493,8 +508,11 @@ class RealCluster:
 
             async def one(client: int):
                 s = time.perf_counter()
-                st = await call()
-                records.append((s - t0, time.perf_counter() - t0, st))
+                st, body = await call()
+                e = time.perf_counter() - t0
+                records.append((s - t0, e, st))
+                if body is not None:
+                    works.append((e, body))
                 return st
 
             if w.concurrent is not None:
@@ -529,10 +547,25 @@ class RealCluster:
                 _, pending = await asyncio.wait(tasks, timeout=5.0)
                 for t in pending:
                     t.cancel()
-            return records, duration
+            return records, duration, works
         finally:
             if session is not None:
                 await session.close()
+
+
+def _gil_work(works, warmup_s: float, duration_s: float) -> dict | None:
+    """How fast the replicas' ``gil`` work ran, from the answers received in the
+    measurement window: ns per spin iteration of the work's own thread CPU time (the
+    host's speed as the replica saw it, to set beside the sampler's probe) and of its
+    wall time (also the time the thread waited for the GIL or a core)."""
+    cpu = wall = loops = answers = 0
+    for e, body in works:
+        if warmup_s <= e <= duration_s:
+            _, c, w, n = body.split()
+            cpu, wall, loops, answers = cpu + int(c), wall + int(w), loops + int(n), answers + 1
+    if not loops:
+        return None
+    return {"cpu_ns_per_loop": cpu / loops, "wall_ns_per_loop": wall / loops, "loops": loops, "answers": answers}
 
 
 def summarize(cfg: SimConfig, records, duration: float) -> dict:

@@ -2,8 +2,12 @@
 
 The probe is ``for i in range(n): x += i`` (``spin``) with n = ``PROBE_N``, reported as
 nanoseconds per iteration. The calibration records the speed it was made at (its
-``host_ns_per_loop``); a run records the speed it ran at, and simserve simulates the run at
-``cpu_speed`` = calibration ns / run ns. On these shared virtual machines that speed is not
+``host_ns_per_loop``, which the harness sizes ``gil`` work with); a run records the speed it
+ran at, shown beside the run as its ``probe speed`` (calibration ns / run ns). Up to
+2026-11-27 simserve simulated each run at that ``cpu_speed``; Ray's CPU per request turned
+out not to follow the probe from one calibration to the next (validate/README item 30), so
+runs are now simulated with the costs as calibrated, and ``gil`` work at the speed the
+replicas' own thread CPU gave it. On these shared virtual machines the probe's speed is not
 a constant: on 2026-11-26 from 15:38 a run's probes read about 30 and about 60 ns in turn.
 
 A run's probes come from ``HostSpeedSampler``: a process of its own (outside the driver,

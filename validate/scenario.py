@@ -189,18 +189,27 @@ def load_calibration(path: str | None = None) -> dict:
 
 def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
                    physical_cores: float | None = None, sized_ns_per_loop: float | None = None,
-                   native_stretch: float | None = None) -> SimConfig:
-    """``cfg`` with the calibration's Overheads; ``cpu_speed`` = calibration host speed
-    over this run's host speed (ns per probe iteration: bigger is slower).
+                   native_stretch: float | None = None, gil_stretch: float | None = None) -> SimConfig:
+    """``cfg`` with the calibration's Overheads, Ray's costs as measured (``cpu_speed`` 1),
+    and its work at the speed this run's host gave it.
+
+    Ray's costs are not scaled by the spin probe. Across the eleven calibration runs of
+    2026-11-26 the probe read 36-63 ns per iteration around their no-op phase while Ray's
+    CPU per request (driver and replica, Python and C++) did not follow it (log-log slope
+    -0.13, r = -0.20; validate/README.md item 30), so the probe's ratio, which scaled them up
+    to 2026-11-27, moved them by up to 30 % for nothing. (Within one session the two moved
+    together over a narrower range: slope 1.04, r = 0.65 over ±8 %.)
 
     The harness sizes ``gil`` / ``native`` work with a host speed, ``sized_ns_per_loop``
     (the calibration file's ``host_ns_per_loop`` when the run was made; by default
     ``cal``'s), so on a host running at ``host_ns_per_loop`` they take ``duration x
-    host_ns_per_loop / sized_ns_per_loop``: the simulated segments are scaled so
-    (simserve's ``cpu_speed`` scales only Overheads). Runs made with an older calibration
-    are simulated with today's costs and their own sizing. ``native_stretch``, when given,
-    replaces that factor for ``native`` segments: the run's own matmul time over the one
-    the work was sized with (runs measured before 2026-11-26 11:16 lack it).
+    host_ns_per_loop / sized_ns_per_loop``: the simulated segments are scaled so. Runs
+    made with an older calibration are simulated with today's costs and their own sizing.
+    ``native_stretch``, when given, replaces that factor for ``native`` segments: the run's
+    own matmul time over the one the work was sized with (runs measured before 2026-11-26
+    11:16 lack it); ``gil_stretch`` for ``gil`` segments: the thread CPU per iteration the
+    replicas' work itself took over the one it was sized with (runs measured before
+    2026-11-27 lack it; it ran a median 4 % slower than the probe read, 0.92-1.14 times).
     ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
     users' processes during the real run).
 
@@ -212,16 +221,13 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     missing = [k for k in OVERHEAD_FIELDS if k not in cal]
     if missing:
         raise KeyError(f"calibration {cal.get('_path', '?')} lacks {missing}: rerun `python -m validate.calibrate`")
-    vals = costs(cal, cfg.overheads.ingress)
-    speed = 1.0
-    if host_ns_per_loop and cal.get("host_ns_per_loop"):
-        speed = float(cal["host_ns_per_loop"]) / float(host_ns_per_loop)
-    oh = Overheads(ingress=cfg.overheads.ingress, cpu_speed=speed, **vals)
+    oh = Overheads(ingress=cfg.overheads.ingress, **costs(cal, cfg.overheads.ingress))
     d = cfg.deployment
     stretch = 1.0
     if host_ns_per_loop and (sized_ns_per_loop or cal.get("host_ns_per_loop")):
         stretch = float(host_ns_per_loop) / float(sized_ns_per_loop or cal["host_ns_per_loop"])
-    factor = {"io": 1.0, "gil": stretch, "native": stretch if native_stretch is None else native_stretch}
+    factor = {"io": 1.0, "gil": stretch if gil_stretch is None else gil_stretch,
+              "native": stretch if native_stretch is None else native_stretch}
     if any(factor[s.kind] != 1.0 for s in d.work.segments):
         segs = tuple(Segment(s.kind, _scale(s.duration, factor[s.kind])) if factor[s.kind] != 1.0 else s
                      for s in d.work.segments)
