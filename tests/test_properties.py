@@ -1,5 +1,7 @@
 """Invariants that hold for every configuration, checked over generated ones."""
 
+import json
+
 import numpy as np
 from hypothesis import given
 
@@ -113,3 +115,22 @@ def test_messages_between_the_router_and_a_replica_arrive_in_the_order_they_were
     assert sum(map(len, sent.values())) > 200
     for index, ids in sent.items():
         assert arrived[index] == ids[: len(arrived[index])]
+
+
+@given(sim_configs)
+def test_a_queue_limit_that_is_never_reached_changes_nothing(cfg):
+    """With no max_queued_requests and with one no run can reach, every request's times and outcome agree:
+    the router routes an idle loop's request in place (``RayRouter._submit_soon``) exactly as its general
+    path, which a limit forces, does."""
+    import dataclasses
+
+    if cfg.deployment.max_queued_requests != -1:
+        cfg = dataclasses.replace(cfg, deployment=dataclasses.replace(cfg.deployment, max_queued_requests=-1))
+    limited = dataclasses.replace(cfg, deployment=dataclasses.replace(cfg.deployment, max_queued_requests=10**9))
+    a, b = simulate(cfg), simulate(limited)
+    assert a.requests.equals(b.requests)
+
+    def same(summary):  # as JSON, where NaN (no request completed) equals NaN
+        return json.dumps({k: v for k, v in summary.items() if k not in ("wall_time_s", "config")},
+                          sort_keys=True, default=str)
+    assert same(a.summary) == same(b.summary)
