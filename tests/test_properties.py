@@ -3,7 +3,7 @@
 import json
 
 import numpy as np
-from hypothesis import given
+from hypothesis import assume, given
 
 from simserve import simulate
 from strategies import sim_configs
@@ -121,9 +121,11 @@ def test_messages_between_the_router_and_a_replica_arrive_in_the_order_they_were
 def test_a_queue_limit_that_is_never_reached_changes_nothing(cfg):
     """With no max_queued_requests and with one no run can reach, every request's times and outcome agree:
     the router routes an idle loop's request in place (``RayRouter._submit_soon``) exactly as its general
-    path, which a limit forces, does."""
+    path, which a limit forces, does. (Ray's routers only: with the ideal router, no limit sends an open
+    loop to the FCFS recursion, whose queued-area sum differs from the event engine's in the last bits.)"""
     import dataclasses
 
+    assume(cfg.router.policy != "ideal")
     if cfg.deployment.max_queued_requests != -1:
         cfg = dataclasses.replace(cfg, deployment=dataclasses.replace(cfg.deployment, max_queued_requests=-1))
     limited = dataclasses.replace(cfg, deployment=dataclasses.replace(cfg.deployment, max_queued_requests=10**9))
