@@ -245,28 +245,21 @@ class RayRouter:
         # 30-39 % faster so), with the same draws, cache and counts; any other outcome goes
         # the general way, with the candidates already drawn (``_drawn``).
         candidates = self._candidates(self.replicas, self._bits)
-        now = self.env._now
-        ttl = self.cfg.queue_len_cache_timeout_s
-        cache = self.cache
-        best = None
-        best_len = None
-        for r in candidates:
-            entry = cache.get(r.index)
-            if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
-                self._drawn = candidates
-                self._call_soon(self._submit, req)
-                return
-            if best is None or entry[0] < best_len:
-                best, best_len = r, entry[0]
+        best, best_len, to_probe = self._rank(candidates)
+        if best is None or to_probe:
+            self._drawn = candidates
+            self._call_soon(self._submit, req)
+            return
         # _enqueue, _submit's on_queued, _fulfill and _send, written out: the request is
         # queued and sent at this instant, so the queued area only moves its clock.
+        now = self.env._now
         self.queued_area += self.num_queued * (now - self._queued_last)
         self._queued_last = now
         req.fulfilled = True
         req.task = None
         self.attempts += 1
         self.sim.on_queued()
-        cache[best.index] = (best_len + 1, now)
+        self.cache[best.index] = (best_len + 1, now)
         self._running = True
         try:
             self.sim.send(req, best)
@@ -400,6 +393,24 @@ class RayRouter:
             j += 1
         return [reps[i], reps[j]]
 
+    def _rank(self, candidates: list) -> tuple:
+        """The candidate whose cached queue length is lowest and below its
+        ``max_ongoing_requests``, with that length (or None, None), and the candidates to
+        probe: no entry, one older than ``queue_len_cache_timeout_s``, or a full one."""
+        now = self.env._now
+        ttl = self.cfg.queue_len_cache_timeout_s
+        cache = self.cache
+        best = None
+        best_len = None
+        to_probe = []
+        for r in candidates:
+            entry = cache.get(r.index)
+            if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
+                to_probe.append(r)
+            elif best is None or entry[0] < best_len:
+                best, best_len = r, entry[0]
+        return best, best_len, to_probe
+
     def _choose(self, task: _Task) -> None:
         if not task.alive:
             return
@@ -409,22 +420,11 @@ class RayRouter:
         if not self.replicas:
             self._waiting_for_replicas.append(task)
             return
-        now = self.env._now
-        ttl = self.cfg.queue_len_cache_timeout_s
-        best = None
-        best_len = None
-        to_probe = []
         if task.local and task.yields == 1 and len(self._local) < len(self.replicas):
             candidates = self._candidates(self._local, self._local_bits)
         else:
             candidates = self._candidates(self.replicas, self._bits)
-        cache = self.cache
-        for r in candidates:
-            entry = cache.get(r.index)
-            if entry is None or now - entry[1] > ttl or entry[0] >= r.max_ongoing_requests:
-                to_probe.append(r)
-            elif best is None or entry[0] < best_len:
-                best, best_len = r, entry[0]
+        best, _, to_probe = self._rank(candidates)
         backoff_index = task.failures
         if best is not None:
             if to_probe:

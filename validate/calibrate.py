@@ -12,9 +12,10 @@ here comes from the validation grid or is ever adjusted to make a validation row
 The calibration below is made ``--repeats`` times, one after another, each in a process
 and Ray cluster of its own (its file kept in ``validate/out/``), and the file written is
 their ``merge``: each field's median over the runs (one calibration is a noisy sample
-on a shared virtual machine). Files written before ``--repeats`` existed (up to 2026-11-26 16:18) hold one
-run; in a merged file ``host_ns_per_loop`` and ``native_unit_s`` are the medians over the
-runs, and each field below is the merge of the runs' values.
+on a shared virtual machine). Files written before ``--repeats`` existed (up to
+2026-11-26 16:18) hold one run; in a merged file ``host_ns_per_loop`` and
+``native_unit_s`` are the medians over the runs, and each field below is the merge of the
+runs' values.
 
 Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-op
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO

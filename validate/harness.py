@@ -144,7 +144,6 @@ class _Work:
         self.ns_per_loop = ns_per_loop
         self.native_unit = native_unit
         self.a = np.random.default_rng(seed).random((NATIVE_N, NATIVE_N))
-        self.calls = 0
 
     def draws(self):
         return [(k, s()) for k, s in zip(self.kinds, self.samplers)]
