@@ -8,6 +8,10 @@ thread at a time; CPython hands the GIL over every 5 ms, so the process's GIL-ho
 jobs share that one thread equally (processor sharing again, at a coarser grain).
 GIL-releasing (``native``) work runs on its own threads.
 
+Constant loads (``Node.occupy``: Ray's daemons, each process's periodic tasks) are rates
+of work, not runnable threads: they and the threads share the cores max-min fairly, so a
+load smaller than a fair share keeps its whole rate however many threads compete.
+
 Both cases are one shape, a ``Runner``: ``threads`` runnable threads shared equally
 by its ``jobs``. A process's GIL is a runner of one thread; each native job is a runner
 of ``OMP_NUM_THREADS`` threads.
@@ -34,6 +38,7 @@ Left out: the switch interval's slicing beyond that first wait (sharing is smoot
 
 from __future__ import annotations
 
+import bisect
 from heapq import heappop, heappush
 from math import ulp
 
@@ -178,6 +183,30 @@ def _nothing(_) -> None:
     pass
 
 
+def _fill(cores: float, threads: float, loads: list) -> tuple[float, float]:
+    """Max-min fair shares of ``cores`` between ``threads`` runnable threads, each able to
+    use one core, and constant loads of the rates ``loads`` (ascending): (each thread's
+    share, the cores the loads get together). Demands are met smallest first while each
+    fits in an equal split of what is left; all the others then get that split."""
+    left, i, n = cores, 0, len(loads)
+    served = 0.0
+    pending = threads  # the threads not yet given their core
+    while pending or i < n:
+        level = left / (pending + n - i)
+        if i < n and (not pending or loads[i] <= 1.0):
+            if loads[i] > level:
+                return (level if pending else 1.0), served + level * (n - i)
+            served += loads[i]
+            left -= loads[i]
+            i += 1
+        elif level < 1.0:
+            return level, served + level * (n - i)
+        else:
+            left -= pending
+            pending = 0
+    return 1.0, served
+
+
 def _join_gil(args) -> None:
     process, work_s, callback, arg = args
     process.node.add(process.gil, work_s, callback, arg)
@@ -207,10 +236,10 @@ class Node:
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
-        self._background = 0  # of them, constant loads (occupy: daemons, processes' idle rates)
-        self.idle_since = 0.0  # when the last runner but the constant loads ran out of work
+        self._loads: list = []  # the constant loads' rates in cores, ascending (occupy)
+        self.idle_since = 0.0  # when the last runner ran out of work
         self.service = 0.0  # work one thread has received since the start
-        self.core_busy_s = 0.0  # integral of min(threads, cores) dt
+        self.core_busy_s = 0.0  # integral of the cores the threads and loads keep busy, dt
         self._last = 0.0
         self._heap: list = []  # (service at next finish, version, seq, runner)
         self._seq = 0
@@ -222,40 +251,43 @@ class Node:
         self._timer = 0  # the pending timer's number: an earlier one supersedes it
         self._fire = self._on_timer  # bound once: a timer is set for most jobs
         self._timer_at = _INF  # when the pending timer fires
-        # _speed() and min(threads, cores) for the current thread count: they change
-        # only when a runner starts or stops, so _retune() looks them up then.
-        self._tunings: dict = {}  # thread count -> (_speed(), min(threads, cores))
+        # The threads' speed and the busy cores for the current thread count: they change
+        # only when a runner starts or stops or a load comes or goes, so _retune() looks
+        # them up then.
+        self._tunings: dict = {}  # thread count -> _tune()
         self._retune()
 
     def process(self, name: str) -> Process:
         return Process(self, name)
 
-    def occupy(self, cores: float) -> Runner | None:
-        """A constant load of ``cores`` runnable threads (Ray's own daemons, a process's
-        periodic tasks) until ``vacate``; None for no load."""
+    def occupy(self, cores: float) -> float | None:
+        """A constant load of ``cores`` (Ray's own daemons, a process's periodic tasks)
+        until ``vacate``; None for no load.
+
+        A load is a rate of work, not a runnable thread: its threads wake, do a little and
+        sleep, and the OS serves a thread that sleeps ahead of those that never do (CFS
+        places a waking thread at the front). So it gets its full rate beside any number of
+        CPU-bound threads while that rate is below a fair share of the cores (``_fill``): a
+        task taking 1 ms every 10 ms got 0.104-0.106 cores beside 2, 4 or 8 pure-Python
+        spinners on this project's 2 cores, where sharing the cores equally with them
+        would have left it 0.025-0.095 (``python -m validate.periodic_cpu``;
+        validate/README.md, item 31)."""
         if cores <= 0.0:
             return None
-        runner = Runner(cores, "background")
-        self.add(runner, _INF, _nothing, None)
-        self._background += 1
-        return runner
+        self._advance()
+        bisect.insort(self._loads, cores)
+        self._tunings.clear()
+        # The threads beside it slow down: a pending timer is early, never late (add()).
+        self._retune()
+        return cores
 
-    def vacate(self, runner: Runner) -> None:
+    def vacate(self, load: float) -> None:
         """End a load that ``occupy`` started (its process exited): the others speed up,
         so the pending timer may now be late and is set again."""
         now = self.env._now
         self._advance()
-        runner.jobs.clear()
-        runner.version += 1  # its heap entry is stale now
-        runner.busy_s += now - runner.busy_since
-        runner.idle_since = now
-        self.threads -= runner.threads
-        self.active -= 1
-        self._background -= 1
-        if not self.active:
-            self.threads = 0.0  # absorb float drift
-        # idle_since stays: a constant load never made the node busy (idle_for), so its end
-        # neither starts nor ends an idle spell.
+        self._loads.remove(load)
+        self._tunings.clear()
         self._retune()
         self._arm(now)
 
@@ -275,32 +307,39 @@ class Node:
         """How long the node has had no work but its constant loads (Ray's daemons, idle
         processes' periodic tasks; 0 while it has some): what decides whether a message
         must wait for a core to wake (``Simulation.wake_s``)."""
-        return 0.0 if self.active > self._background else now - self.idle_since
+        return 0.0 if self.active else now - self.idle_since
 
     # -- processor sharing ------------------------------------------------------
-    def _speed(self) -> float:
-        """Per-thread speed: each runnable thread gets min(1, cores/threads) of a core, and
-        a core runs slower the more of its siblings are busy (shared caches, SMT, a
-        virtual machine's host): ``contended_core_speed`` with all busy, 1 with one."""
+    def _tune(self) -> tuple:
+        """(per-thread speed, busy cores) for the runnable threads and constant loads now.
+
+        Each runnable thread can use one core; the threads and the loads share the cores
+        max-min fairly (``_fill``; without loads each thread gets min(1, cores/threads)).
+        A core runs slower the more of its siblings are busy (shared caches, SMT, a
+        virtual machine's host): the threads' speed is scaled by ``contended_core_speed``
+        with all cores busy, by 1 with one, linearly between."""
         k = self.threads
         c = self.physical_cores
-        share = 1.0 if k <= c else c / k
-        if self.contended_core_speed == 1.0 or c <= 1.0 or k <= 1.0:
-            return share
-        busy = k if k <= c else c  # min(k, c)
-        return share * (1.0 - (1.0 - self.contended_core_speed) * (busy - 1.0) / (c - 1.0))
+        if self._loads:
+            share, loads = _fill(c, k, self._loads)
+            busy = k * share + loads
+        else:
+            share = 1.0 if k <= c else c / k
+            busy = k if k <= c else c  # min(k, c)
+        if self.contended_core_speed == 1.0 or c <= 1.0 or busy <= 1.0:
+            return share, busy
+        return share * (1.0 - (1.0 - self.contended_core_speed) * (min(busy, c) - 1.0) / (c - 1.0)), busy
 
     def _retune(self) -> None:
         """The thread count changed: the per-thread speed and the busy cores for it, kept
-        per thread count. Fractional counts (background cores, float drift) can take many
-        values, so the table is emptied when it reaches _TUNINGS_MAX entries."""
+        per thread count. Fractional counts (float drift) can take many values, so the
+        table is emptied when it reaches _TUNINGS_MAX entries."""
         k = self.threads
         tuning = self._tunings.get(k)
         if tuning is None:
             if len(self._tunings) >= _TUNINGS_MAX:
                 self._tunings.clear()
-            c = self.physical_cores
-            tuning = self._tunings[k] = (self._speed(), k if k <= c else c)  # min(k, c)
+            tuning = self._tunings[k] = self._tune()
         self._speed_now, self._busy_cores = tuning
 
     # The hot paths below read SimPy's clock as ``env._now`` (what ``env.now`` returns,
@@ -308,9 +347,10 @@ class Node:
     def _advance(self) -> None:
         now = self.env._now
         dt = now - self._last
-        if dt > 0.0 and self.active:
-            self.service += dt * self._speed_now
-            self.core_busy_s += dt * self._busy_cores  # occupied, at whatever speed
+        if dt > 0.0:
+            if self.active:
+                self.service += dt * self._speed_now
+            self.core_busy_s += dt * self._busy_cores  # occupied, at whatever speed; loads too
         self._last = now
 
     def add(self, runner: Runner, work_s: float, callback, arg) -> None:
@@ -322,8 +362,9 @@ class Node:
         # cost more than the sums.
         now = self.env._now
         dt = now - self._last
-        if dt > 0.0 and self.active:
-            self.service += dt * self._speed_now
+        if dt > 0.0:
+            if self.active:
+                self.service += dt * self._speed_now
             self.core_busy_s += dt * self._busy_cores
         self._last = now
         s = self.service
@@ -364,8 +405,9 @@ class Node:
         self._timer_at = _INF
         now = self.env._now  # _advance(), written out as in add()
         dt = now - self._last
-        if dt > 0.0 and self.active:
-            self.service += dt * self._speed_now
+        if dt > 0.0:
+            if self.active:
+                self.service += dt * self._speed_now
             self.core_busy_s += dt * self._busy_cores
         self._last = now
         s = self.service
@@ -407,7 +449,6 @@ class Node:
         if idled:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
-            if self.active <= self._background:
                 self.idle_since = now
             self._retune()
         self._arm(now)
@@ -440,4 +481,4 @@ class Node:
         """Core-seconds kept busy up to now. Read without advancing the node's clocks: a
         reading (every timeline row takes one) must not change how the work is summed."""
         dt = self.env._now - self._last
-        return self.core_busy_s + (dt * self._busy_cores if dt > 0.0 and self.active else 0.0)
+        return self.core_busy_s + (dt * self._busy_cores if dt > 0.0 else 0.0)

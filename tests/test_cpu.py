@@ -108,14 +108,52 @@ def test_a_vacated_load_stops_slowing_the_work_beside_it():
     assert node.core_busy_until_now() == pytest.approx(1.5)
 
 
+
+def test_a_constant_load_below_a_fair_share_keeps_its_rate_beside_cpu_bound_threads():
+    """On 2 cores, a constant load of 0.5 cores beside three 1 s jobs in three processes
+    keeps its 0.5 (a periodic task beside spinners does: validate/README.md item 31), the
+    jobs share the other 1.5 cores and end at 2 s, with the 2 cores busy throughout."""
+    from simserve import events
+    from simserve.cpu import Node
+
+    env = events.Environment()
+    node = Node(env, 0, num_cpus=2, physical_cores=2)
+    node.occupy(0.5)
+    ends = []
+    for i in range(3):
+        node.process(f"replica-{i}").run_gil(1.0, lambda _: ends.append(env.now), None)
+    events.run(env)
+    assert ends == pytest.approx([2.0, 2.0, 2.0])
+    assert node.core_busy_until_now() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize(
+    ("cores", "threads", "loads", "expected"),
+    [
+        (2.0, 0, [0.1, 0.3], (1.0, 0.4)),  # no threads: the loads get their rates
+        (2.0, 1, [0.1, 0.3], (1.0, 0.4)),  # room for all
+        (2.0, 4, [0.1, 0.3], (0.4, 0.4)),  # both loads under the split: the threads share 1.6
+        (1.0, 1, [0.8], (0.5, 0.5)),  # a load above an equal split gets the split
+        (1.0, 2, [0.1, 0.6], (0.3, 0.4)),  # 0.1 met; then 0.9 split three ways
+        (4.0, 1, [2.5], (1.0, 2.5)),  # a load over one core, met after the thread's core
+    ],
+)
+def test_loads_and_threads_share_the_cores_max_min_fairly(cores, threads, loads, expected):
+    """Each demand (a load's rate, a thread's one core) is met smallest first while it fits
+    in an equal split of what is left, and the others get that split."""
+    from simserve.cpu import _fill
+
+    assert _fill(cores, threads, loads) == pytest.approx(expected)
+
+
 def test_running_replicas_and_the_caller_load_the_cores_at_their_idle_rates():
-    """Two replicas on one core, each idling at 0.25 cores while it runs: a 1 s request
-    shares the core with 0.5 threads of idle load and ends at 1.5 s; the driver's and the
-    proxy's idle rates load the first node the same way."""
+    """Two replicas on one core, each idling at 0.25 cores while it runs: the idle loads
+    keep their half of the core, so a 1 s request gets the other half and ends at 2 s; the
+    driver's and the proxy's idle rates load the first node the same way."""
     cfg = config(kind="gil", mean_s=1.0, replicas=2, num_cpus=0.5, cluster_cpus=1, cores=1, router="ideal",
                  concurrent=1, requests=1, duration_s=None)
-    assert _done(replace(cfg, overheads=Overheads(replica_idle_cores=0.25))) == [1.5]
-    assert _done(replace(cfg, overheads=Overheads(driver_idle_cores=0.25, proxy_idle_cores=0.25))) == [1.5]
+    assert _done(replace(cfg, overheads=Overheads(replica_idle_cores=0.25))) == [2.0]
+    assert _done(replace(cfg, overheads=Overheads(driver_idle_cores=0.25, proxy_idle_cores=0.25))) == [2.0]
 
 
 def test_the_wake_cost_is_zero_before_the_first_point_linear_between_and_flat_after():
