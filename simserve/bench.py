@@ -29,7 +29,8 @@ Scenarios (S1 to S3 with ``Overheads()``, every cost zero, which is what
 * S3  scale: 512 replicas (cluster num_cpus 512, 512 cores), 2560 closed-loop clients,
   exponential ``io`` 10 ms, max_ongoing 5, pow2, 2 simulated seconds (10 with
   ``--full``). Reports cost per request relative to S1 in the event-driven engine
-  (ratio of microseconds per request).
+  (ratio of microseconds per request, the median over repeats, S1 timed in the same
+  process right after each S3 run).
 * S4  the seed example: 4 replicas of num_cpus 2 (default 8-CPU, 8-core cluster), 10
   concurrent clients, deterministic ``gil`` 100 ms, async handler, pow2 (default),
   with the platform costs of the committed calibration file.
@@ -259,7 +260,13 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
         make = s4_config
     else:
         raise ValueError(f"unknown scenario {name!r}")
-    ss = [time_simserve(make(horizon, seed=i + 1)) for i in range(repeats)]
+    ss, s1 = [], []
+    for i in range(repeats):
+        ss.append(time_simserve(make(horizon, seed=i + 1)))
+        if name == "S3":
+            # S1 in the event-driven engine right after, so that the cost ratio is taken
+            # side by side (runs in separate processes minutes apart differed by up to 40 %).
+            s1.append(time_simserve(s1_config(duration_s=S1_HORIZON_S[q], seed=i + 1), events=True))
     out.update(
         sim_horizon_s=horizon,
         simserve_rps=_median_rps(ss),
@@ -269,6 +276,10 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
         runs_rps={"simserve": [n / w for n, w in ss]},
         peak_rss_mb=_rss_mb(),
     )
+    if s1:
+        # microseconds per request in S3 over those of S1 in the same engine, per repeat
+        out["s1_events_rps"] = _median_rps(s1)
+        out["cost_per_request_vs_S1"] = statistics.median((n1 / w1) / (n3 / w3) for (n3, w3), (n1, w1) in zip(ss, s1))
     return out
 
 
@@ -319,11 +330,10 @@ def collect(args) -> dict:
         if n == "S2":
             row["projected_wall_s_per_1M_requests"] = 1e6 / r["simserve_rps"]
         scen[n] = row
-    if "S1" in scen and "S3" in scen and scen["S1"].get("simserve_events_rps") and scen["S3"]["simserve_rps"]:
-        # microseconds per request in S3 over those of S1 in the same (event-driven) engine
-        scen["S3"]["cost_per_request_vs_S1"] = scen["S1"]["simserve_events_rps"] / scen["S3"]["simserve_rps"]
-        scen["S3"]["us_per_request"] = 1e6 / scen["S3"]["simserve_rps"]
-        scen["S1"]["us_per_request"] = 1e6 / scen["S1"]["simserve_events_rps"]
+        if n == "S3":
+            row["s1_events_rps"] = r["s1_events_rps"]
+            row["cost_per_request_vs_S1"] = r["cost_per_request_vs_S1"]
+            row["us_per_request"] = 1e6 / r["simserve_rps"]
     report: dict = {"scenarios": scen}
     if not args.no_memory and (not args.scenario or args.scenario == "MEM"):
         small, large = MEM_REQUESTS[1 if args.quick else 0]
