@@ -290,7 +290,8 @@ class Overheads:
     variation ``hop_cv``. The ``*_late_*`` fields are how late each turn of Ray's periodic
     autoscaling tasks starts (the router's metrics sample and push, the controller's loop).
     ``done_callback_lag_s`` is how long after its response the router learns that a
-    request's replica task has ended. ``*_wake_cpu_s`` is what a process burns when work
+    request's replica task has ended (the median; lognormal with coefficient of variation
+    ``done_callback_lag_cv``). ``*_wake_cpu_s`` is what a process burns when work
     wakes it from idleness, beyond the per-request costs (a table over ``wake_idle_s``).
     ``cpu_speed`` scales every CPU cost: 0.5 means this host runs at half the speed the
     costs were measured at.
@@ -397,12 +398,17 @@ class Overheads:
     # wait for the end of the replica's task, not for the response): the queue-length
     # cache's decrement and the autoscaling count of running requests come that late.
     done_callback_lag_s: float = 0.0
+    # Its spread from request to request: the lag is drawn lognormal with median
+    # done_callback_lag_s. Where it falls against the client's and router's CPU before the
+    # next routing decision decides whether that decision sees the slot freed.
+    done_callback_lag_cv: float = 0.0
     cpu_speed: float = 1.0
 
     def __post_init__(self):
         _choice("ingress", self.ingress, INGRESSES)
         others = ("hop_cv", *IDLE_CORES, "replica_startup_s", "replica_startup_cv", "replica_startup_cpu_s",
                   "gil_switch_interval_s", "idle_wake_s", "idle_wake_after_s", "done_callback_lag_s",
+                  "done_callback_lag_cv",
                   "backoff_sleep_late_s", "replica_gil_handoff_cpu_s")
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)

@@ -10,7 +10,7 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
                before the retry)
     replica: replica_cpu_s, the handler's segments, the response leaves,
              replica_post_cpu_s, then the slot is free
-    --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later the
+    --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later (drawn) the
                router's done callbacks (cache decrement, autoscaling count)
 
 A hop to a process on a node that has had nothing to do but its constant loads for
@@ -27,7 +27,7 @@ process on the first node; with HTTP ingress the router and proxy costs run in t
 proxy process and the client's in a load-generator process, both on the first node.
 Randomness comes from one ``SeedSequence`` split into independent streams for
 arrivals, service demand, routing, hop jitter, the autoscaling timers' lateness, where
-the run starts on Ray's clocks and replica start-up times, so changing the router leaves
+the run starts on Ray's clocks, replica start-up times and done-callback lags, so changing the router leaves
 the arrivals and the demands untouched.
 
 The timeline samples every ``timeline_interval_s``. Without a request table
@@ -47,6 +47,7 @@ events of ``simserve/events.py`` (``Simulation.later``; those due at once,
 from __future__ import annotations
 
 import gc
+import math
 import random
 import time
 from contextlib import contextmanager
@@ -118,7 +119,7 @@ def streams(seed: int) -> dict:
     """Independent random streams, one per concern, from one seed."""
     # spawn(n) gives the same first children for any n: a stream added at the end leaves
     # the others' draws unchanged.
-    arrivals, service, routing, platform, timers, clocks, startups = np.random.SeedSequence(seed).spawn(7)
+    arrivals, service, routing, platform, timers, clocks, startups, lags = np.random.SeedSequence(seed).spawn(8)
     return {
         "arrivals": np.random.default_rng(arrivals),
         "service": np.random.default_rng(service),
@@ -126,6 +127,7 @@ def streams(seed: int) -> dict:
         "timers": np.random.default_rng(timers),  # lateness of the autoscaling timers
         "clocks": np.random.default_rng(clocks),  # where the run starts on Ray's clocks
         "startups": np.random.default_rng(startups),  # each new replica's start-up time
+        "lags": np.random.default_rng(lags),  # each response's done-callback lag
         # The router draws one or two small integers per attempt: Python's Mersenne
         # Twister does that ten times faster than a NumPy call, and is as portable.
         "routing": random.Random(int(routing.generate_state(1, np.uint64)[0])),
@@ -155,6 +157,11 @@ class Simulation:
         self.idle_wake_s = oh.idle_wake_s
         self.idle_wake_after_s = oh.idle_wake_after_s
         self.done_callback_lag_s = oh.done_callback_lag_s
+        # Lognormal with the measured median and spread (the mean is the median x sqrt(1 + cv^2)).
+        cv = oh.done_callback_lag_cv
+        lag = (Distribution("lognormal", oh.done_callback_lag_s * math.sqrt(1.0 + cv * cv), cv) if cv > 0.0
+               else Distribution("deterministic", oh.done_callback_lag_s))
+        self.done_callback_lag = lag.sampler(rngs["lags"])
         self.client_cpu_s = oh.cpu("http_client_cpu_s" if self.http else "client_cpu_s")
         self.proxy_cpu_s = oh.cpu("proxy_cpu_s") if self.http else 0.0
         # C++ threads: the driver's (handle ingress) or the proxy's (HTTP), and Ray's daemons.
@@ -346,7 +353,7 @@ class Simulation:
     def _at_router(self, pair) -> None:
         """The response reaches the router's process."""
         if self.done_callback_lag_s > 0.0:
-            self.later(self.done_callback_lag_s, self._done, pair)
+            self.later(self.done_callback_lag(), self._done, pair)
         else:
             self._done(pair)
         req = pair[0]

@@ -305,3 +305,19 @@ def test_a_done_callback_later_than_the_response_makes_the_next_request_probe():
     assert runs[0.0015].summary["router"]["probes_per_request"] == 1.0
     assert runs[0.0].requests["dispatch_s"].round(9).tolist() == [0.003, 0.105, 0.207, 0.309]
     assert runs[0.0].summary["router"]["probes_per_request"] == 0.25
+
+
+def test_the_done_callback_lag_is_drawn_lognormal_around_its_measured_median():
+    """With done_callback_lag_cv, each response's lag is drawn: lognormal with median
+    done_callback_lag_s and that coefficient of variation; without it, the constant."""
+    import numpy as np
+
+    from simserve.simulation import Simulation
+
+    cfg = config(kind="io", mean_s=0.1, replicas=1, concurrent=1, requests=1, duration_s=None)
+    draw = Simulation(replace(cfg, overheads=Overheads(done_callback_lag_s=0.002, done_callback_lag_cv=0.5)))
+    lags = np.array([draw.done_callback_lag() for _ in range(40_000)])
+    assert np.median(lags) == pytest.approx(0.002, rel=0.02)
+    assert lags.std() / lags.mean() == pytest.approx(0.5, rel=0.05)
+    fixed = Simulation(replace(cfg, overheads=Overheads(done_callback_lag_s=0.002)))
+    assert {fixed.done_callback_lag() for _ in range(10)} == {0.002}

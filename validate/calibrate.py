@@ -228,6 +228,10 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   (``decrement_queue_len_cache``, timed by ``harness.RouterCounters``): Ray runs it when
   the replica's task ends, which reaches the caller after the response; a request
   routed in between still sees the replica's slot as taken.
+* ``done_callback_lag_cv`` (added 2026-11-27) -- the same lags' standard deviation over
+  their mean (``lag_cv``): simserve draws the lag lognormal with median
+  ``done_callback_lag_s`` and this spread. A run made before the field existed gets it
+  from its own ``raw.handle_c1.done_callback_lag`` when merged, by the same function.
 
 A negative difference is clamped to 0 and flagged in ``raw.warnings``.
 """
@@ -1006,6 +1010,12 @@ def _startup_phase(cl: RealCluster, reps: int) -> dict:
             "logged_process_cpu_s": ready_cpu[1:], "logged_first_process_cpu_s": ready_cpu[:1]}
 
 
+def lag_cv(lags: dict) -> float:
+    """``done_callback_lag_cv``: the handle phase's done-callback lags' standard deviation
+    over their mean (``_stats`` of them)."""
+    return lags["std_s"] / lags["mean_s"] if lags["mean_s"] > 0 else 0.0
+
+
 def _zero_if_nan(x: float) -> float:
     return 0.0 if math.isnan(x) else x
 
@@ -1399,6 +1409,7 @@ def calibrate_once(requests: int) -> dict:
     vals.update(wake_cpu(wake_cpu_raw, warnings))
     vals["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(oversub_raw, _wake_overheads(vals))
     vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
+    vals["done_callback_lag_cv"] = lag_cv(handle_raw["done_callback_lag"])
     vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
     doc = {k: vals[k] for k in FIELDS}
@@ -1463,6 +1474,9 @@ def merge(docs: list[dict]) -> dict:
             return [statistics.median(col) for col in zip(*values)]
         return statistics.median(values)
 
+    # Runs made before done_callback_lag_cv existed (2026-11-27): from their own raw lags.
+    docs = [d if "done_callback_lag_cv" in d else {**d, "done_callback_lag_cv": lag_cv(
+        d["raw"]["handle_c1"]["done_callback_lag"])} for d in docs]
     doc = {k: median([d[k] for d in docs]) for k in FIELDS}
     for k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
         doc[k] = round(doc[k])
