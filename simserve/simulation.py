@@ -27,8 +27,8 @@ process on the first node; with HTTP ingress the router and proxy costs run in t
 proxy process and the client's in a load-generator process, both on the first node.
 Randomness comes from one ``SeedSequence`` split into independent streams for
 arrivals, service demand, routing, hop jitter, the autoscaling timers' lateness, where
-the run starts on Ray's clocks, replica start-up times and done-callback lags, so changing the router leaves
-the arrivals and the demands untouched.
+the run starts on Ray's clocks, replica start-up times and done-callback lags, so
+changing the router leaves the arrivals and the demands untouched.
 
 The timeline samples every ``timeline_interval_s``. Without a request table
 (``keep_requests=False``) it holds at most ``TIMELINE_MAX_ROWS`` (20,000) rows: at the

@@ -384,6 +384,26 @@ def test_wake_cpu_is_each_processs_excess_over_back_to_back_at_the_sleep_plus_th
     assert len(warnings) == 1 and "replica_wake_cpu_s" in warnings[0]
 
 
+def test_a_run_made_before_the_lag_spread_was_a_field_gets_it_from_its_own_lags_when_merged():
+    """merge gives a calibration run without done_callback_lag_cv the std over mean of its own
+    handle phase's done-callback lags, and takes the median with the runs that have it."""
+    import pytest
+
+    from validate.calibrate import FIELDS, merge
+
+    def doc(**kw):
+        d = dict.fromkeys(FIELDS, 0.0)
+        d.update(replica_gil_acquisitions=1, replica_probe_gil_acquisitions=1, wake_idle_s=[0.01],
+                 client_wake_cpu_s=[0.0], replica_wake_cpu_s=[0.0], http={"replica_cpu_s": 0.0},
+                 host_ns_per_loop=50.0, native_unit_s=1e-4, ray_version="2.60.0", host={}, date="", raw={})
+        d.update(kw)
+        return d
+
+    old = doc(raw={"handle_c1": {"done_callback_lag": {"mean_s": 0.002, "std_s": 0.0012}}})
+    del old["done_callback_lag_cv"]
+    m = merge([old, doc(done_callback_lag_cv=0.5), doc(done_callback_lag_cv=0.7)])
+    assert m["done_callback_lag_cv"] == pytest.approx(0.6)
+
 def test_merged_calibrations_are_each_fields_median_as_measured():
     """Three calibrations at 40, 50 and 60 ns per loop merge at 50 ns with every field the median of the
     runs' own values (1.0, 1.5, 1.2 ms give 1.2 ms; not brought to one probe speed first), wake-up tables
