@@ -68,6 +68,7 @@ class Replica:
         self.is_async = deployment.handler == "async"
         self.omp_num_threads = deployment.omp_num_threads
         self.kinds = tuple(s.kind for s in deployment.work.segments)
+        self._segments = len(self.kinds)  # read twice per request
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
         self.gil_acquisitions = overheads.replica_gil_acquisitions
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
@@ -198,7 +199,7 @@ class Replica:
 
     def _next_segment(self, req) -> None:
         i = req.segment
-        if i == len(self.kinds):
+        if i == self._segments:
             self._finish(req)
             return
         req.segment = i + 1

@@ -119,6 +119,9 @@ class RayRouter:
         self.reject_cpu_s = overheads.cpu("reject_cpu_s")
         self.reject_native_cpu_s = overheads.cpu("reject_native_cpu_s")
         self.backoff_sleep_late_s = overheads.backoff_sleep_late_s
+        # A probe is answered in the instant it is sent (see _send_probes).
+        self._instant_probes = (self.hop_s == 0.0 and overheads.cpu("replica_probe_cpu_s") == 0.0
+                                and overheads.cpu("replica_probe_native_cpu_s") == 0.0)
         self.max_queued_requests = max_queued_requests
         self.replicas: list = []
         self.to_route: deque = deque()
@@ -244,11 +247,16 @@ class RayRouter:
         # this turn of the loop. Done here without the task and the loop's queues (S2 runs
         # 30-39 % faster so), with the same draws, cache and counts; any other outcome goes
         # the general way, with the candidates already drawn (``_drawn``).
-        candidates = self._candidates(self.replicas, self._bits)
-        best, best_len, to_probe = self._rank(candidates)
+        candidates, best, best_len, to_probe = self._select(self.replicas, self._bits)
         if best is None or to_probe:
             self._drawn = candidates
-            self._call_soon(self._submit, req)
+            # _call_soon(self._submit, req) on this idle loop, written out.
+            self._running = True
+            try:
+                self._submit(req)
+                self._drain()
+            finally:
+                self._running = False
             return
         # _enqueue, _submit's on_queued, _fulfill and _send, written out: the request is
         # queued and sent at this instant, so the queued area only moves its clock.
@@ -288,7 +296,11 @@ class RayRouter:
         else:
             self.to_fulfill.append(req)
             self.to_route.append(req)
-        self._maybe_start_tasks()
+        # _maybe_start_tasks(), its test written out: under saturation most requests find
+        # the tasks they need running.
+        n, cap = self.unfulfilled, self._tasks_cap
+        if (n if n < cap else cap) > len(self.tasks):
+            self._maybe_start_tasks()
 
     # -- routing tasks ----------------------------------------------------------------------
     # The target number of tasks, min(unfulfilled, max_num_routing_tasks_cap, 2 * replicas),
@@ -362,41 +374,40 @@ class RayRouter:
         else:
             self._choose(task)
 
-    def _candidates(self, reps: list, bits: tuple) -> list:
-        """The candidate set: the next replica of ``reps`` in turn (round robin), or two
+    def _select(self, reps: list, bits: tuple) -> tuple:
+        """A candidate set and its ranking: (candidates, best, best_len, to_probe).
+
+        The candidates are the next replica of ``reps`` in turn (round robin), or two
         distinct ones at random (its one if it has one); ``bits`` are the bit lengths of
         ``len(reps)`` and ``len(reps) - 1``. A set ``_submit_soon`` drew already is used
-        first, so a request it hands on sees the same draw."""
-        drawn = self._drawn
-        if drawn is not None:
+        first, so a request it hands on sees the same draw. ``best`` is the candidate whose
+        cached queue length is lowest and below its ``max_ongoing_requests``, with that
+        length (or None, None); ``to_probe`` the candidates with no entry, one older than
+        ``queue_len_cache_timeout_s``, or a full one."""
+        candidates = self._drawn
+        if candidates is not None:
             self._drawn = None
-            return drawn
-        n = len(reps)
-        if self.round_robin:
-            r = reps[self._rr_next % n]
+        elif self.round_robin:
+            candidates = [reps[self._rr_next % len(reps)]]
             self._rr_next += 1
-            return [r]
-        if n == 1:
-            return [reps[0]]
-        # rng.randrange(n) then rng.randrange(n - 1), inlined: CPython's
-        # _randbelow_with_getrandbits, so the same draws as before, for a third of the cost.
-        getrandbits = self.rng.getrandbits
-        k, km = bits
-        i = getrandbits(k)
-        while i >= n:
+        elif len(reps) == 1:
+            candidates = [reps[0]]
+        else:
+            # rng.randrange(n) then rng.randrange(n - 1), inlined: CPython's
+            # _randbelow_with_getrandbits, so the same draws as before, for a third of the cost.
+            n = len(reps)
+            getrandbits = self.rng.getrandbits
+            k, km = bits
             i = getrandbits(k)
-        m = n - 1
-        j = getrandbits(km)
-        while j >= m:
+            while i >= n:
+                i = getrandbits(k)
+            m = n - 1
             j = getrandbits(km)
-        if j >= i:
-            j += 1
-        return [reps[i], reps[j]]
-
-    def _rank(self, candidates: list) -> tuple:
-        """The candidate whose cached queue length is lowest and below its
-        ``max_ongoing_requests``, with that length (or None, None), and the candidates to
-        probe: no entry, one older than ``queue_len_cache_timeout_s``, or a full one."""
+            while j >= m:
+                j = getrandbits(km)
+            if j >= i:
+                j += 1
+            candidates = [reps[i], reps[j]]
         now = self.env._now
         ttl = self.cfg.queue_len_cache_timeout_s
         cache = self.cache
@@ -409,7 +420,7 @@ class RayRouter:
                 to_probe.append(r)
             elif best is None or entry[0] < best_len:
                 best, best_len = r, entry[0]
-        return best, best_len, to_probe
+        return candidates, best, best_len, to_probe
 
     def _choose(self, task: _Task) -> None:
         if not task.alive:
@@ -421,10 +432,9 @@ class RayRouter:
             self._waiting_for_replicas.append(task)
             return
         if task.local and task.yields == 1 and len(self._local) < len(self.replicas):
-            candidates = self._candidates(self._local, self._local_bits)
+            _, best, _, to_probe = self._select(self._local, self._local_bits)
         else:
-            candidates = self._candidates(self.replicas, self._bits)
-        best, _, to_probe = self._rank(candidates)
+            _, best, _, to_probe = self._select(self.replicas, self._bits)
         backoff_index = task.failures
         if best is not None:
             if to_probe:
@@ -459,6 +469,13 @@ class RayRouter:
             self._send_probes(probe)
 
     def _send_probes(self, probe: "_Probe") -> None:
+        if self._instant_probes:
+            # No hop and no CPU in the replica: every answer is in at once, and the probe
+            # done (_probe_arrives, answer_probe, _probe_read and _probe_back, written out).
+            probe.answers = [(r, r.ongoing) for r in probe.replicas]
+            probe.closed = True
+            self._call_soon(self._probed, probe)
+            return
         for r in probe.replicas:
             if self.hop_s > 0.0:
                 self.sim.later(self.sim.to_replica_s(r), self._probe_arrives, (probe, r))
@@ -563,7 +580,7 @@ class RayRouter:
         if self._running or self._busy:
             self._queued.append((self._new_queue_len, (replica, qlen)))
         else:
-            self._new_queue_len((replica, qlen))
+            self.cache[replica.index] = (qlen, self.env._now)  # _new_queue_len, written out
 
     def _new_queue_len(self, pair) -> None:
         replica, qlen = pair
@@ -590,8 +607,11 @@ class RayRouter:
     def on_response(self, req, replica) -> None:
         if self._running or self._busy:
             self._queued.append((self._decrement, replica))
-        else:
-            self._decrement(replica)
+            return
+        # _decrement(replica), written out: once per request.
+        entry = self.cache.get(replica.index)
+        if entry is not None:
+            self.cache[replica.index] = (entry[0] - 1 if entry[0] > 0 else 0, self.env._now)
 
     def _decrement(self, replica) -> None:
         """``decrement_queue_len_cache``: max(0, n - 1)."""

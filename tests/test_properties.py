@@ -136,3 +136,30 @@ def test_a_queue_limit_that_is_never_reached_changes_nothing(cfg):
         return json.dumps({k: v for k, v in summary.items() if k not in ("wall_time_s", "config")},
                           sort_keys=True, default=str)
     assert same(a.summary) == same(b.summary)
+
+
+@given(sim_configs)
+def test_instant_probes_change_nothing(cfg):
+    """Without hops or replica CPU for probes, answering a probe set in the instant it is sent
+    (``RayRouter._instant_probes``) gives every request the times and outcome that sending each
+    probe and taking each answer one by one gives."""
+    import dataclasses
+    from unittest import mock
+
+    from simserve.router import RayRouter
+
+    assume(cfg.router.policy != "ideal")
+    cfg = dataclasses.replace(cfg, keep_requests=True, overheads=dataclasses.replace(
+        cfg.overheads, hop_s=0.0, replica_probe_cpu_s=0.0, replica_probe_native_cpu_s=0.0))
+    init = RayRouter.__init__
+
+    def one_by_one(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        assert self._instant_probes
+        self._instant_probes = False
+
+    a = simulate(cfg)
+    with mock.patch.object(RayRouter, "__init__", one_by_one):
+        b = simulate(cfg)
+    assert a.requests.equals(b.requests)
+    assert a.summary["router"] == b.summary["router"]
