@@ -552,3 +552,20 @@ def test_each_configuration_runs_on_a_cluster_of_its_own_shared_by_its_repeats(m
     rows = main.run_all(cfgs, {"host_ns_per_loop": 50.0}, repeats=2)
     assert [r["name"] for r in rows] == ["a", "a", "b", "b", "c", "c"]
     assert [(c.num_cpus, c.runs) for c in clusters] == [(2, ["a-0", "a-1"]), (4, ["b-0", "b-1"]), (2, ["c-0", "c-1"])]
+
+
+def test_the_simulated_work_wall_is_read_as_the_replica_ran_it():
+    """An async replica runs its clients' 10 ms of gil work one after another, each in 10 ms; a def replica
+    shares its GIL between two at once, each in 20 ms (``trace_work.sim_walls``)."""
+    import numpy as np
+
+    from validate.scenario import scenario
+    from validate.trace_work import sim_walls
+
+    for handler, clients, wall_ms in (("async", 3, 10.0), ("sync", 2, 20.0)):
+        cfg = scenario(name="w", work=[("gil", 0.01)], handler=handler, concurrent=clients, cores=4,
+                       duration_s=2.0, warmup_s=0.5)
+        latency, wall = sim_walls(cfg, 0.5)
+        assert len(wall) > 50
+        assert np.allclose(wall, wall_ms, atol=1e-6)
+        assert np.allclose(latency, clients * 10.0, atol=1e-6)

@@ -82,9 +82,11 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
     return rows
 
 
-def compare(cfg, real: dict, cal: dict) -> dict:
-    """One real run and simserve on the same configuration, at the run's host speed, its
-    work simulated at the speed the harness sized it with (the calibration of its day)."""
+def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
+    """What simserve runs for one real run of ``cfg``: the calibration's costs at the run's
+    host speed, its work at the speed the harness sized it with (the calibration of its
+    day) and measured in the replicas, on ``physical_cores`` (default: the cores the
+    hypervisor left the run)."""
     probe = real.get("host_probe") or {}
     sized_ns_per_loop = probe.get("work_ns_per_loop")
     host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
@@ -96,16 +98,23 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     gil = real.get("gil_work")
     gil_stretch = gil["cpu_ns_per_loop"] / sized_ns_per_loop if gil and sized_ns_per_loop else None
     speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch, "gil_stretch": gil_stretch}
-    # The cores the hypervisor left the run (steal, measured over the window; runs before
-    # 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
-    steal = real["nodes"][0].get("window_steal_cores")
-    cores = cfg.cluster.physical_cores - steal if steal else None
-    sim_cfg = with_overheads(cfg, cal, host_ns, physical_cores=cores, **speeds)
+    if physical_cores is None:
+        # The cores the hypervisor left the run (steal, measured over the window; runs
+        # before 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
+        steal = real["nodes"][0].get("window_steal_cores")
+        physical_cores = cfg.cluster.physical_cores - steal if steal else None
+    return with_overheads(cfg, cal, host_ns, physical_cores=physical_cores, **speeds)
+
+
+def compare(cfg, real: dict, cal: dict) -> dict:
+    """One real run and simserve on the same configuration (``sim_config``)."""
+    sim_cfg = sim_config(cfg, real, cal)
     sim = simulate(sim_cfg).summary
     # Diagnosis only: the same, on the cores other users' processes left free.
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
-    sim_free = simulate(with_overheads(cfg, cal, host_ns, physical_cores=free, **speeds)).summary
+    sim_free = simulate(sim_config(cfg, real, cal, physical_cores=free)).summary
+    host_ns = run_ns_per_loop(real["host_probe"]) if real.get("host_probe") else real["host_ns_per_loop"]
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
             "probe_speed": cal["host_ns_per_loop"] / host_ns, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
