@@ -308,7 +308,7 @@ class Overheads:
     client_cpu_s: float = 0.0  # driver (handle ingress): client loop + handle call + reply
     router_cpu_s: float = 0.0  # caller side, per routing attempt
     probe_cpu_s: float = 0.0  # caller side, per queue-length probe sent
-    replica_cpu_s: float = 0.0  # replica side, per request, before the handler (admit, deserialise)
+    replica_cpu_s: float = 0.0  # replica side, per request (admit, deserialise, reply, release)
     replica_post_cpu_s: float = 0.0  # replica side, after the response left, still holding the slot
     replica_probe_cpu_s: float = 0.0  # replica side, per probe answered
     proxy_cpu_s: float = 0.0  # HTTP proxy, per request (uvicorn, ASGI, pickling)
@@ -362,6 +362,12 @@ class Overheads:
     # the user loop, reply...); replica_cpu_s is spread over them, and each waits for the GIL
     # like any other thread when a handler holds it.
     replica_gil_acquisitions: int = 1
+    # More of the same machinery's takes after the handler: before the response leaves
+    # (the result handed back to the main loop and sent), and after it, before the slot is
+    # free and the task's end goes to the caller (the generator closed, the semaphore
+    # released). Each burns an equal share of replica_cpu_s with the takes before.
+    replica_response_gil_acquisitions: int = 0
+    replica_release_gil_acquisitions: int = 0
     replica_probe_gil_acquisitions: int = 1  # the same for answering one queue-length probe
     # What a replica's thread spends beyond its work each time it takes the GIL from another
     # thread that holds it: it slept on the GIL and is woken (two context switches, caches
@@ -413,6 +419,8 @@ class Overheads:
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
+        _number("replica_response_gil_acquisitions", self.replica_response_gil_acquisitions, low=0, integer=True)
+        _number("replica_release_gil_acquisitions", self.replica_release_gil_acquisitions, low=0, integer=True)
         _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)
         _number("cpu_speed", self.cpu_speed, low=0, low_open=True)
         _number("contended_core_speed", self.contended_core_speed, low=0, low_open=True)

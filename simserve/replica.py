@@ -71,6 +71,11 @@ class Replica:
         self._segments = len(self.kinds)  # read twice per request
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
         self.gil_acquisitions = overheads.replica_gil_acquisitions
+        self.response_acquisitions = overheads.replica_response_gil_acquisitions
+        self.release_acquisitions = overheads.replica_release_gil_acquisitions
+        # One take's share of replica_cpu_s, the takes after the handler counted too.
+        self._take_cpu_s = self.replica_cpu_s / (self.gil_acquisitions + self.response_acquisitions
+                                                 + self.release_acquisitions)
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
@@ -129,8 +134,7 @@ class Replica:
         if self.replica_native_cpu_s > 0.0:
             self.process.burn(self.replica_native_cpu_s)
         if self.replica_cpu_s > 0.0:
-            n = self.gil_acquisitions
-            self._gil_takes((self.replica_cpu_s / n, n, self._start, req))
+            self._gil_takes((self._take_cpu_s, self.gil_acquisitions, self._start, req))
         else:
             self._start(req)
 
@@ -235,16 +239,42 @@ class Replica:
         self._next_segment(req)
 
     def _finish(self, req) -> None:
-        """The handler is done and the response leaves; Ray's bookkeeping after it
-        (``replica_post_cpu_s``) still holds the slot."""
+        """The handler is done: Ray's main loop takes the result
+        (``replica_response_gil_acquisitions`` takes of the GIL) and the response leaves;
+        then its bookkeeping (``replica_release_gil_acquisitions`` takes, and
+        ``replica_post_cpu_s``) still holds the slot. The task's end, which the router's
+        done callbacks wait for, leaves with the response when nothing holds the slot after
+        it, else once the slot is free (``Simulation.on_released``)."""
         req.done_s = self.env._now
         if self.state == STOPPED:
             req.status = FAILED  # the controller force-stopped us mid-request
-        self.sim.on_response_sent(self, req)
-        if self.post_cpu_s > 0.0 and self.state != STOPPED:
-            self._gil_takes((self.post_cpu_s, 1, self._release, req))
+            self._respond(req)
+        elif self.response_acquisitions and self.replica_cpu_s > 0.0:
+            self._gil_takes((self._take_cpu_s, self.response_acquisitions, self._respond, req))
         else:
+            self._respond(req)
+
+    def _respond(self, req) -> None:
+        holds = self.state != STOPPED and (self.post_cpu_s > 0.0
+                                           or (self.release_acquisitions and self.replica_cpu_s > 0.0))
+        self.sim.on_response_sent(self, req, ended=not holds)
+        if not holds:
             self._release(req)
+        elif self.release_acquisitions and self.replica_cpu_s > 0.0:
+            self._gil_takes((self._take_cpu_s, self.release_acquisitions, self._post, req))
+        else:
+            self._post(req)
+
+    def _post(self, req) -> None:
+        if self.post_cpu_s > 0.0:
+            self._gil_takes((self.post_cpu_s, 1, self._released, req))
+        else:
+            self._released(req)
+
+    def _released(self, req) -> None:
+        """The slot frees after the response, and the task's end leaves for the caller."""
+        self._release(req)
+        self.sim.on_released(self, req)
 
     def _release(self, req) -> None:
         self._account()

@@ -8,10 +8,14 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
     --hop_s--> replica admits or rejects (the answer travels back one hop; a rejection
                costs replica_reject_cpu_s first, and reject_cpu_s at the router
                before the retry)
-    replica: replica_cpu_s, the handler's segments, the response leaves,
-             replica_post_cpu_s, then the slot is free
-    --hop_s--> router [--http_hop_s--> client]; done_callback_lag_s later (drawn) the
-               router's done callbacks (cache decrement, autoscaling count)
+    replica: replica_cpu_s in replica_gil_acquisitions takes of its GIL, the handler's
+             segments, more takes (replica_response_gil_acquisitions), the response leaves,
+             more takes (replica_release_gil_acquisitions) and replica_post_cpu_s, then
+             the slot is free and the task's end leaves (with the response if nothing
+             held the slot after it)
+    --hop_s--> router [--http_hop_s--> client]; the task's end --hop_s--> router, and
+               done_callback_lag_s later (drawn) the router's done callbacks (cache
+               decrement, autoscaling count)
 
 A hop to a process on a node that has had nothing to do but its constant loads for
 ``idle_wake_after_s`` takes ``idle_wake_s`` longer: on a virtual machine its core must be woken.
@@ -344,23 +348,38 @@ class Simulation:
         answer, req, replica, qlen = args
         answer(req, replica, qlen)
 
-    def on_response_sent(self, replica, req) -> None:
+    def on_response_sent(self, replica, req, ended: bool = True) -> None:
+        """The response leaves ``replica``; with it the task's end (``ended``), unless the
+        replica still holds the slot, when ``on_released`` sends that later."""
         if self.hop_s > 0.0:
-            self.later(self.from_replica_s(replica), self._at_router, (req, replica))
+            self.later(self.from_replica_s(replica), self._at_router, (req, replica, ended))
         else:
-            self._at_router((req, replica))
+            self._at_router((req, replica, ended))
 
-    def _at_router(self, pair) -> None:
+    def _at_router(self, message) -> None:
         """The response reaches the router's process."""
-        if self.done_callback_lag_s > 0.0:
-            self.later(self.done_callback_lag(), self._done, pair)
-        else:
-            self._done(pair)
-        req = pair[0]
+        req, replica, ended = message
+        if ended:
+            self._task_ended((req, replica))
         if self.http_hop_s > 0.0:
             self.later(self.http_hop_s + self.wake_s(self.client_process), self._at_client, req)
         else:
             self._at_client(req)
+
+    def on_released(self, replica, req) -> None:
+        """The replica freed the slot after the response: the task's end leaves for the router."""
+        if self.hop_s > 0.0:
+            self.later(self.from_replica_s(replica), self._task_ended, (req, replica))
+        else:
+            self._task_ended((req, replica))
+
+    def _task_ended(self, pair) -> None:
+        """The task's end reaches the router's process: its done callbacks run
+        ``done_callback_lag_s`` (drawn) later."""
+        if self.done_callback_lag_s > 0.0:
+            self.later(self.done_callback_lag(), self._done, pair)
+        else:
+            self._done(pair)
 
     def _done(self, pair) -> None:
         """The router's done callbacks for a finished request."""

@@ -8,6 +8,7 @@ import pytest
 from helpers import config
 
 from simserve import DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
+from simserve.simulation import Simulation
 
 
 def _timeline(cfg):
@@ -321,3 +322,25 @@ def test_the_done_callback_lag_is_drawn_lognormal_around_its_measured_median():
     assert lags.std() / lags.mean() == pytest.approx(0.5, rel=0.05)
     fixed = Simulation(replace(cfg, overheads=Overheads(done_callback_lag_s=0.002)))
     assert {fixed.done_callback_lag() for _ in range(10)} == {0.002}
+
+
+def test_takes_after_the_handler_delay_the_response_and_hold_the_slot_until_the_done_callback():
+    """Ray's 3 ms per request in 1 take before the handler, 1 between it and the response and 1 after
+    the response: a lone 100 ms io request starts at 1 ms, its handler ends at 101 ms, the response
+    reaches the client at 102 ms and the slot frees at 103 ms, when the router's done callback runs; with
+    all 3 takes before the handler it starts at 3 ms and everything else happens at 103 ms. (A second
+    request at 0.5 s keeps the run going past the first answer.)"""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(0.0, 0.5), requests=2, duration_s=None)
+
+    def times(before: int, response: int, release: int) -> list[float]:
+        oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=before,
+                       replica_response_gil_acquisitions=response, replica_release_gil_acquisitions=release)
+        sim = Simulation(replace(cfg, overheads=oh))
+        done = []
+        on_response = sim.router.on_response
+        sim.router.on_response = lambda req, replica: (done.append(sim.env.now), on_response(req, replica))
+        row = sim.run().requests.iloc[0]
+        return [round(float(t), 9) for t in (row["start_s"], row["done_s"], row["end_s"], row["released_s"], done[0])]
+
+    assert times(1, 1, 1) == [0.001, 0.101, 0.102, 0.103, 0.103]
+    assert times(3, 0, 0) == [0.003, 0.103, 0.103, 0.103, 0.103]

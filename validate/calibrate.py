@@ -214,6 +214,15 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   to the no-op replica while a spinning process outside Ray takes the same core; the
   difference of the medians (``replica_gil_wait_s``) over the switch interval, rounded
   (at least 1). Each take waits about one switch interval behind the spinning thread.
+  Since 2026-11-27 the takes are counted leg by leg (``python -m validate.gil_timeline``,
+  the same phase): ``TIMELINE_REQUESTS`` no-op requests at c=1 to a replica that answers
+  with the time its handler ran, plain and with a thread spinning beside the handler,
+  the driver's router timing the done callback; each leg's excess in switch intervals:
+  ``replica_gil_acquisitions`` from the send to the handler,
+  ``replica_response_gil_acquisitions`` from the handler to the response,
+  ``replica_release_gil_acquisitions`` from the response to the done callback (the slot
+  is held until then); ``replica_cpu_s`` is spread over all three, and
+  ``done_callback_lag_s`` is measured less the share of it the release's takes burn.
   ``replica_probe_gil_acquisitions`` -- the same for a queue-length probe, forced on
   the router's loop (``_probe_queue_lens`` with a 1 s deadline) to the same replicas.
   ``replica_gil_handoff_cpu_s`` -- in the same two runs, each replica's CPU per request
@@ -225,7 +234,7 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   spinning thread, idle rates not subtracted).
 * ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
   from the client's answer to the router's done callback for that request
-  (``decrement_queue_len_cache``, timed by ``harness.RouterCounters``): Ray runs it when
+  (``decrement_queue_len_cache``, timed by ``router_counters.RouterCounters``): Ray runs it when
   the replica's task ends, which reaches the caller after the response; a request
   routed in between still sees the replica's slot as taken.
 * ``done_callback_lag_cv`` (added 2026-11-27) -- the same lags' standard deviation over
@@ -260,9 +269,9 @@ import numpy as np
 from simserve.autoscaling import CONTROL_LOOP_INTERVAL_S
 from simserve.calibration import unit
 from simserve.config import Overheads
+from validate import gil_timeline
 from validate.harness import (
     RealCluster,
-    RouterCounters,
     _busy_seconds,
     _span_s,
     _tree_cpu,
@@ -273,6 +282,7 @@ from validate.harness import (
     thread_cpu,
 )
 from validate.host_speed import probe_ns_per_loop
+from validate.router_counters import RouterCounters
 from validate.scenario import OUT_DIR, OVERHEAD_FIELDS, calibration_path, load_calibration, scenario, utc_stamp
 
 WARMUP = 200
@@ -280,6 +290,7 @@ IDLE_S = 3.0
 IDLE_BG_S = 8.0
 STARTUP_REPS = 5
 GIL_REQUESTS = 500
+TIMELINE_REQUESTS = 300  # per case of gil_timeline.timeline_phase
 SYNC_ROUNDS = 2  # pairs of (async, sync) no-op runs in the sync phase
 WAKE_GAPS_S = (0.0, 0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.1, 0.2)
 WAKE_FULL_S = 0.05  # from here on the excess no longer grows (a one-off sweep, 2026-11-25: flat to 400 ms)
@@ -1242,20 +1253,41 @@ def derive_sync(rounds: list[dict], replica_probe_cpu_s: float, replica_probe_na
     return out
 
 
-def derive_gil(g: dict, switch_interval_s: float, warnings: list) -> dict:
+def derive_gil(g: dict, switch_interval_s: float, warnings: list, timeline: dict | None = None) -> dict:
     """The GIL phase's (``_gil_phase``) takes and hand-over cost: each take behind the
     spinning thread waits about one switch interval, so the median round trip's excess
     over the control's, in switch intervals, counts the takes (at least 1); the
     replica's CPU per request beside the spinner (the spinner's own subtracted) less the
-    control's, over the takes, is what one take's hand-over costs."""
+    control's, over the takes, is what one take's hand-over costs.
+
+    With the timeline phase (``gil_timeline.timeline_phase``, since 2026-11-27) the takes
+    are counted leg by leg instead (``gil_timeline.takes``): before the handler, between
+    it and the response, and between the response and the task's end, which the round
+    trip does not see; the hand-over cost is spread over all of them. Without it (runs
+    made before), every take counts as before the handler, as simserve then modelled."""
     wait_s = g["gil_held_in_replica"]["median_s"] - g["control_spinning_process"]["median_s"]
-    takes = max(1, round(wait_s / switch_interval_s))
+    counts = {"replica_gil_acquisitions": max(1, round(wait_s / switch_interval_s)),
+              "replica_response_gil_acquisitions": 0, "replica_release_gil_acquisitions": 0}
+    if timeline is not None:
+        counts = gil_timeline.takes(timeline, switch_interval_s)
+    total = sum(counts.values())
     handoffs_cpu_s = g["gil_held_replica_cpu"]["cpu_s_per_request"] - g["control_replica_cpu"]["cpu_s_per_request"]
     probe_wait_s = g["probe_gil_held_in_replica"]["median_s"] - g["probe_control_spinning_process"]["median_s"]
-    return {"replica_gil_wait_s": wait_s, "replica_gil_acquisitions": takes,
-            "replica_gil_handoff_cpu_s": clamp("replica_gil_handoff_cpu_s", handoffs_cpu_s / takes, warnings),
+    return {"replica_gil_wait_s": wait_s, **counts,
+            "replica_gil_handoff_cpu_s": clamp("replica_gil_handoff_cpu_s", handoffs_cpu_s / total, warnings),
             "replica_probe_gil_wait_s": probe_wait_s,
             "replica_probe_gil_acquisitions": max(1, round(probe_wait_s / switch_interval_s))}
+
+
+def done_lag(handle_raw: dict, vals: dict, warnings: list) -> float:
+    """``done_callback_lag_s``: the handle phase's median lag from the answer to the done
+    callback, less what simserve runs in between itself: the replica's takes after the
+    response (``replica_release_gil_acquisitions``, each an equal share of
+    ``replica_cpu_s``), after which the task's end leaves."""
+    takes = (vals["replica_gil_acquisitions"] + vals["replica_response_gil_acquisitions"]
+             + vals["replica_release_gil_acquisitions"])
+    after_s = vals["replica_cpu_s"] * vals["replica_release_gil_acquisitions"] / takes
+    return clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"] - after_s, warnings)
 
 
 def derive_reject(rj: dict, router_cpu_s: float, warnings: list) -> dict:
@@ -1367,6 +1399,8 @@ def calibrate_once(requests: int) -> dict:
             probe_raw = then_probe(asyncio.run(_probe_phase(handle, requests, pc)))
             reject_raw = then_probe(_looping_reject_phase(cl, pc, warnings))
             gil_raw = then_probe(_gil_phase(cl, handle, GIL_REQUESTS))
+            ray.cloudpickle.register_pickle_by_value(gil_timeline)  # its TimedNoop, for the replicas
+            timeline_raw = then_probe(gil_timeline.timeline_phase(cl, TIMELINE_REQUESTS))
             wake_raw = then_probe(asyncio.run(_wake_phase(handle, WAKE_REQUESTS)))
             wake_cpu_raw = then_probe(_wake_cpu_phase(cl, pc))
             sleep_raw = then_probe(_backoff_sleep_phase())
@@ -1394,7 +1428,7 @@ def calibrate_once(requests: int) -> dict:
     vals.update(derive_sync(sync_raw, vals["replica_probe_cpu_s"], vals["replica_probe_native_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
-    vals.update(derive_gil(gil_raw, vals["gil_switch_interval_s"], warnings))
+    vals.update(derive_gil(gil_raw, vals["gil_switch_interval_s"], warnings, timeline_raw))
     for task in ("record", "push"):
         st = timer_raw[task]
         if st["n"] < 5:
@@ -1408,7 +1442,7 @@ def calibrate_once(requests: int) -> dict:
                             f"{p['foreign_cores']:.2f} cores: rerun on an idle machine")
     vals.update(wake_cpu(wake_cpu_raw, warnings))
     vals["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(oversub_raw, _wake_overheads(vals))
-    vals["done_callback_lag_s"] = clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"], warnings)
+    vals["done_callback_lag_s"] = done_lag(handle_raw, vals, warnings)
     vals["done_callback_lag_cv"] = lag_cv(handle_raw["done_callback_lag"])
     vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
@@ -1426,7 +1460,7 @@ def calibrate_once(requests: int) -> dict:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "gil": gil_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
+             "reject": reject_raw, "gil": gil_raw, "gil_timeline": timeline_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals,
              "core_contention": contention,
              "host_ns_per_loop_probes": speeds,
@@ -1450,6 +1484,9 @@ def rederive(doc: dict) -> dict:
 
     out = dict(doc)
     out["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(doc["raw"]["oversubscribed"], _wake_overheads(doc))
+    # Runs made before the timeline phase (2026-11-27): every take before the handler.
+    out.setdefault("replica_response_gil_acquisitions", 0)
+    out.setdefault("replica_release_gil_acquisitions", 0)
     return out
 
 
@@ -1478,7 +1515,8 @@ def merge(docs: list[dict]) -> dict:
     docs = [d if "done_callback_lag_cv" in d else {**d, "done_callback_lag_cv": lag_cv(
         d["raw"]["handle_c1"]["done_callback_lag"])} for d in docs]
     doc = {k: median([d[k] for d in docs]) for k in FIELDS}
-    for k in ("replica_gil_acquisitions", "replica_probe_gil_acquisitions"):
+    for k in ("replica_gil_acquisitions", "replica_response_gil_acquisitions", "replica_release_gil_acquisitions",
+              "replica_probe_gil_acquisitions"):
         doc[k] = round(doc[k])
     doc["http"] = {k: median([d["http"][k] for d in docs]) for k in docs[0]["http"]}
     doc.update(

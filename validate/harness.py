@@ -54,7 +54,6 @@ second and mean pause per generation, the longest pause, the fraction of the tim
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime
 import gc
 import json
@@ -71,6 +70,7 @@ import numpy as np
 from simserve import Distribution, SimConfig
 from simserve.simulation import streams
 from validate.host_speed import PROBE_N, HostSpeedSampler, probe_ns_per_loop, run_ns_per_loop, spin
+from validate.router_counters import RouterCounters
 
 OK, REJECTED, ERROR = 0, 1, 2
 NATIVE_N = 192
@@ -791,62 +791,6 @@ def ray_autoscaling_config(a) -> dict:
 
     default = type(a)()
     return {f.name: getattr(a, f.name) for f in fields(a) if getattr(a, f.name) != getattr(default, f.name)}
-
-
-class RouterCounters:
-    """Counts what the driver's own Ray router does: routing attempts (candidate sets
-    tried, ``_select_from_candidate_replicas``), queue-length probes sent and probes
-    that missed their deadline or failed (``_probe_queue_lens`` answers of ``None``),
-    rejected sends (each is retried: ``_choose_replica_for_request(is_retry=True)``);
-    and keeps the ``perf_counter`` times of its last done callbacks
-    (``decrement_queue_len_cache``, run when a request's replica task ends).
-
-    A diagnosis of the handle path only: the router of an HTTP request lives in the
-    proxy actor, which this process cannot instrument. Installed once, by wrapping the
-    2.60 ``RequestRouter`` methods in this process before any handle routes."""
-
-    attempts = probes = probe_failures = retries = 0
-    done_times: collections.deque = collections.deque(maxlen=100_000)
-    _installed = False
-
-    @classmethod
-    def install(cls) -> None:
-        if cls._installed:
-            return
-        from ray.serve._private.request_router.request_router import RequestRouter
-
-        select, probe = RequestRouter._select_from_candidate_replicas, RequestRouter._probe_queue_lens
-        choose = RequestRouter._choose_replica_for_request
-
-        async def counted_select(self, candidates, backoff_index):
-            cls.attempts += 1
-            return await select(self, candidates, backoff_index)
-
-        async def counted_probe(self, replicas, backoff_index):
-            result = await probe(self, replicas, backoff_index)
-            cls.probes += len(replicas)
-            cls.probe_failures += sum(1 for _, q in result if q is None)
-            return result
-
-        async def counted_choose(self, pending_request, *, is_retry=False):
-            cls.retries += is_retry
-            return await choose(self, pending_request, is_retry=is_retry)
-
-        decrement = RequestRouter.decrement_queue_len_cache
-
-        def timed_decrement(self, replica_id):
-            cls.done_times.append(time.perf_counter())
-            return decrement(self, replica_id)
-
-        RequestRouter._select_from_candidate_replicas = counted_select
-        RequestRouter._probe_queue_lens = counted_probe
-        RequestRouter._choose_replica_for_request = counted_choose
-        RequestRouter.decrement_queue_len_cache = timed_decrement
-        cls._installed = True
-
-    @classmethod
-    def snapshot(cls) -> tuple[int, int, int, int]:
-        return cls.attempts, cls.probes, cls.probe_failures, cls.retries
 
 
 def _free_port() -> int:

@@ -30,7 +30,7 @@ INTERVAL_S = 0.25
 
 class Calls:
     """The router's calls since the last line (methods of Ray's ``RequestRouter`` wrapped
-    in this process, as ``harness.RouterCounters`` does)."""
+    in this process, as ``router_counters.RouterCounters`` does)."""
 
     counts: collections.Counter = collections.Counter()
 
