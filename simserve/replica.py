@@ -5,13 +5,16 @@ is not locked, and rejects it otherwise (``handle_request_with_rejection`` in
 ``serve/_private/replica.py``); the slot is held until the response is complete.
 
 What runs where:
-* Ray's own per-request work (admission, (de)serialisation) runs on the replica's
-  main loop thread and holds the GIL (``Overheads.replica_cpu_s``), in
-  ``replica_gil_acquisitions`` separate takes of the GIL, and its answer to a
-  queue-length probe in ``replica_probe_gil_acquisitions``: behind a handler that holds
-  the GIL, each take waits its switch interval and, when it wakes the main loop's
-  thread, costs ``replica_gil_handoff_cpu_s`` more CPU, so a CPU-bound handler slows
-  every request's way in and out of its replica, and its answers to the router's probes.
+* Ray's own per-request work (admission, (de)serialisation, the reply, the release)
+  runs on the replica's main loop thread and holds the GIL (``Overheads.replica_cpu_s``),
+  in ``replica_gil_acquisitions`` separate takes of the GIL before the handler,
+  ``replica_response_gil_acquisitions`` between it and the response and
+  ``replica_release_gil_acquisitions`` after the response, the slot still held until
+  they end; its answer to a queue-length probe in ``replica_probe_gil_acquisitions``:
+  behind a handler that holds the GIL, each take waits its switch interval and, when it
+  wakes the main loop's thread, costs ``replica_gil_handoff_cpu_s`` more CPU, so a
+  CPU-bound handler slows every request's way in and out of its replica, holds its slots
+  after the answers, and slows its answers to the router's probes.
   A handler's thread that waits for the GIL pays the same. Left out: what being
   pre-empted costs the thread that gives the GIL up (the calibration's spinner pays it
   in its own CPU, which is subtracted).

@@ -233,7 +233,9 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   a one-off script on 2026-11-26, not kept, found 3-4 ms more per no-op request beside a
   spinning thread, idle rates not subtracted).
 * ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
-  from the client's answer to the router's done callback for that request
+  from the client's answer to the router's done callback for that request, less the
+  share of ``replica_cpu_s`` the release's takes burn (simserve runs those before the
+  task's end leaves; ``done_lag``)
   (``decrement_queue_len_cache``, timed by ``router_counters.RouterCounters``): Ray runs it when
   the replica's task ends, which reaches the caller after the response; a request
   routed in between still sees the replica's slot as taken.
