@@ -233,12 +233,12 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   a one-off script on 2026-11-26, not kept, found 3-4 ms more per no-op request beside a
   spinning thread, idle rates not subtracted).
 * ``done_callback_lag_s`` -- in the handle phase, the median over requests of the time
-  from the client's answer to the router's done callback for that request, less the
+  from the client's answer to the router's done callback for that request
+  (``decrement_queue_len_cache``, timed by ``router_counters.RouterCounters``), less the
   share of ``replica_cpu_s`` the release's takes burn (simserve runs those before the
-  task's end leaves; ``done_lag``)
-  (``decrement_queue_len_cache``, timed by ``router_counters.RouterCounters``): Ray runs it when
-  the replica's task ends, which reaches the caller after the response; a request
-  routed in between still sees the replica's slot as taken.
+  task's end leaves; ``done_lag``): Ray runs it when the replica's task ends, which
+  reaches the caller after the response; a request routed in between still sees the
+  replica's slot as taken.
 * ``done_callback_lag_cv`` (added 2026-11-27) -- the same lags' standard deviation over
   their mean (``lag_cv``): simserve draws the lag lognormal with median
   ``done_callback_lag_s`` and this spread. A run made before the field existed gets it
@@ -1462,7 +1462,8 @@ def calibrate_once(requests: int) -> dict:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "gil": gil_raw, "gil_timeline": timeline_raw, "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
+             "reject": reject_raw, "gil": gil_raw, "gil_timeline": timeline_raw, "timers": timer_raw, "wake": wake_raw,
+             "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals,
              "core_contention": contention,
              "host_ns_per_loop_probes": speeds,
