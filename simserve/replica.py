@@ -74,11 +74,13 @@ class Replica:
         self._segments = len(self.kinds)  # read twice per request
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
         self.gil_acquisitions = overheads.replica_gil_acquisitions
-        self.response_acquisitions = overheads.replica_response_gil_acquisitions
-        self.release_acquisitions = overheads.replica_release_gil_acquisitions
+        response = overheads.replica_response_gil_acquisitions
+        release = overheads.replica_release_gil_acquisitions
         # One take's share of replica_cpu_s, the takes after the handler counted too.
-        self._take_cpu_s = self.replica_cpu_s / (self.gil_acquisitions + self.response_acquisitions
-                                                 + self.release_acquisitions)
+        self._take_cpu_s = self.replica_cpu_s / (self.gil_acquisitions + response + release)
+        # The takes after the handler there are (none without replica_cpu_s).
+        self._response_takes = response if self.replica_cpu_s > 0.0 else 0
+        self._release_takes = release if self.replica_cpu_s > 0.0 else 0
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
@@ -252,19 +254,18 @@ class Replica:
         if self.state == STOPPED:
             req.status = FAILED  # the controller force-stopped us mid-request
             self._respond(req)
-        elif self.response_acquisitions and self.replica_cpu_s > 0.0:
-            self._gil_takes((self._take_cpu_s, self.response_acquisitions, self._respond, req))
+        elif self._response_takes:
+            self._gil_takes((self._take_cpu_s, self._response_takes, self._respond, req))
         else:
             self._respond(req)
 
     def _respond(self, req) -> None:
-        holds = self.state != STOPPED and (self.post_cpu_s > 0.0
-                                           or (self.release_acquisitions and self.replica_cpu_s > 0.0))
+        holds = self.state != STOPPED and (self._release_takes or self.post_cpu_s > 0.0)
         self.sim.on_response_sent(self, req, ended=not holds)
         if not holds:
             self._release(req)
-        elif self.release_acquisitions and self.replica_cpu_s > 0.0:
-            self._gil_takes((self._take_cpu_s, self.release_acquisitions, self._post, req))
+        elif self._release_takes:
+            self._gil_takes((self._take_cpu_s, self._release_takes, self._post, req))
         else:
             self._post(req)
 

@@ -82,6 +82,13 @@ def run_all(cfgs, cal: dict, repeats: int = 1) -> list[dict]:
     return rows
 
 
+def _host_ns(real: dict) -> float:
+    """A real run's host speed, ns per spin iteration (``run_ns_per_loop``; runs saved
+    without probes keep their single reading)."""
+    probe = real.get("host_probe")
+    return run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
+
+
 def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     """What simserve runs for one real run of ``cfg``: the calibration's costs at the run's
     host speed, its work at the speed the harness sized it with (the calibration of its
@@ -89,7 +96,7 @@ def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     hypervisor left the run)."""
     probe = real.get("host_probe") or {}
     sized_ns_per_loop = probe.get("work_ns_per_loop")
-    host_ns = run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
+    host_ns = _host_ns(real)
     native_run = [x for x in probe.get("run_native_unit_s") or () if x]
     native_stretch = statistics.mean(native_run) / probe["native_unit_s"] if native_run else None
     # The gil work's own speed: its thread CPU per iteration in the replicas (runs before
@@ -114,10 +121,9 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
     sim_free = simulate(sim_config(cfg, real, cal, physical_cores=free)).summary
-    host_ns = run_ns_per_loop(real["host_probe"]) if real.get("host_probe") else real["host_ns_per_loop"]
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
-            "probe_speed": cal["host_ns_per_loop"] / host_ns, "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
+            "probe_speed": cal["host_ns_per_loop"] / _host_ns(real), "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
 
 
 def charged_cpu_ms(cfg, sim: dict) -> dict:

@@ -87,20 +87,12 @@ def legs_ms(rows: list[dict]) -> dict:
 def timeline_phase(cl: RealCluster, n: int) -> dict:
     """Both cases, each on a replica of its own (``TimedNoop``): {"n", "plain", "held"},
     each leg's median in ms. The caller registers this module to be pickled by value."""
-    from ray import serve
-    from ray.serve.api import _run
+    from validate.calibrate import _deploy_one  # it imports this module
 
     out: dict = {"n": n}
     for name, hog in (("plain", False), ("held", True)):
         app_name = f"timeline-{name}"
-        app = serve.deployment(TimedNoop).options(name="TimedNoop", num_replicas=1,
-                                                  ray_actor_options={"num_cpus": 1}).bind(hog)
-        handle = _run(app, name=app_name, route_prefix=f"/{app_name}", _blocking=False)
-        t0 = time.monotonic()
-        while cl.replica_states(app_name, "TimedNoop").get("RUNNING", 0) < 1:
-            if time.monotonic() - t0 > 60:
-                raise SystemExit("the timeline's replica did not start")
-            time.sleep(0.1)
+        handle = _deploy_one(cl, TimedNoop, app_name, 5, hog)
         try:
             out[name] = legs_ms(asyncio.run(_timeline(handle, n)))
         finally:
