@@ -222,18 +222,40 @@ class DeploymentConfig:
 class ClusterConfig:
     """Identical nodes; ``num_cpus`` is Ray's logical CPUs per node (``ray.init(num_cpus=)``),
     ``physical_cores`` what the OS time-shares. ``placement`` is Serve's replica
-    scheduling strategy: SPREAD by default, PACK with RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY=1."""
+    scheduling strategy: SPREAD by default, PACK with RAY_SERVE_USE_PACK_SCHEDULING_STRATEGY=1.
+
+    ``core_speed_trace`` is the host's speed over time, as ``(from_s, speed)`` pairs in
+    ascending time: from ``from_s`` on, every core of every node does ``speed`` times its
+    normal work per second (all of it: the handlers' and Ray's alike). A shared virtual
+    machine's cores are not a constant: on the project's machine a fixed pure-Python probe
+    read about 35 and about 58 ns per iteration in turn within one run, for spells of a
+    few hundred milliseconds (validate/README.md). Empty: a constant speed of 1.
+    ``Overheads.cpu_speed`` differs: it rescales the calibrated costs once, not the user's
+    work."""
 
     nodes: int = 1
     num_cpus: float = 8.0
     physical_cores: float = 8.0
     placement: str = "spread"
+    core_speed_trace: tuple = ()
 
     def __post_init__(self):
         _number("nodes", self.nodes, low=1, integer=True)
         _number("cluster_cpus", self.num_cpus, low=0)
         _number("physical_cores", self.physical_cores, low=0, low_open=True)
         _choice("placement", self.placement, PLACEMENTS)
+        if not isinstance(self.core_speed_trace, (tuple, list)):
+            raise ConfigError("core_speed_trace", self.core_speed_trace, "must be (from_s, speed) pairs")
+        trace = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in self.core_speed_trace)
+        last = 0.0
+        for pair in trace:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise ConfigError("core_speed_trace", pair, "must be (from_s, speed) pairs")
+            from_s, speed = pair
+            _number("core_speed_trace.from_s", from_s, low=last)
+            _number("core_speed_trace.speed", speed, low=0, low_open=True)
+            last = from_s
+        object.__setattr__(self, "core_speed_trace", trace)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,13 @@ An ``Overheads`` cost (``Process.run_overhead``, ``Process.burn``) costs
 taken by handler threads (``Process.run_handler_*``, ``Node.overhead_cpu``); the handler's
 own work is charged as stated.
 
+The host's speed may change over time (``Node.set_core_speed``, driven by
+``ClusterConfig.core_speed_trace``): every thread on the node then does that multiple of
+its work per second, the constant loads keep their rates in cores.
+
 Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
-5 ms turns), hyper-threads, NUMA, and cache effects on the user's work.
+5 ms turns), hyper-threads, NUMA, cores of different speeds at one moment, and cache
+effects on the user's work.
 """
 
 from __future__ import annotations
@@ -232,6 +237,7 @@ class Node:
         self.contended_core_speed = contended_core_speed
         self.gil_switch_interval_s = gil_switch_interval_s
         self.oversubscribed_cpu_factor = oversubscribed_cpu_factor
+        self.core_speed = 1.0  # the host's speed now (ClusterConfig.core_speed_trace)
         self.handler_threads = 0  # threads with handler work (Process.run_handler_*) now
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
@@ -311,7 +317,8 @@ class Node:
 
     # -- processor sharing ------------------------------------------------------
     def _tune(self) -> tuple:
-        """(per-thread speed, busy cores) for the runnable threads and constant loads now.
+        """(per-thread speed, busy cores) for the runnable threads and constant loads now,
+        at the host's speed (``core_speed``).
 
         Each runnable thread can use one core; the threads and the loads share the cores
         max-min fairly (``_fill``; without loads each thread gets min(1, cores/threads)).
@@ -326,9 +333,19 @@ class Node:
         else:
             share = 1.0 if k <= c else c / k
             busy = k if k <= c else c  # min(k, c)
+        share *= self.core_speed
         if self.contended_core_speed == 1.0 or c <= 1.0 or busy <= 1.0:
             return share, busy
         return share * (1.0 - (1.0 - self.contended_core_speed) * (min(busy, c) - 1.0) / (c - 1.0)), busy
+
+    def set_core_speed(self, speed: float) -> None:
+        """The host's cores run at ``speed`` times their normal rate from now on: the work
+        done so far is counted at the old speed, and the next finish is timed at the new."""
+        self._advance()
+        self.core_speed = speed
+        self._tunings.clear()
+        self._retune()
+        self._arm(self.env._now)
 
     def _retune(self) -> None:
         """The thread count changed: the per-thread speed and the busy cores for it, kept

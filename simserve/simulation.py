@@ -153,6 +153,9 @@ class Simulation:
                  oh.oversubscribed_cpu_factor)
             for i in range(c.nodes)
         ]
+        for from_s, speed in c.core_speed_trace:
+            for node in self.nodes:
+                self.later(from_s, node.set_core_speed, speed)
         head = self.nodes[0]
         self.http = oh.ingress == "http"
         self.hop_s = oh.hop_s

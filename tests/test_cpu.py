@@ -57,6 +57,17 @@ def test_contended_cores_run_slower():
     assert _done(alone) == [1.0]
 
 
+def test_work_under_way_slows_with_the_hosts_cores_and_recovers():
+    """Two 1 s requests on two cores whose speed halves at 0.5 s and comes back at 1 s: each has done
+    0.5 s of work by 0.5 s, 0.25 s more by 1 s, and the last 0.25 s at full speed, ending at 1.25 s.
+    The trace moves every node's cores, and a trace of speed 1 changes nothing."""
+    cfg = config(kind="gil", mean_s=1.0, replicas=2, cluster_cpus=2, cores=2, concurrent=2, requests=2, duration_s=None)
+    slowed = replace(cfg, cluster=replace(cfg.cluster, core_speed_trace=((0.5, 0.5), (1.0, 1.0))))
+    assert _done(slowed) == [1.25, 1.25]
+    flat = replace(cfg, cluster=replace(cfg.cluster, core_speed_trace=((0.0, 1.0),)))
+    assert _done(flat) == _done(cfg) == [1.0, 1.0]
+
+
 def test_a_thread_waits_the_switch_interval_for_a_held_gil():
     """With a 5 ms switch interval, a 1 s job that finds the GIL held by another 1 s job waits
     5 ms before sharing: the first, 5 ms ahead, ends at 1.995 s; the GIL never idles, so the

@@ -205,6 +205,21 @@ def test_a_sampled_runs_host_speed_is_its_time_average():
     assert run_ns_per_loop(probes) == pytest.approx(40.0)
 
 
+def test_a_runs_speed_trace_follows_its_probes_about_the_windows_mean():
+    """Probes alternating 30 and 60 ns (speeds 2 : 1) become a trace alternating 4/3 and 2/3 of the
+    window's mean speed, starting at 0 and then halfway between probes, each probe taken 0.25 s after
+    the one before it ended; a run without the sampler's probes has no trace."""
+    import pytest
+
+    from validate.host_speed import PROBE_N, speed_trace
+
+    trace = speed_trace({"sampler_ns": [30.0, 60.0] * 4}, (0.0, 10.0))
+    assert [s for _, s in trace] == pytest.approx([4 / 3, 2 / 3] * 4)
+    first, second = 0.25, 0.25 + 30.0 * PROBE_N * 1e-9 + 0.25  # when the first two probes ran
+    assert [t for t, _ in trace[:2]] == pytest.approx([0.0, (first + second) / 2])
+    assert speed_trace({"before_ns_per_loop": 50.0}, (0.0, 10.0)) == ()
+
+
 def test_the_host_speed_sampler_probes_from_its_own_process_until_stopped():
     """Started and stopped 0.7 s later, the sampler returns a probe for each 0.25 s that passed, each a
     plausible ns per loop, and its process has exited."""

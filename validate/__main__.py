@@ -34,7 +34,7 @@ import time
 
 from simserve import simulate
 from simserve.calibration import unit
-from validate.host_speed import probe_samples, run_ns_per_loop
+from validate.host_speed import probe_samples, run_ns_per_loop, speed_trace
 from validate.scenario import (
     HERE,
     OUT_DIR,
@@ -93,7 +93,8 @@ def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     """What simserve runs for one real run of ``cfg``: the calibration's costs at the run's
     host speed, its work at the speed the harness sized it with (the calibration of its
     day) and measured in the replicas, on ``physical_cores`` (default: the cores the
-    hypervisor left the run)."""
+    hypervisor left the run), the host's speed moving within the run as its sampler read
+    it (``host_speed.speed_trace``)."""
     probe = real.get("host_probe") or {}
     sized_ns_per_loop = probe.get("work_ns_per_loop")
     host_ns = _host_ns(real)
@@ -110,7 +111,9 @@ def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
         # before 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
         steal = real["nodes"][0].get("window_steal_cores")
         physical_cores = cfg.cluster.physical_cores - steal if steal else None
-    return with_overheads(cfg, cal, host_ns, physical_cores=physical_cores, **speeds)
+    w = cfg.workload
+    trace = speed_trace(probe, (w.warmup_s, w.duration_s or float("inf")))
+    return with_overheads(cfg, cal, host_ns, physical_cores=physical_cores, core_speed_trace=trace, **speeds)
 
 
 def compare(cfg, real: dict, cal: dict) -> dict:

@@ -14,8 +14,9 @@ Both sides are observed the same way, on the clock the requests' times count fro
 the replica states every ``SAMPLE_S`` (``serve.status()`` in a thread; simserve's
 timeline at the same interval) and every request's send and answer time. The simulated
 side is ``simserve.simulate`` of the same ``SimConfig`` with the calibration file's
-``Overheads`` (``with_overheads``, the measured replica start-up included): nothing is
-fitted to this run.
+``Overheads`` (``with_overheads``, the measured replica start-up included), the host's
+speed moving as the run's sampler read it (``host_speed.speed_trace``; the spread over
+seeds without it): nothing is fitted to this run.
 
 The criteria, from the issue, on the RUNNING count (the state a replica takes traffic
 in, and the one ``serve.status()`` shows):
@@ -78,6 +79,7 @@ from simserve.load_shape import LoadShape
 from simserve.request import OK as SIM_OK
 from simserve.simulation import Simulation
 from validate.harness import log_time
+from validate.host_speed import speed_trace
 from validate.scenario import HERE, OUT_DIR, physical_cores, utc_stamp, with_overheads
 
 STEPS = ((15.0, 1), (30.0, 8), (30.0, 1))  # (duration_s, clients)
@@ -303,10 +305,13 @@ def run_real(cl, cfg: SimConfig, app: str) -> dict:
     }
 
 
-def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None) -> dict:
-    """The simulated side; ``decisions`` as the real controller's log has them (t, from,
-    to, total ongoing requests the policy saw), read off the autoscaler's steps."""
-    sim = Simulation(with_overheads(cfg, cal, host_ns_per_loop))
+def run_sim(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None, host_probe: dict | None = None) -> dict:
+    """The simulated side, with the host's speed moving as a real run's sampler read it
+    (``host_probe``; the sampler starts with the drive); ``decisions`` as the real
+    controller's log has them (t, from, to, total ongoing requests the policy saw), read
+    off the autoscaler's steps."""
+    trace = speed_trace(host_probe, (0.0, float("inf"))) if host_probe else ()
+    sim = Simulation(with_overheads(cfg, cal, host_ns_per_loop, core_speed_trace=trace))
     step, decisions = sim.autoscaler.step, []
 
     def logged_step(now, running, target):
@@ -409,7 +414,7 @@ def run(cal: dict, repeats: int = 2) -> list[dict]:
                      native_unit=cal.get("native_unit_s"), serve_log_level="INFO") as cl:
         for i in range(repeats):
             real = run_real(cl, cfg, f"autoscale{i + 1}")
-            sim = run_sim(cfg, cal, real["host_ns_per_loop"])
+            sim = run_sim(cfg, cal, real["host_ns_per_loop"], real.get("host_probe"))
             cmp = compare(real, sim, load_s)
             out.append({"run": i + 1, "real": real, "sim": sim, "compare": cmp})
             print(f"-- run {i + 1}\n{table(cmp, real, sim, cal)}", flush=True)
@@ -691,7 +696,7 @@ def resimulate(paths: list[str], cal: dict) -> tuple[list[dict], str]:
         stamps.append(os.path.basename(path).removeprefix("autoscale-").removesuffix(".json"))
         for old in saved["runs"] if isinstance(saved, dict) else saved:  # files before 2026-11-25 19:58: a list
             real = old["real"]
-            sim = run_sim(cfg, cal, real["host_ns_per_loop"])
+            sim = run_sim(cfg, cal, real["host_ns_per_loop"], real.get("host_probe"))
             cmp = compare(real, sim, load_s)
             runs.append({"run": len(runs) + 1, "real": real, "sim": sim, "compare": cmp})
             print(f"-- run {len(runs)} ({stamps[-1]} run {old['run']})\n{table(cmp, real, sim, cal)}", flush=True)

@@ -83,6 +83,32 @@ def run_ns_per_loop(host_probe: dict) -> float:
     return statistics.median(samples) if samples else float("nan")
 
 
+def speed_trace(host_probe: dict, window_s: tuple[float, float],
+                interval_s: float = SAMPLE_INTERVAL_S) -> tuple[tuple[float, float], ...]:
+    """The run's host speed over time, for ``ClusterConfig.core_speed_trace``: from the
+    sampler's probes (none for runs saved before it: an empty trace), each the speed
+    (``1 / ns``) from halfway since the probe before it, relative to the mean speed of the
+    probes taken in ``window_s`` (the run's measurement window, seconds from the drive's
+    start), so that the trace moves the speed within the run and leaves its mean to what
+    sets it already (the replicas' own ``gil`` speed; Ray's costs as calibrated).
+
+    The sampler starts with the drive and takes its first probe ``interval_s`` later; each
+    probe then waits ``interval_s`` after the one before has ended, and lasts its own
+    ``ns * PROBE_N`` of CPU (its wall time, but for waiting for a core)."""
+    samples = host_probe.get("sampler_ns") or []
+    if not samples:
+        return ()
+    at, t = [], 0.0
+    for ns in samples:
+        t += interval_s
+        at.append(t)
+        t += ns * PROBE_N * 1e-9
+    inside = [1.0 / ns for ns, a in zip(samples, at) if window_s[0] <= a <= window_s[1]] or [1.0 / ns for ns in samples]
+    mean = sum(inside) / len(inside)
+    starts = [0.0] + [(a + b) / 2.0 for a, b in zip(at, at[1:])]
+    return tuple((start, (1.0 / ns) / mean) for start, ns in zip(starts, samples))
+
+
 def probe_samples(host_probe: dict) -> list[float]:
     """Every probe a run took (ns per loop): before, during (the sampler's, or for runs
     saved before it the driver thread's every 2 s, or for the oldest their median) and

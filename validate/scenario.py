@@ -189,7 +189,8 @@ def load_calibration(path: str | None = None) -> dict:
 
 def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = None,
                    physical_cores: float | None = None, sized_ns_per_loop: float | None = None,
-                   native_stretch: float | None = None, gil_stretch: float | None = None) -> SimConfig:
+                   native_stretch: float | None = None, gil_stretch: float | None = None,
+                   core_speed_trace: tuple = ()) -> SimConfig:
     """``cfg`` with the calibration's Overheads, Ray's costs as measured (``cpu_speed`` 1),
     and its work at the speed this run's host gave it.
 
@@ -211,7 +212,8 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     replicas' work itself took over the one it was sized with (runs measured before
     2026-11-27 lack it; it ran a median 4 % slower than the probe read, 0.92-1.14 times).
     ``physical_cores`` overrides the cluster's cores (e.g. the cores left free by other
-    users' processes during the real run).
+    users' processes during the real run); ``core_speed_trace`` sets the host's speed over
+    the run (``host_speed.speed_trace``).
 
     Every field in ``OVERHEAD_FIELDS`` is passed as measured (the calibration file must
     have them all: an older file raises, rerun ``python -m validate.calibrate``); simserve
@@ -235,6 +237,8 @@ def with_overheads(cfg: SimConfig, cal: dict, host_ns_per_loop: float | None = N
     cl = cfg.cluster
     if physical_cores is not None:
         cl = dataclasses.replace(cl, physical_cores=physical_cores)
+    if core_speed_trace:
+        cl = dataclasses.replace(cl, core_speed_trace=core_speed_trace)
     return dataclasses.replace(cfg, overheads=oh, deployment=d, cluster=cl)
 
 
