@@ -101,6 +101,10 @@ sim_configs = (
                 num_cpus=st.sampled_from([1.0, 2.0, 4.0, 8.0]),
                 physical_cores=st.sampled_from([1.0, 2.0, 4.0]),
                 placement=st.sampled_from(["spread", "pack"]),
+                # The host slowing mid-run, never above speed 1: the invariants' latency and
+                # core bounds assume the work at full speed at best.
+                core_speed_trace=st.sampled_from([(), (), ((0.5, 0.5), (1.5, 1.0)), ((0.0, 0.7),),
+                                                  ((1.0, 0.25), (1.2, 0.9))]),
             ),
             router=st.builds(
                 RouterConfig, policy=st.sampled_from(["pow2", "round_robin", "ideal"])
