@@ -298,9 +298,11 @@ class Overheads:
     run as GIL-holding work in the process that pays them (the driver or HTTP load
     generator, the proxy, the replica), so they compete with the handlers for the GIL
     and the cores; ``native`` costs are C++ core-worker and gRPC threads, which burn a
-    core without the GIL and run beside the request rather than in its path. Ray's own
-    processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
-    time plus ``ray_background_cpu_per_request_s`` per request and
+    core without the GIL and run beside the request rather than in its path (the
+    caller's, ``client_native_cpu_s`` or ``proxy_native_cpu_s``, from the moment the router
+    takes the request: one that ``max_queued_requests`` refuses never reaches them). Ray's
+    own processes (raylet, GCS, controller, agents) use ``ray_background_cores`` all the
+    time plus ``ray_background_cpu_per_request_s`` per request the router takes and
     ``ray_background_cpu_per_reject_s`` per rejected send, on the first node; the
     driver, the proxy and each replica burn ``*_idle_cores`` while they live.
     ``contended_core_speed`` is how fast a core runs when all of the node's cores are

@@ -680,6 +680,7 @@ class IdealRouter:
     def submit(self, req) -> None:
         replica = self._least_loaded_free() if not self.waiting else None
         if replica is not None:
+            self.sim.on_queued()
             self._send(req, replica)
             return
         if self.max_queued_requests != -1 and len(self.waiting) >= self.max_queued_requests:

@@ -239,10 +239,6 @@ class Simulation:
         req = Request(self._next_id, client, self.env._now, demand)
         self._next_id += 1
         self.in_flight[req.id] = req
-        if self.caller_native_cpu_s > 0.0:
-            self.proxy_process.burn(self.caller_native_cpu_s)
-        if self.ray_cpu_per_request_s > 0.0:
-            self.ray_process.burn(self.ray_cpu_per_request_s)
         if self.client_cpu_s > 0.0:
             self.client_process.run_overhead(self.client_cpu_s, self._to_ingress, req)
         elif self.http:
@@ -251,7 +247,15 @@ class Simulation:
             self.router.submit(req)
 
     def on_queued(self) -> None:
-        """The router has queued a new request for its first routing attempt."""
+        """The router has taken a new request for its first routing attempt, past
+        ``max_queued_requests``: from here it costs the caller's C++ threads (the actor
+        call) and Ray's daemons their CPU per request. A request refused by backpressure
+        never reaches Ray's core worker, so it costs neither (Ray's router raises
+        ``BackPressureError`` in ``assign_request`` before any call is made)."""
+        if self.caller_native_cpu_s > 0.0:
+            self.proxy_process.burn(self.caller_native_cpu_s)
+        if self.ray_cpu_per_request_s > 0.0:
+            self.ray_process.burn(self.ray_cpu_per_request_s)
         if self.autoscaler is not None and not self.router.replicas:
             a = self.autoscaler
             if a.metrics.should_push_now(0, self.router.num_queued):

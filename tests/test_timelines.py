@@ -344,3 +344,19 @@ def test_takes_after_the_handler_delay_the_response_and_hold_the_slot_until_the_
 
     assert times(1, 1, 1) == [0.001, 0.101, 0.102, 0.103, 0.103]
     assert times(3, 0, 0) == [0.003, 0.103, 0.103, 0.103, 0.103]
+
+
+@pytest.mark.parametrize("router", ["pow2", "ideal"])
+def test_a_request_refused_by_max_queued_requests_costs_no_cpp_or_daemon_cpu(router):
+    """Three clients on one one-slot io replica with max_queued_requests=1: the requests refused
+    by backpressure never reach Ray's core worker, so the driver's C++ threads and Ray's daemons
+    burn their per-request CPU (1 ms and 0.5 ms here) only for the requests the router took."""
+    cfg = config(kind="io", mean_s=0.05, max_ongoing=1, router=router, concurrent=3, duration_s=2.0)
+    cfg = replace(cfg, deployment=replace(cfg.deployment, max_queued_requests=1),
+                  overheads=Overheads(client_native_cpu_s=0.001, ray_background_cpu_per_request_s=0.0005))
+    sim = Simulation(cfg)
+    res = sim.run()
+    refused = (res.requests["status"] == "rejected").sum()
+    taken = len(res.requests) - refused
+    assert refused > 0
+    assert sim.nodes[0].core_busy_until_now() == pytest.approx(taken * 0.0015)
