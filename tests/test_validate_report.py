@@ -613,3 +613,17 @@ def test_the_simulated_work_wall_is_read_as_the_replica_ran_it():
         assert len(wall) > 50
         assert np.allclose(wall, wall_ms, atol=1e-6)
         assert np.allclose(latency, clients * 10.0, atol=1e-6)
+
+
+def test_the_seed_spread_says_whether_rays_throughput_falls_inside_it():
+    """A run's simulated throughput over several seeds is shown min-max, and the note on a run
+    outside the threshold says whether Ray's throughput lies within that range; a run saved
+    before the spread was kept shows none."""
+    from validate.__main__ import _seeds_cell, _seeds_note
+
+    row = {"real": {"throughput_rps": 20.5}, "sim_seeds_rps": [12.3, 10.7, 37.9, 9.6, 13.3]}
+    assert _seeds_cell(row) == "9.6-37.9"
+    assert _seeds_note(row).endswith("Ray's 20.5 within that range")
+    row["real"]["throughput_rps"] = 44.4
+    assert _seeds_note(row).endswith("Ray's 44.4 outside that range")
+    assert _seeds_cell({"real": {}}) == "-" and _seeds_note({"real": {}}) == ""

@@ -14,8 +14,9 @@ them with, ``native`` ones by the run's own matmul time over the sizing one, see
 ``scenario.with_overheads``). The table also shows the spin probe's speed against the
 calibration's (``speed``, for information: Ray's costs do not follow it),
 ``foreign``: cores other users' processes took during the real run (system busy time
-minus our process tree's CPU), and ``simfree``: simserve's throughput on the cores
-left free -- a diagnosis column, not the pass/fail one. Each configuration runs on a Ray
+minus our process tree's CPU), ``simfree``: simserve's throughput on the cores
+left free, and (in the report) simserve's throughput over ``SPREAD_SEEDS`` seeds --
+diagnosis columns, not the pass/fail one. Each configuration runs on a Ray
 cluster of its own, shared by its repeats (``run_all``). Raw results go
 to ``validate/out/<mode>-<UTC time>.json``.
 """
@@ -23,6 +24,7 @@ to ``validate/out/<mode>-<UTC time>.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import itertools
 import json
@@ -116,17 +118,42 @@ def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     return with_overheads(cfg, cal, host_ns, physical_cores=physical_cores, core_speed_trace=trace, **speeds)
 
 
+# Diagnosis only: simserve's throughput over this many seeds (the run's own first). Where
+# the router polls or collapses one seed can land anywhere in a wide range (validate/README
+# item 40), so the report shows the range beside the run's own seed, which it scores.
+SPREAD_SEEDS = 5
+
+
 def compare(cfg, real: dict, cal: dict) -> dict:
     """One real run and simserve on the same configuration (``sim_config``)."""
     sim_cfg = sim_config(cfg, real, cal)
     sim = simulate(sim_cfg).summary
-    # Diagnosis only: the same, on the cores other users' processes left free.
+    # Diagnosis only: the same on other seeds, and on the cores other users' processes left free.
+    seeds_rps = [sim["throughput_rps"]] + [
+        simulate(dataclasses.replace(sim_cfg, seed=sim_cfg.seed + k)).summary["throughput_rps"]
+        for k in range(1, SPREAD_SEEDS)]
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
     free = max(0.25, cfg.cluster.physical_cores - foreign)
     sim_free = simulate(sim_config(cfg, real, cal, physical_cores=free)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
+            "sim_seeds_rps": seeds_rps,
             "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
             "probe_speed": cal["host_ns_per_loop"] / _host_ns(real), "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
+
+
+def _seeds_cell(row: dict) -> str:
+    """simserve's throughput over ``SPREAD_SEEDS`` seeds, min-max (rows saved before: -)."""
+    rps = row.get("sim_seeds_rps")
+    return f"{min(rps):.1f}-{max(rps):.1f}" if rps else "-"
+
+
+def _seeds_note(row: dict) -> str:
+    rps = row.get("sim_seeds_rps")
+    if not rps:
+        return ""
+    real = row["real"]["throughput_rps"]
+    where = "within" if min(rps) <= real <= max(rps) else "outside"
+    return f"; over {len(rps)} seeds simserve gave {min(rps):.1f}-{max(rps):.1f} rps, Ray's {real:.1f} {where} that range"
 
 
 def charged_cpu_ms(cfg, sim: dict) -> dict:
@@ -252,7 +279,7 @@ def failures(rows) -> list[str]:
         e = _err(row["sim"]["throughput_rps"], row["real"]["throughput_rps"])
         if math.isnan(e) or abs(e) > THRESHOLD:
             bad.append(f"{row['name']}: throughput error {100 * e:+.1f}% (limit {100 * THRESHOLD:.0f}%); {diagnose(row)}"
-                       + _speed_note(row))
+                       + _seeds_note(row) + _speed_note(row))
     return bad
 
 
@@ -435,22 +462,26 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "took (steal); simserve runs on the cores net of that steal (runs before 2026-11-27 lack both). "
         "Column `gil work/probe`: the `gil` work's thread CPU per iteration in the replicas over the "
         "run's probe speed; simserve runs the work at that speed (runs before 2026-11-27 02:00 lack it: "
-        "at the probe's).",
+        "at the probe's). Column `sim rps over seeds`: simserve's throughput for the same run over "
+        f"{SPREAD_SEEDS} seeds, min-max (the `sim rps` column is the first of them): where the router "
+        "polls or collapses, one seed can land anywhere in a wide range.",
         "",
-        "| scenario | config | real rps | sim rps | err | real p50 ms | sim p50 ms | real p99 ms | sim p99 ms "
+        "| scenario | config | real rps | sim rps | err | sim rps over seeds | real p50 ms | sim p50 ms "
+        "| real p99 ms | sim p99 ms "
         "| replicas real (run/pend) | sim | rejected real/sim | probe speed (range) | foreign cores "
         "| sim rps on free cores "
         "| busy real/sim | idle/steal cores | gil work/probe |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['name']} | {row['describe']} | error: {row['error']} |||||||||||")
+            lines.append(f"| {row['name']} | {row['describe']} | error: {row['error']} ||||||||||||")
             continue
         r, s = row["real"], row["sim"]
         lines.append(
             f"| {row['name']} | {row['describe']} | {r['throughput_rps']:.1f} | {s['throughput_rps']:.1f} | "
-            f"{100 * _err(s['throughput_rps'], r['throughput_rps']):+.0f}% | {r['latency_ms']['p50']:.1f} | "
+            f"{100 * _err(s['throughput_rps'], r['throughput_rps']):+.0f}% | {_seeds_cell(row)} | "
+            f"{r['latency_ms']['p50']:.1f} | "
             f"{s['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {s['latency_ms']['p99']:.1f} | "
             f"{r['replicas']['running']}/{r['replicas']['pending']} | "
             f"{s['replicas']['running']}/{s['replicas']['pending']} | {r['rejected']}/{s['rejected']} | "
