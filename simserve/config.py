@@ -246,16 +246,15 @@ class ClusterConfig:
         _choice("placement", self.placement, PLACEMENTS)
         if not isinstance(self.core_speed_trace, (tuple, list)):
             raise ConfigError("core_speed_trace", self.core_speed_trace, "must be (from_s, speed) pairs")
-        trace = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in self.core_speed_trace)
         last = 0.0
-        for pair in trace:
-            if not isinstance(pair, tuple) or len(pair) != 2:
+        for pair in self.core_speed_trace:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ConfigError("core_speed_trace", pair, "must be (from_s, speed) pairs")
             from_s, speed = pair
             _number("core_speed_trace.from_s", from_s, low=last)
             _number("core_speed_trace.speed", speed, low=0, low_open=True)
             last = from_s
-        object.__setattr__(self, "core_speed_trace", trace)
+        object.__setattr__(self, "core_speed_trace", tuple(tuple(p) for p in self.core_speed_trace))
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ def _seeds_note(row: dict) -> str:
         return ""
     real = row["real"]["throughput_rps"]
     where = "within" if min(rps) <= real <= max(rps) else "outside"
-    return f"; over {len(rps)} seeds simserve gave {min(rps):.1f}-{max(rps):.1f} rps, Ray's {real:.1f} {where} that range"
+    return f"; over {len(rps)} seeds simserve gave {_seeds_cell(row)} rps, Ray's {real:.1f} {where} that range"
 
 
 def charged_cpu_ms(cfg, sim: dict) -> dict:
