@@ -385,6 +385,10 @@ class Overheads:
     # the user loop, reply...); replica_cpu_s is spread over them, and each waits for the GIL
     # like any other thread when a handler holds it.
     replica_gil_acquisitions: int = 1
+    # Of those, the takes before the acceptance's answer leaves for the router
+    # (handle_request_with_rejection yields it once _wrap_request and _start_request have
+    # run); the rest come between it and the handler. 0: the answer leaves on admission.
+    replica_accept_gil_acquisitions: int = 0
     # More of the same machinery's takes after the handler: before the response leaves
     # (the result handed back to the main loop and sent), and after it, before the slot is
     # free and the task's end goes to the caller (the generator closed, the semaphore
@@ -442,6 +446,10 @@ class Overheads:
         for name in PER_REQUEST_COSTS + others + TIMER_LATENESS:
             _number(name, getattr(self, name), low=0)
         _number("replica_gil_acquisitions", self.replica_gil_acquisitions, low=1, integer=True)
+        _number("replica_accept_gil_acquisitions", self.replica_accept_gil_acquisitions, low=0, integer=True)
+        if self.replica_accept_gil_acquisitions > self.replica_gil_acquisitions:
+            raise ConfigError("replica_accept_gil_acquisitions", self.replica_accept_gil_acquisitions,
+                              f"must be <= replica_gil_acquisitions ({self.replica_gil_acquisitions})")
         _number("replica_response_gil_acquisitions", self.replica_response_gil_acquisitions, low=0, integer=True)
         _number("replica_release_gil_acquisitions", self.replica_release_gil_acquisitions, low=0, integer=True)
         _number("replica_probe_gil_acquisitions", self.replica_probe_gil_acquisitions, low=1, integer=True)

@@ -7,7 +7,8 @@ is not locked, and rejects it otherwise (``handle_request_with_rejection`` in
 What runs where:
 * Ray's own per-request work (admission, (de)serialisation, the reply, the release)
   runs on the replica's main loop thread and holds the GIL (``Overheads.replica_cpu_s``),
-  in ``replica_gil_acquisitions`` separate takes of the GIL before the handler,
+  in ``replica_gil_acquisitions`` separate takes of the GIL before the handler (the
+  acceptance's answer leaves after the first ``replica_accept_gil_acquisitions`` of them),
   ``replica_response_gil_acquisitions`` between it and the response and
   ``replica_release_gil_acquisitions`` after the response, the slot still held until
   they end; its answer to a queue-length probe in ``replica_probe_gil_acquisitions``:
@@ -74,6 +75,9 @@ class Replica:
         self._segments = len(self.kinds)  # read twice per request
         self.replica_cpu_s = overheads.cpu("replica_cpu_s")
         self.gil_acquisitions = overheads.replica_gil_acquisitions
+        # The takes before the acceptance leaves (none without replica_cpu_s: it leaves on
+        # admission, Simulation._deliver).
+        self.accept_takes = overheads.replica_accept_gil_acquisitions if self.replica_cpu_s > 0.0 else 0
         response = overheads.replica_response_gil_acquisitions
         release = overheads.replica_release_gil_acquisitions
         # One take's share of replica_cpu_s, the takes after the handler counted too.
@@ -92,6 +96,9 @@ class Replica:
         self.wake = overheads.wake_cpu("replica")
         self.gil_handoff_cpu_s = overheads.cpu("replica_gil_handoff_cpu_s")
         self._ray_takes = 0  # Ray's takes of the GIL submitted and not yet done
+        # Calls whose work up to their answer waits for the one under way (_in_order).
+        self._answering = False
+        self._answer_queue: deque = deque()
         self.ongoing = 0
         self.completed = 0
         self.rejected = 0
@@ -138,8 +145,20 @@ class Replica:
     def begin(self, req) -> None:
         if self.replica_native_cpu_s > 0.0:
             self.process.burn(self.replica_native_cpu_s)
-        if self.replica_cpu_s > 0.0:
+        if self.accept_takes:
+            self._in_order((self._take_cpu_s, self.accept_takes, self._accept, req))
+        elif self.replica_cpu_s > 0.0:
             self._gil_takes((self._take_cpu_s, self.gil_acquisitions, self._start, req))
+        else:
+            self._start(req)
+
+    def _accept(self, req) -> None:
+        """The acceptance leaves, with the queue length as of now (Ray reads it again at the
+        yield); the rest of the takes before the handler follow."""
+        self.sim.answer_accepted(req, self)
+        left = self.gil_acquisitions - self.accept_takes
+        if left:
+            self._gil_takes((self._take_cpu_s, left, self._start, req))
         else:
             self._start(req)
 
@@ -184,9 +203,29 @@ class Replica:
             self.process.burn(native_s)
         if cpu_s > 0.0:
             n = self.probe_gil_acquisitions
-            self._gil_takes((cpu_s / n, n, callback, arg))
+            self._in_order((cpu_s / n, n, callback, arg))
         else:
             callback(arg)
+
+    def _in_order(self, state) -> None:
+        """A call's takes up to its answer (a probe's, a rejection's, an acceptance's), one
+        call after another in arrival order: Ray's main loop runs each call up to its answer
+        in one go, so a burst of calls is answered in turn, not all at the end of the burst
+        (50 probes fired at once were answered spread over the burst: validate/README.md
+        item 42). The rest of Ray's takes, and the handlers, share the GIL with them."""
+        if self._answering:
+            self._answer_queue.append(state)
+        else:
+            self._answering = True
+            self._gil_takes((state[0], state[1], self._answered, state))
+
+    def _answered(self, state) -> None:
+        if self._answer_queue:
+            nxt = self._answer_queue.popleft()
+            self._gil_takes((nxt[0], nxt[1], self._answered, nxt))
+        else:
+            self._answering = False
+        state[2](state[3])
 
     def _start(self, req) -> None:
         req.start_s = self.env._now

@@ -7,7 +7,8 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
             a hop each way and replica_probe_cpu_s at the replica)
     --hop_s--> replica admits or rejects (the answer travels back one hop; a rejection
                costs replica_reject_cpu_s first, and reject_cpu_s at the router
-               before the retry)
+               before the retry; an acceptance leaves after the first
+               replica_accept_gil_acquisitions of the takes below)
     replica: replica_cpu_s in replica_gil_acquisitions takes of its GIL, the handler's
              segments, more takes (replica_response_gil_acquisitions), the response leaves,
              more takes (replica_release_gil_acquisitions) and replica_post_cpu_s, then
@@ -327,6 +328,9 @@ class Simulation:
                 self.ray_process.burn(self.ray_cpu_per_reject_s)
             replica.answer_reject(self._reply, (self._rejected, req, replica, replica.ongoing))
             return
+        if replica.accept_takes:
+            replica.begin(req)  # the acceptance leaves after its takes (answer_accepted)
+            return
         # _reply((self.router.on_accepted, req, replica, replica.ongoing)), written out: every
         # request is accepted once.
         if self.hop_s > 0.0:
@@ -335,6 +339,10 @@ class Simulation:
         else:
             self.router.on_accepted(req, replica, replica.ongoing)
         replica.begin(req)
+
+    def answer_accepted(self, req, replica) -> None:
+        """A replica's acceptance leaves for the router, with its queue length now."""
+        self._reply((self.router.on_accepted, req, replica, replica.ongoing))
 
     def _reply(self, args) -> None:
         """The replica's first answer to a call, accepted or rejected, on its way back."""

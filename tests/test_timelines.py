@@ -346,6 +346,47 @@ def test_takes_after_the_handler_delay_the_response_and_hold_the_slot_until_the_
     assert times(3, 0, 0) == [0.003, 0.103, 0.103, 0.103, 0.103]
 
 
+def test_the_acceptance_leaves_after_its_takes_and_the_handler_starts_after_the_rest():
+    """Ray's 4 ms per request in 4 takes before the handler, the acceptance yielded after the first 2:
+    the request reaches the replica at 3 ms (a probe's round trip, then the 1 ms hop), its acceptance
+    reaches the router at 6 ms, read as one request ongoing, and the handler starts at 7 ms; with the
+    acceptance on admission it arrives at 4 ms, and the handler starts at 7 ms too."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, concurrent=1, requests=1, duration_s=None)
+
+    def times(accept: int) -> list:
+        oh = Overheads(hop_s=0.001, hop_cv=0.0, replica_cpu_s=0.004, replica_gil_acquisitions=4,
+                       replica_accept_gil_acquisitions=accept)
+        sim = Simulation(replace(cfg, overheads=oh))
+        answers = []
+        on_accepted = sim.router.on_accepted
+        sim.router.on_accepted = lambda req, replica, qlen: (answers.append((round(sim.env.now, 9), qlen)),
+                                                             on_accepted(req, replica, qlen))
+        row = sim.run().requests.iloc[0]
+        return [*answers, round(float(row["start_s"]), 9)]
+
+    assert times(2) == [(0.006, 1), 0.007]
+    assert times(0) == [(0.004, 1), 0.007]
+
+
+def test_a_burst_of_probes_is_answered_one_call_after_another():
+    """Five queue-length probes fired at once at one replica whose main loop spends 1 ms of Python on
+    each (no hops): answered at 1, 2, 3, 4 and 5 ms, in turn (Ray's main loop runs each call up to its
+    answer in one go), not all at 5 ms as the GIL's processor sharing alone would have it."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(1.0,), requests=1, duration_s=None)
+    sim = Simulation(replace(cfg, overheads=Overheads(replica_probe_cpu_s=0.001, replica_probe_gil_acquisitions=1)))
+    router, answers = sim.router, []
+    probe_back = router._probe_back
+    router._probe_back = lambda answer: (answers.append(round(sim.env.now - 0.5, 9)), probe_back(answer))
+
+    def burst(_):
+        for _ in range(5):
+            router._call_soon(router._background_probe, (list(router.replicas), 0))
+
+    sim.later(0.5, burst, None)
+    sim.run()
+    assert answers[:5] == [0.001, 0.002, 0.003, 0.004, 0.005]
+
+
 @pytest.mark.parametrize("router", ["pow2", "ideal"])
 def test_a_request_refused_by_max_queued_requests_costs_no_cpp_or_daemon_cpu(router):
     """Three clients on one one-slot io replica with max_queued_requests=1: the requests refused

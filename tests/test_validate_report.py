@@ -289,9 +289,10 @@ def test_the_gil_phase_counts_takes_in_switch_intervals_and_spreads_the_extra_cp
 
 def test_the_timeline_counts_takes_leg_by_leg_and_the_done_lag_leaves_out_the_releases_share():
     """With the GIL held, 50 ms more from send to handler, 12 ms more to the response and 23 ms more to the
-    done callback are 10, 2 and 5 takes (at least 1 before the handler); the 2.8 ms of extra replica CPU is
-    spread over all 17; and of a 1.8 ms done lag, the 5 release takes' share of 3.4 ms of replica CPU
-    (1 ms) is simserve's own, leaving 0.8 ms."""
+    done callback are 10, 2 and 5 takes (at least 1 before the handler), and 35 ms more to the acceptance
+    are 7 of the 10 (never more than them); the 2.8 ms of extra replica CPU is spread over all 17; and of a
+    1.8 ms done lag, the 5 release takes' share of 3.4 ms of replica CPU (1 ms) is simserve's own, leaving
+    0.8 ms."""
     import pytest
 
     from validate.calibrate import derive_gil, done_lag
@@ -299,21 +300,22 @@ def test_the_timeline_counts_takes_leg_by_leg_and_the_done_lag_leaves_out_the_re
     def lat(median_s):
         return {"median_s": median_s}
 
-    legs = ("send -> handler", "handler -> response", "response -> done callback")
-    timeline = {"plain": dict(zip(legs, (3.8, 1.4, 1.8))), "held": dict(zip(legs, (53.8, 13.4, 24.8)))}
+    legs = ("send -> handler", "handler -> response", "response -> done callback", "send -> acceptance")
+    timeline = {"plain": dict(zip(legs, (3.8, 1.4, 1.8, 4.5))), "held": dict(zip(legs, (53.8, 13.4, 24.8, 39.5)))}
     g = {"control_spinning_process": lat(0.004), "gil_held_in_replica": lat(0.074),
          "probe_control_spinning_process": lat(0.002), "probe_gil_held_in_replica": lat(0.017),
          "control_replica_cpu": {"cpu_s_per_request": 0.0019}, "gil_held_replica_cpu": {"cpu_s_per_request": 0.0053}}
     warnings = []
     d = derive_gil(g, 0.005, warnings, timeline)
-    assert (d["replica_gil_acquisitions"], d["replica_response_gil_acquisitions"],
-            d["replica_release_gil_acquisitions"]) == (10, 2, 5)
+    assert (d["replica_gil_acquisitions"], d["replica_accept_gil_acquisitions"], d["replica_response_gil_acquisitions"],
+            d["replica_release_gil_acquisitions"]) == (10, 7, 2, 5)
     assert d["replica_gil_handoff_cpu_s"] == pytest.approx(0.0034 / 17)
     vals = {**d, "replica_cpu_s": 0.0034}
     assert done_lag({"done_callback_lag": lat(0.0018)}, vals, warnings) == pytest.approx(0.0008)
     assert warnings == []
     timeline["held"]["send -> handler"] = 3.0  # faster with the GIL held: still one take before the handler
-    assert derive_gil(g, 0.005, warnings, timeline)["replica_gil_acquisitions"] == 1
+    d = derive_gil(g, 0.005, warnings, timeline)
+    assert (d["replica_gil_acquisitions"], d["replica_accept_gil_acquisitions"]) == (1, 1)
 
 
 def test_a_def_handlers_extra_cost_is_the_mean_paired_difference_less_probe_answers():

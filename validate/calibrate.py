@@ -218,7 +218,9 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   the same phase): ``TIMELINE_REQUESTS`` no-op requests at c=1 to a replica that answers
   with the time its handler ran, plain and with a thread spinning beside the handler,
   the driver's router timing the done callback; each leg's excess in switch intervals:
-  ``replica_gil_acquisitions`` from the send to the handler,
+  ``replica_gil_acquisitions`` from the send to the handler (and, of those,
+  ``replica_accept_gil_acquisitions`` from the send to the acceptance's arrival in the
+  router's cache: the takes before the replica's answer leaves),
   ``replica_response_gil_acquisitions`` from the handler to the response,
   ``replica_release_gil_acquisitions`` from the response to the done callback (the slot
   is held until then); ``replica_cpu_s`` is spread over all three, and
@@ -1269,10 +1271,13 @@ def derive_gil(g: dict, switch_interval_s: float, warnings: list, timeline: dict
     made before), every take counts as before the handler, as simserve then modelled."""
     wait_s = g["gil_held_in_replica"]["median_s"] - g["control_spinning_process"]["median_s"]
     counts = {"replica_gil_acquisitions": max(1, round(wait_s / switch_interval_s)),
+              "replica_accept_gil_acquisitions": 0,
               "replica_response_gil_acquisitions": 0, "replica_release_gil_acquisitions": 0}
     if timeline is not None:
         counts = gil_timeline.takes(timeline, switch_interval_s)
-    total = sum(counts.values())
+    # The takes before the acceptance are some of those before the handler.
+    total = (counts["replica_gil_acquisitions"] + counts["replica_response_gil_acquisitions"]
+             + counts["replica_release_gil_acquisitions"])
     handoffs_cpu_s = g["gil_held_replica_cpu"]["cpu_s_per_request"] - g["control_replica_cpu"]["cpu_s_per_request"]
     probe_wait_s = g["probe_gil_held_in_replica"]["median_s"] - g["probe_control_spinning_process"]["median_s"]
     return {"replica_gil_wait_s": wait_s, **counts,
@@ -1487,7 +1492,13 @@ def rederive(doc: dict) -> dict:
 
     out = dict(doc)
     out["oversubscribed_cpu_factor"] = oversubscribed_cpu_factor(doc["raw"]["oversubscribed"], _wake_overheads(doc))
-    # Runs made before the timeline phase (2026-11-27): every take before the handler.
+    timeline = doc["raw"].get("gil_timeline")
+    if timeline is not None:
+        # The takes before the acceptance (counted since 2026-11-27 12:00), from the same legs.
+        out.update(gil_timeline.takes(timeline, doc["gil_switch_interval_s"]))
+    # Runs made before the timeline phase (2026-11-27): every take before the handler, and
+    # the acceptance on admission.
+    out.setdefault("replica_accept_gil_acquisitions", 0)
     out.setdefault("replica_response_gil_acquisitions", 0)
     out.setdefault("replica_release_gil_acquisitions", 0)
     return out
@@ -1518,8 +1529,8 @@ def merge(docs: list[dict]) -> dict:
     docs = [d if "done_callback_lag_cv" in d else {**d, "done_callback_lag_cv": lag_cv(
         d["raw"]["handle_c1"]["done_callback_lag"])} for d in docs]
     doc = {k: median([d[k] for d in docs]) for k in FIELDS}
-    for k in ("replica_gil_acquisitions", "replica_response_gil_acquisitions", "replica_release_gil_acquisitions",
-              "replica_probe_gil_acquisitions"):
+    for k in ("replica_gil_acquisitions", "replica_accept_gil_acquisitions", "replica_response_gil_acquisitions",
+              "replica_release_gil_acquisitions", "replica_probe_gil_acquisitions"):
         doc[k] = round(doc[k])
     doc["http"] = {k: median([d["http"][k] for d in docs]) for k in docs[0]["http"]}
     doc.update(

@@ -103,11 +103,13 @@ def timeline_phase(cl: RealCluster, n: int) -> dict:
 def takes(t: dict, switch_interval_s: float) -> dict:
     """The replica's GIL takes per request behind a busy handler, by where they fall:
     each leg's extra with the GIL held, in switch intervals, rounded (before the handler
-    at least 1)."""
+    at least 1; of those, the ones before the acceptance reaches the router)."""
     def count(leg: str) -> int:
         return max(0, round((t["held"][leg] - t["plain"][leg]) / (switch_interval_s * 1e3)))
 
-    return {"replica_gil_acquisitions": max(1, count("send -> handler")),
+    before = max(1, count("send -> handler"))
+    return {"replica_gil_acquisitions": before,
+            "replica_accept_gil_acquisitions": min(before, count("send -> acceptance")),
             "replica_response_gil_acquisitions": count("handler -> response"),
             "replica_release_gil_acquisitions": count("response -> done callback")}
 
