@@ -167,6 +167,13 @@ class Process:
         scaled again."""
         self.run_gil(self.overhead_cpu(work_s), callback, arg, handoff_s)
 
+    def continue_overhead(self, work_s: float, callback, arg) -> None:
+        """``run_overhead`` on a thread that holds the GIL already and goes on with more work:
+        it joins the GIL's work at once, with no switch interval to wait and nothing to hand
+        over (CPython keeps the GIL with a running thread until it blocks or is asked to
+        drop it)."""
+        self.node.add(self.gil, self.overhead_cpu(work_s), callback, arg)
+
     def boot(self, work_s: float, callback, arg) -> None:
         """The process's own start-up: ``work_s`` of one thread's work before it runs
         anything else; ``callback(arg)`` when done. On a runner of its own, so that it

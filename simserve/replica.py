@@ -146,16 +146,19 @@ class Replica:
         if self.replica_native_cpu_s > 0.0:
             self.process.burn(self.replica_native_cpu_s)
         if self.accept_takes:
-            self._in_order((self._take_cpu_s, self.accept_takes, self._accept, req))
+            self._in_order((self._take_cpu_s, self.accept_takes, self._accept, (req, self.ongoing)))
         elif self.replica_cpu_s > 0.0:
             self._gil_takes((self._take_cpu_s, self.gil_acquisitions, self._start, req))
         else:
             self._start(req)
 
-    def _accept(self, req) -> None:
-        """The acceptance leaves, with the queue length as of now (Ray reads it again at the
-        yield); the rest of the takes before the handler follow."""
-        self.sim.answer_accepted(req, self)
+    def _accept(self, pair) -> None:
+        """The acceptance leaves, with the queue length at admission (Ray reads it in the
+        step that checks the capacity, and yields it at once); the rest of the takes before
+        the handler follow. Left out: Ray checks the capacity only when the call's turn on
+        its main loop comes, simserve on arrival."""
+        req, qlen = pair
+        self.sim.answer_accepted(req, self, qlen)
         left = self.gil_acquisitions - self.accept_takes
         if left:
             self._gil_takes((self._take_cpu_s, left, self._start, req))
@@ -208,11 +211,15 @@ class Replica:
             callback(arg)
 
     def _in_order(self, state) -> None:
-        """A call's takes up to its answer (a probe's, a rejection's, an acceptance's), one
+        """A call's work up to its answer (a probe's, a rejection's, an acceptance's), one
         call after another in arrival order: Ray's main loop runs each call up to its answer
-        in one go, so a burst of calls is answered in turn, not all at the end of the burst
-        (50 probes fired at once were answered spread over the burst: validate/README.md
-        item 42). The rest of Ray's takes, and the handlers, share the GIL with them."""
+        in one go, so a burst of calls is answered in turn, not all at the end of the burst.
+        A call that finds the loop idle takes the GIL its measured number of times; one whose
+        turn comes as the call ahead of it ends runs on the loop's thread, which holds the GIL
+        already: its whole work in one go, without a take of its own (beside a spinning
+        thread Ray answered 50 probes fired at once within 493 ms, where 4 takes each
+        would have cost a second: validate/README.md item 42). The rest of Ray's takes, and
+        the handlers, share the GIL with them."""
         if self._answering:
             self._answer_queue.append(state)
         else:
@@ -222,10 +229,15 @@ class Replica:
     def _answered(self, state) -> None:
         if self._answer_queue:
             nxt = self._answer_queue.popleft()
-            self._gil_takes((nxt[0], nxt[1], self._answered, nxt))
+            self._ray_takes += 1
+            self.process.continue_overhead(nxt[0] * nxt[1], self._continued, nxt)
         else:
             self._answering = False
         state[2](state[3])
+
+    def _continued(self, state) -> None:
+        self._ray_takes -= 1
+        self._answered(state)
 
     def _start(self, req) -> None:
         req.start_s = self.env._now

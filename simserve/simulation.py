@@ -340,9 +340,9 @@ class Simulation:
             self.router.on_accepted(req, replica, replica.ongoing)
         replica.begin(req)
 
-    def answer_accepted(self, req, replica) -> None:
-        """A replica's acceptance leaves for the router, with its queue length now."""
-        self._reply((self.router.on_accepted, req, replica, replica.ongoing))
+    def answer_accepted(self, req, replica, qlen: int) -> None:
+        """A replica's acceptance leaves for the router, with its queue length ``qlen``."""
+        self._reply((self.router.on_accepted, req, replica, qlen))
 
     def _reply(self, args) -> None:
         """The replica's first answer to a call, accepted or rejected, on its way back."""

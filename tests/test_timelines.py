@@ -368,6 +368,24 @@ def test_the_acceptance_leaves_after_its_takes_and_the_handler_starts_after_the_
     assert times(0) == [(0.004, 1), 0.007]
 
 
+def test_acceptances_leave_in_turn_with_the_queue_length_at_admission():
+    """Two requests reach a two-slot replica together (no hops) whose 2 ms per request are 2 takes, the
+    acceptance after the first: the first is answered at 1 ms; the second's take starts then and shares
+    the GIL with the first's take after its answer, so it is answered at 3 ms. They read 1 and 2 requests
+    ongoing, as at their admission (Ray reads it in the capacity check's step), although both were
+    admitted by the time the first answer left."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, max_ongoing=2, trace_arrivals_s=(0.0, 0.0), requests=2,
+                 duration_s=None)
+    oh = Overheads(replica_cpu_s=0.002, replica_gil_acquisitions=2, replica_accept_gil_acquisitions=1)
+    sim = Simulation(replace(cfg, overheads=oh))
+    answers = []
+    on_accepted = sim.router.on_accepted
+    sim.router.on_accepted = lambda req, replica, qlen: (answers.append((round(sim.env.now, 9), qlen)),
+                                                         on_accepted(req, replica, qlen))
+    sim.run()
+    assert answers == [(0.001, 1), (0.003, 2)]
+
+
 def test_a_burst_of_probes_is_answered_one_call_after_another():
     """Five queue-length probes fired at once at one replica whose main loop spends 1 ms of Python on
     each (no hops): answered at 1, 2, 3, 4 and 5 ms, in turn (Ray's main loop runs each call up to its
@@ -385,6 +403,31 @@ def test_a_burst_of_probes_is_answered_one_call_after_another():
     sim.later(0.5, burst, None)
     sim.run()
     assert answers[:5] == [0.001, 0.002, 0.003, 0.004, 0.005]
+
+
+def test_beside_a_busy_gil_only_the_first_call_of_a_burst_waits_for_its_takes():
+    """A thread spins pure Python in the replica (5 ms switch interval); three probes arrive at once,
+    each 1 ms of Python in 2 takes. The first waits a switch interval for each take and runs at half
+    the GIL: answered at 12 ms. The next two run on the loop's thread as it goes on holding the GIL,
+    without takes of their own: 2 ms apart (at 14 and 16 ms), not 12 ms apart."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(1.0,), requests=1, duration_s=None)
+    oh = Overheads(replica_probe_cpu_s=0.001, replica_probe_gil_acquisitions=2, gil_switch_interval_s=0.005)
+    sim = Simulation(replace(cfg, overheads=oh))
+    router, answers = sim.router, []
+    probe_back = router._probe_back
+    router._probe_back = lambda answer: (answers.append(round(sim.env.now - 0.5, 9)), probe_back(answer))
+
+    def spin(_):
+        router.replicas[0].process.run_handler_gil(100.0, lambda _: None, None)
+
+    def burst(_):
+        for _ in range(3):
+            router._call_soon(router._background_probe, (list(router.replicas), 0))
+
+    sim.later(0.4, spin, None)
+    sim.later(0.5, burst, None)
+    sim.run()
+    assert answers[:3] == [0.012, 0.014, 0.016]
 
 
 @pytest.mark.parametrize("router", ["pow2", "ideal"])

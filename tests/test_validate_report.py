@@ -287,6 +287,37 @@ def test_the_gil_phase_counts_takes_in_switch_intervals_and_spreads_the_extra_cp
     assert derive_gil(g, 0.005, warnings)["replica_gil_handoff_cpu_s"] == 0.0 and len(warnings) == 1
 
 
+def test_the_router_trace_times_answers_accepted_and_rejected_apart():
+    """Four answers, two accepted (1 and 3 ms) and two rejected (50 and 70 ms): one line each, with
+    the count and the 10th, 50th and 90th percentiles (the nearest rank at or above)."""
+    from validate.trace_router import answer_lines
+
+    assert answer_lines([[True, 0.001], [False, 0.05], [True, 0.003], [False, 0.07]]) == [
+        "send to answer, accepted: 2, p10/p50/p90 1.0/3.0/3.0 ms",
+        "send to answer, rejected: 2, p10/p50/p90 50.0/70.0/70.0 ms"]
+
+
+def test_the_burst_tool_takes_each_ranks_median_over_rounds():
+    """Two rounds of four answers (in any order): the 1st answer's median time is that of the two
+    fastest, the last's that of the two slowest, the 3rd (rank 50%) that of the two thirds."""
+    import pytest
+
+    from validate.burst_probe import rank_medians
+
+    got = dict(rank_medians([[0.4, 0.1, 0.3, 0.2], [0.5, 0.3, 0.9, 0.7]], 4))
+    assert got[1] == pytest.approx(0.2) and got[4] == pytest.approx(0.65) and got[3] == pytest.approx(0.5)
+
+
+def test_simserve_answers_a_burst_of_probes_one_after_another_with_the_calibration():
+    """The burst tool's simulated side with the committed calibration: of 50 probes fired at once,
+    every one is answered, the first long before the last and the middle one before 75% of the
+    last's time (when every call's takes shared the GIL to the end it came at 88%)."""
+    from validate.burst_probe import rank_medians, sim_bursts
+
+    got = dict(rank_medians(sim_bursts(50, 2), 50))
+    assert got[1] < 0.2 * got[50] and got[26] < 0.75 * got[50]
+
+
 def test_the_timeline_counts_takes_leg_by_leg_and_the_done_lag_leaves_out_the_releases_share():
     """With the GIL held, 50 ms more from send to handler, 12 ms more to the response and 23 ms more to the
     done callback are 10, 2 and 5 takes (at least 1 before the handler), and 35 ms more to the acceptance

@@ -7,9 +7,13 @@ every 0.25 s, writes a line with the state of the driver's ``RequestRouter``: it
 tasks, the lengths of its two pending-request deques, its cached queue length per replica,
 and what it did since the last line: requests sent (``on_send_request``), rejected ones
 retried (``_choose_replica_for_request(is_retry=True)``), probe rounds, done callbacks
-(``decrement_queue_len_cache``) and back-off sleeps by their attempt index (6 and up
-together: the 0.5 s cap). The totals follow. This is how the router's collapse under heavy
-queueing was found (``simserve/router.py``, validate/README.md).
+(``decrement_queue_len_cache``), back-off sleeps by their attempt index (6 and up
+together: the 0.5 s cap), and replicas given to requests (``fulfil_own``: the routing
+task's own request; ``fulfil_cancel``: another task's, which is cancelled; ``fulfil_free``:
+one no task holds, such as a rejected request queued again). The totals follow, and the
+time from each send (the request's replica chosen) to its answer reaching the router
+(``on_new_queue_len_info``), accepted and rejected apart. This is how the router's collapse
+under heavy queueing was found (``simserve/router.py``, validate/README.md items 38-42).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class Calls:
     in this process, as ``router_counters.RouterCounters`` does)."""
 
     counts: collections.Counter = collections.Counter()
+    answers: list = []  # (accepted, seconds from the send to the answer)
+    _sent: dict = {}  # the request's task -> when its replica was chosen
+    _last: dict = {}  # the request's task -> its last answer's index in answers
 
     @classmethod
     def install(cls) -> None:
@@ -41,14 +48,35 @@ class Calls:
         send, choose = RequestRouter.on_send_request, RequestRouter._choose_replica_for_request
         probe, backoff = RequestRouter._probe_queue_lens, RequestRouter._backoff
         done = RequestRouter.decrement_queue_len_cache
+        cancel, answer = RequestRouter._cancel_routing_task_for_pending_request, RequestRouter.on_new_queue_len_info
 
         def on_send_request(self, replica_id):
             cls.counts["send"] += 1
             return send(self, replica_id)
 
         async def choose_replica(self, pending_request, *, is_retry=False):
+            # Runs in the request's own task (assign_request), as does its answer's handling:
+            # a retry means the answer before was a rejection.
+            task = asyncio.current_task()
             cls.counts["retry"] += is_retry
-            return await choose(self, pending_request, is_retry=is_retry)
+            if is_retry and task in cls._last:
+                cls.answers[cls._last.pop(task)][0] = False
+            replica = await choose(self, pending_request, is_retry=is_retry)
+            cls._sent[task] = time.perf_counter()
+            return replica
+
+        def on_new_queue_len_info(self, replica_id, num_ongoing_requests):
+            sent = cls._sent.pop(asyncio.current_task(), None)
+            if sent is not None:
+                cls._last[asyncio.current_task()] = len(cls.answers)
+                cls.answers.append([True, time.perf_counter() - sent])
+            return answer(self, replica_id, num_ongoing_requests)
+
+        def cancel_routing_task(self, pending_request):
+            owner = self._routing_task_by_pending_request_future.get(pending_request.future)
+            mine = owner is asyncio.current_task(loop=self._event_loop)
+            cls.counts["fulfil_own" if mine else "fulfil_cancel" if owner is not None else "fulfil_free"] += 1
+            return cancel(self, pending_request)
 
         async def probe_queue_lens(self, replicas, backoff_index):
             cls.counts["probe_rounds"] += 1
@@ -67,6 +95,8 @@ class Calls:
         RequestRouter._probe_queue_lens = probe_queue_lens
         RequestRouter._backoff = sleep_backoff
         RequestRouter.decrement_queue_len_cache = decrement
+        RequestRouter.on_new_queue_len_info = on_new_queue_len_info
+        RequestRouter._cancel_routing_task_for_pending_request = cancel_routing_task
 
 
 async def _sample(lines: list, total: collections.Counter, t0: list, stop: threading.Event) -> None:
@@ -86,6 +116,17 @@ async def _sample(lines: list, total: collections.Counter, t0: list, stop: threa
                          f"to_route {len(router._pending_requests_to_route):4d}  cache {lens}  "
                          + "  ".join(f"{k} {v}" for k, v in sorted(counts.items())))
         await asyncio.sleep(INTERVAL_S)
+
+
+def answer_lines(answers: list) -> list[str]:
+    """The send-to-answer times, accepted and rejected apart: count and p10/p50/p90 in ms."""
+    out = []
+    for label, accepted in (("accepted", True), ("rejected", False)):
+        ms = sorted(t * 1e3 for a, t in answers if a is accepted)
+        if ms:
+            p = [ms[min(len(ms) - 1, int(q * len(ms)))] for q in (0.1, 0.5, 0.9)]
+            out.append(f"send to answer, {label}: {len(ms)}, p10/p50/p90 {p[0]:.1f}/{p[1]:.1f}/{p[2]:.1f} ms")
+    return out
 
 
 def main(argv=None) -> int:
@@ -117,6 +158,7 @@ def main(argv=None) -> int:
         time.sleep(2 * INTERVAL_S)
     lines.append(f"totals: {dict(sorted(total.items()))}; completed {summary['completed_total']}, "
                  f"{summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms")
+    lines.extend(answer_lines(Calls.answers))
     print("\n".join(lines))
     if args.out:
         with open(args.out, "w") as f:
