@@ -19,6 +19,12 @@ What runs where:
   A handler's thread that waits for the GIL pays the same. Left out: what being
   pre-empted costs the thread that gives the GIL up (the calibration's spinner pays it
   in its own CPU, which is subtracted).
+* The main loop answers its calls in turn: each call's work up to its answer (a probe's,
+  a rejection's, an acceptance's) waits for the call ahead of it; a call whose turn comes
+  as that one ends goes on with the GIL the loop holds, without takes of its own
+  (``_in_order``). Left out: Ray's queued calls still waited about two switch intervals
+  each beside a spinning thread (validate/README.md item 42), and the capacity check runs
+  on arrival, not at the call's turn.
 * An ``async def`` handler runs on the user-code event loop: its CPU segments (``gil``
   and ``native`` alike, since a blocking call blocks the loop) run one at a time in
   arrival order, while ``io`` segments (awaits) interleave freely.
