@@ -84,6 +84,7 @@ class Replica:
         # The takes before the acceptance leaves (none without replica_cpu_s: it leaves on
         # admission, Simulation._deliver).
         self.accept_takes = overheads.replica_accept_gil_acquisitions if self.replica_cpu_s > 0.0 else 0
+        self._takes_after_accept = self.gil_acquisitions - self.accept_takes
         response = overheads.replica_response_gil_acquisitions
         release = overheads.replica_release_gil_acquisitions
         # One take's share of replica_cpu_s, the takes after the handler counted too.
@@ -165,9 +166,8 @@ class Replica:
         its main loop comes, simserve on arrival."""
         req, qlen = pair
         self.sim.answer_accepted(req, self, qlen)
-        left = self.gil_acquisitions - self.accept_takes
-        if left:
-            self._gil_takes((self._take_cpu_s, left, self._start, req))
+        if self._takes_after_accept:
+            self._gil_takes((self._take_cpu_s, self._takes_after_accept, self._start, req))
         else:
             self._start(req)
 

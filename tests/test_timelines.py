@@ -346,6 +346,30 @@ def test_takes_after_the_handler_delay_the_response_and_hold_the_slot_until_the_
     assert times(3, 0, 0) == [0.003, 0.103, 0.103, 0.103, 0.103]
 
 
+def _acceptances(sim) -> list:
+    """(time, queue length) of each acceptance as it reaches ``sim``'s router, filled as it runs."""
+    answers = []
+    on_accepted = sim.router.on_accepted
+    sim.router.on_accepted = lambda req, replica, qlen: (answers.append((round(sim.env.now, 9), qlen)),
+                                                         on_accepted(req, replica, qlen))
+    return answers
+
+
+def _probe_burst(sim, n: int, at_s: float) -> list:
+    """``n`` queue-length probes queued on ``sim``'s router loop at once at ``at_s`` (Ray's background
+    probe, to every replica); each answer's time after ``at_s`` as it reaches the router, filled as it runs."""
+    router, answers = sim.router, []
+    probe_back = router._probe_back
+    router._probe_back = lambda answer: (answers.append(round(sim.env.now - at_s, 9)), probe_back(answer))
+
+    def burst(_):
+        for _ in range(n):
+            router._call_soon(router._background_probe, (list(router.replicas), 0))
+
+    sim.later(at_s, burst, None)
+    return answers
+
+
 def test_the_acceptance_leaves_after_its_takes_and_the_handler_starts_after_the_rest():
     """Ray's 4 ms per request in 4 takes before the handler, the acceptance yielded after the first 2:
     the request reaches the replica at 3 ms (a probe's round trip, then the 1 ms hop), its acceptance
@@ -357,10 +381,7 @@ def test_the_acceptance_leaves_after_its_takes_and_the_handler_starts_after_the_
         oh = Overheads(hop_s=0.001, hop_cv=0.0, replica_cpu_s=0.004, replica_gil_acquisitions=4,
                        replica_accept_gil_acquisitions=accept)
         sim = Simulation(replace(cfg, overheads=oh))
-        answers = []
-        on_accepted = sim.router.on_accepted
-        sim.router.on_accepted = lambda req, replica, qlen: (answers.append((round(sim.env.now, 9), qlen)),
-                                                             on_accepted(req, replica, qlen))
+        answers = _acceptances(sim)
         row = sim.run().requests.iloc[0]
         return [*answers, round(float(row["start_s"]), 9)]
 
@@ -378,10 +399,7 @@ def test_acceptances_leave_in_turn_with_the_queue_length_at_admission():
                  duration_s=None)
     oh = Overheads(replica_cpu_s=0.002, replica_gil_acquisitions=2, replica_accept_gil_acquisitions=1)
     sim = Simulation(replace(cfg, overheads=oh))
-    answers = []
-    on_accepted = sim.router.on_accepted
-    sim.router.on_accepted = lambda req, replica, qlen: (answers.append((round(sim.env.now, 9), qlen)),
-                                                         on_accepted(req, replica, qlen))
+    answers = _acceptances(sim)
     sim.run()
     assert answers == [(0.001, 1), (0.003, 2)]
 
@@ -392,15 +410,7 @@ def test_a_burst_of_probes_is_answered_one_call_after_another():
     answer in one go), not all at 5 ms as the GIL's processor sharing alone would have it."""
     cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(1.0,), requests=1, duration_s=None)
     sim = Simulation(replace(cfg, overheads=Overheads(replica_probe_cpu_s=0.001, replica_probe_gil_acquisitions=1)))
-    router, answers = sim.router, []
-    probe_back = router._probe_back
-    router._probe_back = lambda answer: (answers.append(round(sim.env.now - 0.5, 9)), probe_back(answer))
-
-    def burst(_):
-        for _ in range(5):
-            router._call_soon(router._background_probe, (list(router.replicas), 0))
-
-    sim.later(0.5, burst, None)
+    answers = _probe_burst(sim, 5, 0.5)
     sim.run()
     assert answers[:5] == [0.001, 0.002, 0.003, 0.004, 0.005]
 
@@ -413,19 +423,12 @@ def test_beside_a_busy_gil_only_the_first_call_of_a_burst_waits_for_its_takes():
     cfg = config(kind="io", mean_s=0.1, replicas=1, trace_arrivals_s=(1.0,), requests=1, duration_s=None)
     oh = Overheads(replica_probe_cpu_s=0.001, replica_probe_gil_acquisitions=2, gil_switch_interval_s=0.005)
     sim = Simulation(replace(cfg, overheads=oh))
-    router, answers = sim.router, []
-    probe_back = router._probe_back
-    router._probe_back = lambda answer: (answers.append(round(sim.env.now - 0.5, 9)), probe_back(answer))
 
     def spin(_):
-        router.replicas[0].process.run_handler_gil(100.0, lambda _: None, None)
-
-    def burst(_):
-        for _ in range(3):
-            router._call_soon(router._background_probe, (list(router.replicas), 0))
+        sim.router.replicas[0].process.run_handler_gil(100.0, lambda _: None, None)
 
     sim.later(0.4, spin, None)
-    sim.later(0.5, burst, None)
+    answers = _probe_burst(sim, 3, 0.5)
     sim.run()
     assert answers[:3] == [0.012, 0.014, 0.016]
 
