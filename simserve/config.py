@@ -414,9 +414,10 @@ class Overheads:
     # router thread's wake-up, with the loop otherwise idle (a busy loop's own delay is
     # modelled: the task's turn waits behind the step under way).
     backoff_sleep_late_s: float = 0.0
-    # A message (a hop) to a process on a node that has had no work but its constant loads for
-    # idle_wake_after_s arrives idle_wake_s later: on a virtual machine its idle core must
-    # be woken first. A property of the host, not of Ray.
+    # A message (a hop) to a node whose request-path processes, other than the sender, had
+    # been quiet (no work, no message) for idle_wake_after_s when the sender's spell of work
+    # began arrives idle_wake_s later: on a virtual machine the idle core must be woken
+    # first (Simulation.message_s). A property of the host, not of Ray.
     idle_wake_s: float = 0.0
     idle_wake_after_s: float = 0.0
     # The CPU a process spends when work wakes it after its Python threads have idled g

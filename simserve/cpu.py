@@ -36,6 +36,10 @@ The host's speed may change over time (``Node.set_core_speed``, driven by
 ``ClusterConfig.core_speed_trace``): every thread on the node then does that multiple of
 its work per second, the constant loads keep their rates in cores.
 
+For the idle wake-up (``Simulation.message_s``) a node can also keep count of when its
+request-path processes were last busy (``tracks_path``, ``Node.quiet_for``): Ray's daemons
+and the constant loads do not count.
+
 Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
 5 ms turns), hyper-threads, NUMA, cores of different speeds at one moment, and cache
 effects on the user's work.
@@ -65,9 +69,9 @@ class Runner:
     ``v0 + (S - s0) * threads / len(jobs)``; (v0, s0) are reset whenever the number of
     jobs changes."""
 
-    __slots__ = ("threads", "v0", "s0", "jobs", "version", "busy_s", "busy_since", "idle_since", "name")
+    __slots__ = ("threads", "v0", "s0", "jobs", "version", "busy_s", "busy_since", "idle_since", "path")
 
-    def __init__(self, threads: float, name: str = ""):
+    def __init__(self, threads: float, path: "Process | None" = None):
         self.threads = threads
         self.v0 = 0.0
         self.s0 = 0.0
@@ -76,7 +80,9 @@ class Runner:
         self.busy_s = 0.0
         self.busy_since = 0.0
         self.idle_since = 0.0  # when its last job ended (while it has none)
-        self.name = name
+        # The request path's process whose work this is, when its node keeps count of that
+        # work for the idle wake-up (Node.quiet_for); else None.
+        self.path = path
 
     def clock(self, service: float) -> float:
         return self.v0 + (service - self.s0) * self.threads / len(self.jobs)
@@ -93,13 +99,20 @@ class Process:
     burns beside the path when work reaches its Python threads after they have idled
     ``g``: a process woken from sleep spends more than one kept busy."""
 
-    __slots__ = ("node", "gil", "name", "wake", "wake_cpu_s", "handoff_cpu_s", "oversubscribed_cpu_s",
-                 "handler_jobs")
+    __slots__ = ("node", "gil", "name", "path", "last_end", "spell_quiet", "wake", "wake_cpu_s", "handoff_cpu_s",
+                 "oversubscribed_cpu_s", "handler_jobs")
 
-    def __init__(self, node: "Node", name: str):
+    def __init__(self, node: "Node", name: str, on_path: bool = True):
         self.node = node
         self.name = name
-        self.gil = Runner(1, name)
+        # Whether the node counts this process's work in Node.quiet_for: the request path's
+        # processes, not Ray's daemons (on_path False).
+        self.path = self if on_path and node.tracks_path else None
+        self.last_end = -1.0  # when its work last ran out (Node._path_idle)
+        # How long the node's other request-path processes had been quiet when this one's
+        # current spell of work began (Node.add): what its messages are judged by.
+        self.spell_quiet = 0.0
+        self.gil = Runner(1, self.path)
         self.wake = None
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
         self.handoff_cpu_s = 0.0  # spent on taking the GIL from another thread so far
@@ -182,13 +195,13 @@ class Process:
 
     def run_native(self, threads: int, work_s: float, callback, arg) -> None:
         """Run GIL-releasing work of ``work_s`` single-thread seconds on ``threads`` threads."""
-        self.node.add(Runner(threads, self.name), work_s, callback, arg)
+        self.node.add(Runner(threads, self.path), work_s, callback, arg)
 
     def burn(self, work_s: float) -> None:
         """GIL-free work of an ``Overheads`` cost on a thread of its own that nothing waits
         for (C++ threads, wake-ups), at what it costs now (``overhead_cpu``)."""
         if work_s > 0.0:
-            self.node.add(Runner(1, self.name), self.overhead_cpu(work_s), _nothing, None)
+            self.node.add(Runner(1, self.path), self.overhead_cpu(work_s), _nothing, None)
 
 
 def _nothing(_) -> None:
@@ -236,6 +249,7 @@ class Node:
         contended_core_speed: float = 1.0,
         gil_switch_interval_s: float = 0.0,
         oversubscribed_cpu_factor: float = 1.0,
+        tracks_path: bool = False,
     ):
         self.env = env
         self.index = index
@@ -250,7 +264,13 @@ class Node:
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
         self._loads: list = []  # the constant loads' rates in cores, ascending (occupy)
-        self.idle_since = 0.0  # when the last runner ran out of work
+        # For quiet_for (kept only with tracks_path: the idle wake-up is modelled): per
+        # request-path process its runners with work now, and the two distinct processes
+        # last seen busy (their work ended, or a message reached them), as (when, process),
+        # the latest first.
+        self.tracks_path = tracks_path
+        self._path_active: dict = {}
+        self._path_seen: list = [(0.0, None), (0.0, None)]
         self.service = 0.0  # work one thread has received since the start
         self.core_busy_s = 0.0  # integral of the cores the threads and loads keep busy, dt
         self._last = 0.0
@@ -270,8 +290,8 @@ class Node:
         self._tunings: dict = {}  # thread count -> _tune()
         self._retune()
 
-    def process(self, name: str) -> Process:
-        return Process(self, name)
+    def process(self, name: str, on_path: bool = True) -> Process:
+        return Process(self, name, on_path)
 
     def occupy(self, cores: float) -> float | None:
         """A constant load of ``cores`` (Ray's own daemons, a process's periodic tasks)
@@ -316,11 +336,47 @@ class Node:
         itself. The state when the cost starts decides, not how it changes while it runs."""
         return work_s * self.oversubscribed_cpu_factor if self.handler_threads >= self.physical_cores else work_s
 
-    def idle_for(self, now: float) -> float:
-        """How long the node has had no work but its constant loads (Ray's daemons, idle
-        processes' periodic tasks; 0 while it has some): what decides whether a message
-        must wait for a core to wake (``Simulation.wake_s``)."""
-        return 0.0 if self.active else now - self.idle_since
+    def quiet_for(self, now: float, sender: Process | None = None) -> float:
+        """How long no process of the request path but ``sender`` has had work here or been
+        reached by a message (``seen``; 0 while one has work): what decides whether a
+        message must wait for a core to wake (``quiet_for_message``). Ray's daemons and
+        the constant loads do not count: the calibration measured the wake-up with them
+        running. Needs ``tracks_path``."""
+        active = self._path_active
+        if active and (len(active) > 1 or sender not in active):
+            return 0.0
+        latest, before = self._path_seen
+        quiet = now - (latest[0] if latest[1] is not sender else before[0])
+        return quiet if quiet > 0.0 else 0.0
+
+    def quiet_for_message(self, now: float, sender: Process) -> float:
+        """How long this node's cores had been left to sleep when ``sender`` set off a message
+        to a process here: on a node of more than one core, how long the request path's
+        other processes had been quiet when the sender's spell of work that sends it began
+        (its own work keeps only its own core awake, and the calibration's client measured
+        the wake-up against the gap it idled before its spell); on one core, or from
+        another node, how long every process here has been quiet now."""
+        if sender.node is not self or self.physical_cores <= 1.0:
+            return self.quiet_for(now)
+        if sender in self._path_active or sender.last_end == now:
+            return sender.spell_quiet
+        return self.quiet_for(now, sender)
+
+    def seen(self, process: Process, at: float) -> None:
+        """``process`` was busy at ``at`` (a message reaches it then: its threads wake to
+        take it, however little they do with it). Times may come out of order (a message
+        is recorded as it is sent); the two latest distinct processes are kept."""
+        path = process.path
+        if path is None:
+            return
+        latest, before = self._path_seen
+        if latest[1] is path:
+            if at > latest[0]:
+                self._path_seen[0] = (at, path)
+        elif at >= latest[0]:
+            self._path_seen = [(at, path), latest]
+        elif at > before[0]:
+            self._path_seen[1] = (at, path)
 
     # -- processor sharing ------------------------------------------------------
     def _tune(self) -> tuple:
@@ -401,6 +457,13 @@ class Node:
             self.threads += runner.threads
             self.active += 1
             self._retune()
+            path = runner.path
+            if path is not None:
+                active = self._path_active
+                n = active.get(path, 0)
+                if not n and path.last_end < now:  # its work starts after a pause: a new spell
+                    path.spell_quiet = self.quiet_for(now, path)
+                active[path] = n + 1
         runner.s0 = s
         seq = self._seq + 1
         heappush(jobs, (v0 + work_s, seq, callback, arg))
@@ -470,14 +533,27 @@ class Node:
             self.threads -= runner.threads
             self.active -= 1
             idled = True
+            path = runner.path
+            if path is not None:
+                self._path_idle(path, now)
         if idled:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
-                self.idle_since = now
             self._retune()
         self._arm(now)
         for _, _, callback, arg in finished:
             callback(arg)
+
+    def _path_idle(self, path: Process, now: float) -> None:
+        """One of ``path``'s runners ran out of work (``quiet_for``'s bookkeeping)."""
+        active = self._path_active
+        left = active[path] - 1
+        if left:
+            active[path] = left
+        else:
+            del active[path]
+            path.last_end = now
+        self.seen(path, now)
 
     def _arm(self, now: float) -> None:
         """The next timer, at the first live heap entry's finish (the stale entries before

@@ -18,8 +18,9 @@ The request path, with the costs ``Overheads`` names (all zero with ``--no-overh
                done_callback_lag_s later (drawn) the router's done callbacks (cache
                decrement, autoscaling count)
 
-A hop to a process on a node that has had nothing to do but its constant loads for
-``idle_wake_after_s`` takes ``idle_wake_s`` longer: on a virtual machine its core must be woken.
+A hop to a node whose request-path processes, other than the sender, had been quiet for
+``idle_wake_after_s`` when the sender's spell of work began takes ``idle_wake_s`` longer: on a
+virtual machine the idle core must be woken (``message_s``).
 Messages between the router and one replica keep their order each way, however the hops'
 jitter falls (one connection carries them).
 
@@ -151,7 +152,7 @@ class Simulation:
         c = config.cluster
         self.nodes = [
             Node(self.env, i, c.num_cpus, c.physical_cores, oh.contended_core_speed, oh.gil_switch_interval_s,
-                 oh.oversubscribed_cpu_factor)
+                 oh.oversubscribed_cpu_factor, tracks_path=oh.idle_wake_s > 0.0)
             for i in range(c.nodes)
         ]
         for from_s, speed in c.core_speed_trace:
@@ -179,7 +180,7 @@ class Simulation:
         self.client_process = head.process("http-client" if self.http else "driver")
         router_process = head.process("proxy") if self.http else self.client_process
         self.proxy_process = router_process
-        self.ray_process = head.process("ray")  # raylet, GCS, Serve controller, agents
+        self.ray_process = head.process("ray", on_path=False)  # raylet, GCS, Serve controller, agents
         if not self.http:  # the HTTP load generator is not Ray's, and the proxy's is not measured
             self.client_process.wake = oh.wake_cpu("client")
         head.occupy(sum(oh.cpu(n) for n in ("ray_background_cores", "driver_idle_cores", "proxy_idle_cores")))
@@ -266,21 +267,36 @@ class Simulation:
         if not self.http:
             self.router.submit(req)
         elif self.http_hop_s > 0.0:
-            self.later(self.http_hop_s + self.wake_s(self.proxy_process), self._at_proxy, req)
+            self.later(self.message_s(self.proxy_process, self.client_process, self.http_hop_s), self._at_proxy, req)
         else:
             self._at_proxy(req)
 
-    def wake_s(self, process) -> float:
-        """What a message to ``process`` adds to its hop: ``idle_wake_s`` when its node has
-        had no work but its constant loads for ``idle_wake_after_s`` (a core, on a virtual
-        machine a halted virtual CPU, must be woken), else nothing. Judged as it is sent.
+    def message_s(self, process, sender, hop_s: float, channel: dict | None = None, key: int = 0) -> float:
+        """How long a message from ``sender`` to ``process`` takes: ``hop_s``, plus
+        ``idle_wake_s`` when the receiving node's cores had been left to sleep for
+        ``idle_wake_after_s`` (``Node.quiet_for_message``: a core, on a virtual machine a
+        halted virtual CPU, must be woken); with a ``channel``, never arriving before a
+        message sent earlier on it (``_in_order``). Its sending counts as the sender busy,
+        its arrival as the receiver busy (``Node.seen``).
 
-        A property of the node, not of the process: the calibration measured it on a host
-        left idle, and a host kept busy by its other processes pays it nowhere (one
-        client on 2 to 4 io replicas paid it once per request in Ray, as with one replica)."""
-        if self.idle_wake_s > 0.0 and process.node.idle_for(self.env._now) >= self.idle_wake_after_s:
-            return self.idle_wake_s
-        return 0.0
+        A property of the node's cores, not of the receiving process: a host kept busy by
+        its other processes pays it nowhere (one client on 2 to 4 io replicas paid it once
+        per request in Ray, as with one replica: validate/README.md item 16). The
+        calibration's client idled a gap, then spent its own CPU and sent: from a 5 ms gap
+        on it paid the wake-up, so the sender's spell of work before the message does not
+        keep the receiver's core awake (item 43). The messages a process receives count as
+        work: back to back, where the calibration found no wake-up, the driver waits longer
+        than ``idle_wake_after_s`` for a response, but the replica's acceptance reaches it
+        before."""
+        node = process.node
+        if self.idle_wake_s > 0.0 and node.quiet_for_message(self.env._now, sender) >= self.idle_wake_after_s:
+            hop_s += self.idle_wake_s
+        if channel is not None:
+            hop_s = self._in_order(channel, key, hop_s)
+        if node.tracks_path:
+            node.seen(process, self.env._now + hop_s)
+            sender.node.seen(sender, self.env._now)  # its thread is awake to send
+        return hop_s
 
     def _at_proxy(self, req) -> None:
         if self.proxy_cpu_s > 0.0:
@@ -289,15 +305,16 @@ class Simulation:
             self.router.submit(req)
 
     def to_replica_s(self, replica) -> float:
-        """How long a message from the router to ``replica`` takes: a hop, plus the
-        replica's wake-up if it idled, but never arriving before one sent earlier (calls
-        and probes from one caller to one actor share a connection, which keeps order)."""
-        return self._in_order(self._to_replica, replica.index, self.hop() + self.wake_s(replica.process))
+        """How long a message from the router to ``replica`` takes: a hop, plus a core's
+        wake-up if the node's cores slept (``message_s``), but never arriving before one sent
+        earlier (calls and probes from one caller to one actor share a connection, which
+        keeps order)."""
+        return self.message_s(replica.process, self.proxy_process, self.hop(), self._to_replica, replica.index)
 
     def from_replica_s(self, replica) -> float:
         """The same, back from ``replica`` to the router: answers, probe replies and
         responses keep their order too (an acceptance before its response, always)."""
-        return self._in_order(self._from_replica, replica.index, self.hop() + self.wake_s(self.proxy_process))
+        return self.message_s(self.proxy_process, replica.process, self.hop(), self._from_replica, replica.index)
 
     def _in_order(self, channel: dict, key: int, delay_s: float) -> float:
         now = self.env._now
@@ -377,7 +394,7 @@ class Simulation:
         if ended:
             self._task_ended((req, replica))
         if self.http_hop_s > 0.0:
-            self.later(self.http_hop_s + self.wake_s(self.client_process), self._at_client, req)
+            self.later(self.message_s(self.client_process, self.proxy_process, self.http_hop_s), self._at_client, req)
         else:
             self._at_client(req)
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from helpers import config
 
-from simserve import DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
+from simserve import ClusterConfig, DeploymentConfig, Distribution, Overheads, RouterConfig, SimConfig, WorkloadConfig, WorkModel, simulate
 from simserve.simulation import Simulation
 
 
@@ -292,6 +292,27 @@ def test_a_closed_loop_of_one_client_pays_one_wake_up_per_request(replicas):
 
     extra = latencies(0.002) - latencies(0.0)
     assert extra == pytest.approx([0.002] * 6)
+
+
+@pytest.mark.parametrize("cores, extra", [(2, [0.0, 0.003, 0.003]), (1, [0.0, 0.0, 0.0])])
+def test_a_request_sent_after_an_idle_spell_pays_the_wake_up_on_a_node_of_two_cores(cores, extra):
+    """Requests at 0, 50 and 100 ms, each after 2 ms of the client's CPU, 1 ms hops, 5 ms of io, a
+    3 ms wake-up after 10 ms of quiet. On two cores the second and third requests pay it on their
+    way to the replica, quiet for 40 ms when the client woke (the client's CPU keeps only its own
+    core awake, as in the calibration's wake phase); on one core that CPU keeps the replica's core
+    awake too. The first finds the node just started, and no response pays: the replica was
+    reached 5 ms before."""
+    def latencies(wake_s):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.005))),
+            cluster=ClusterConfig(num_cpus=2, physical_cores=cores),
+            overheads=Overheads(hop_s=0.001, hop_cv=0.0, client_cpu_s=0.002, idle_wake_s=wake_s, idle_wake_after_s=0.01),
+            workload=WorkloadConfig(trace_arrivals_s=(0.0, 0.05, 0.1), requests=3, duration_s=None),
+            keep_requests=True,
+        )
+        return simulate(cfg).requests.sort_values("arrival_s")["latency_s"].to_numpy()
+
+    assert latencies(0.003) - latencies(0.0) == pytest.approx(extra)
 
 
 def test_a_done_callback_later_than_the_response_makes_the_next_request_probe():
