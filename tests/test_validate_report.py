@@ -318,6 +318,21 @@ def test_simserve_answers_a_burst_of_probes_one_after_another_with_the_calibrati
     assert got[1] < 0.2 * got[50] and got[26] < 0.75 * got[50]
 
 
+def test_the_wake_tools_simulated_sleep_pays_the_wake_up_and_its_spin_does_not():
+    """The wake tool's simulated side with a 3 ms wake-up: a 20 ms sleep in the handler leaves both
+    cores quiet, so its response pays the 3 ms; a 20 ms spin keeps the replica busy from the moment
+    the driver sent, so its response pays none (Ray paid 1.0-1.9 ms after either: validate/README.md
+    item 45)."""
+    import pytest
+
+    from validate.scenario import load_calibration
+    from validate.wake_probe import sim_overheads
+
+    got = sim_overheads(0.02, {**load_calibration(), "idle_wake_s": 0.003})
+    assert got["sleep"] - got["noop"] == pytest.approx(0.003, abs=5e-4)
+    assert got["spin"] - got["noop"] < 1e-3
+
+
 def test_the_timeline_counts_takes_leg_by_leg_and_the_done_lag_leaves_out_the_releases_share():
     """With the GIL held, 50 ms more from send to handler, 12 ms more to the response and 23 ms more to the
     done callback are 10, 2 and 5 takes (at least 1 before the handler), and 35 ms more to the acceptance

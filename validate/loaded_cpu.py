@@ -2,8 +2,8 @@
 cores busy.
 
 ``python -m validate.loaded_cpu [SPINNERS] [--nice N]`` (SPINNERS: comma-separated counts,
-default 0,1,2,0): one no-op replica, requests one at a time through a ``DeploymentHandle``
-for ``LOAD_S`` seconds while ``k`` processes at nice ``N`` (19: they take only the cores
+default 0,1,2,0): one no-op replica, requests one at a time (``--concurrency N``: N in
+flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice ``N`` (19: they take only the cores
 Ray leaves; 0: they compete with Ray as a CPU-bound handler does) spin pure Python beside them
 (``python -m validate.host_speed spin``) and the host-speed sampler runs. Printed per
 count, one JSON line: requests, median latency, other users' cores, the spinners' own ns
@@ -45,28 +45,34 @@ OVERSUBSCRIBED = (0, 1, 0, 1, 0, 1, 0)  # the calibration's phase: 0 or one spin
 ROLES = ("driver", "replica", "background")
 
 
-async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: int) -> dict:
+async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: int, concurrency: int = 1) -> dict:
     for _ in range(WARMUP):
         await handle.remote()
     spin_s = LOAD_S + 2 * SETTLE_S
-    spinners = [subprocess.Popen([sys.executable, "-m", "validate.host_speed", "spin", str(spin_s)],
-                                 stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(nice))
+    # Through nice(1), not a preexec_fn: that forces a fork of this process, whose gRPC threads
+    # then abort the child now and then (seen 2026-11-27 14:51); without one it is spawned.
+    spinners = [subprocess.Popen(["nice", "-n", str(nice), sys.executable, "-m", "validate.host_speed", "spin",
+                                  str(spin_s)], stdout=subprocess.PIPE, text=True)
                 for _ in range(k)]
     sampler = HostSpeedSampler()
     sampler.start()
     await asyncio.sleep(SETTLE_S)
     s0, w0, lat = pc.snapshot(), time.perf_counter(), []
-    while time.perf_counter() - w0 < LOAD_S:
-        t = time.perf_counter()
-        await handle.remote()
-        lat.append(time.perf_counter() - t)
+
+    async def client():
+        while time.perf_counter() - w0 < LOAD_S:
+            t = time.perf_counter()
+            await handle.remote()
+            lat.append(time.perf_counter() - t)
+    await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - w0
     load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
     samples = sampler.stop()
     spun = [json.loads(p.communicate(timeout=spin_s + 30)[0]) for p in spinners]
     ns = run_ns_per_loop({"sampler_ns": samples})
     n = len(lat)
-    out = {"spinners": k, "nice": nice, "requests": n, "lat_ms": round(1e3 * statistics.median(lat), 3),
+    out = {"spinners": k, "nice": nice, "concurrency": concurrency, "requests": n,
+           "lat_ms": round(1e3 * statistics.median(lat), 3),
            "foreign": round(load["_foreign_cores"], 3), "sampler_ns": round(ns, 2),
            "spinners_ns": round(sum(c for _, c in spun) / sum(i for i, _ in spun), 2) if spun else None}
     out.update(per_request_by_role(load, wall, idle, n, ROLES))
@@ -119,13 +125,16 @@ def main(argv=None) -> int:
     ap.add_argument("--nice", type=int, default=19,
                     help="the spinners' nice: 19 takes only the cores Ray leaves (busy cores alone), "
                          "0 competes with Ray's processes as a CPU-bound handler does")
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="requests kept in flight (closed-loop clients on the one handle; the replica "
+                         "takes 5, so up to 5 need no probe and meet no rejection)")
     args = ap.parse_args(argv)
     counts = [int(k) for k in args.spinners.split(",")]
     with noop_deployment() as (handle, pc):
         d, wall, _ = asyncio.run(_window(pc, IDLE_S))
         idle = (_by_role(d), wall)
         for k in counts:
-            print(json.dumps(asyncio.run(_load(handle, pc, k, idle, args.nice))), flush=True)
+            print(json.dumps(asyncio.run(_load(handle, pc, k, idle, args.nice, args.concurrency))), flush=True)
     return 0
 
 
