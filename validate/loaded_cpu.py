@@ -1,11 +1,12 @@
 """Ray's CPU per no-op request, by process role, with 0 to 2 other processes keeping the
 cores busy.
 
-``python -m validate.loaded_cpu [SPINNERS] [--nice N]`` (SPINNERS: comma-separated counts,
-default 0,1,2,0): one no-op replica, requests one at a time (``--concurrency N``: N in
-flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice ``N`` (19: they take only the cores
-Ray leaves; 0: they compete with Ray as a CPU-bound handler does) spin pure Python beside them
-(``python -m validate.host_speed spin``) and the host-speed sampler runs. Printed per
+``python -m validate.loaded_cpu [SPINNERS] [--nice N] [--concurrency C]`` (SPINNERS:
+comma-separated counts, default 0,1,2,0): one no-op replica, requests one at a time (C in
+flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice
+``N`` (19: they take only the cores Ray leaves; 0: they compete with Ray as a CPU-bound
+handler does) spin pure Python beside them (``python -m validate.host_speed spin``) and the
+host-speed sampler runs. Printed per
 count, one JSON line: requests, median latency, other users' cores, the spinners' own ns
 per iteration and the sampler's time average, and the driver's, replica's and background
 processes' CPU per request (ms; ``py`` Python/GIL threads, ``na`` C++ threads), each minus
@@ -129,6 +130,9 @@ def main(argv=None) -> int:
                     help="requests kept in flight (closed-loop clients on the one handle; the replica "
                          "takes 5, so up to 5 need no probe and meet no rejection)")
     args = ap.parse_args(argv)
+    if args.concurrency < 1:
+        print(f"concurrency: {args.concurrency} is below 1", file=sys.stderr)
+        return 2
     counts = [int(k) for k in args.spinners.split(",")]
     with noop_deployment() as (handle, pc):
         d, wall, _ = asyncio.run(_window(pc, IDLE_S))
