@@ -6,9 +6,8 @@ comma-separated counts, default 0,1,2,0): one no-op replica, requests one at a t
 flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice
 ``N`` (19: they take only the cores Ray leaves; 0: they compete with Ray as a CPU-bound
 handler does) spin pure Python beside them (``python -m validate.host_speed spin``) and the
-host-speed sampler runs. Printed per
-count, one JSON line: requests, median latency, other users' cores, the spinners' own ns
-per iteration and the sampler's time average, and the driver's, replica's and background
+host-speed sampler runs. Printed per count, one JSON line: requests, median latency, other
+users' cores, the spinners' own ns per iteration and the sampler's time average, and the driver's, replica's and background
 processes' CPU per request (ms; ``py`` Python/GIL threads, ``na`` C++ threads), each minus
 its idle rate (measured over ``IDLE_S`` before the first count, no spinners), their sum and
 the same in spin iterations (ms / the sampler's ns per iteration: the host's speed taken
