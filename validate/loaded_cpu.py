@@ -1,18 +1,18 @@
 """Ray's CPU per no-op request, by process role, with 0 to 2 other processes keeping the
 cores busy.
 
-``python -m validate.loaded_cpu [SPINNERS] [--nice N] [--concurrency C]`` (SPINNERS: comma-
-separated counts, default 0,1,2,0): one no-op replica, requests one at a time (C in flight)
-through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice ``N``
-(19: they take only the cores Ray leaves; 0: they compete with Ray as a CPU-bound handler
-does) spin pure Python beside them (``python -m validate.host_speed spin``) and the host-
-speed sampler runs. Printed per count, one JSON line: requests, median latency, other users'
-cores, the spinners' own ns per iteration and the sampler's time average, and the driver's,
-replica's and background processes' CPU per request (ms; ``py`` Python/GIL threads, ``na``
-C++ threads), each minus its idle rate (measured over ``IDLE_S`` before the first count, no
-spinners), their sum and the same in spin iterations (ms / the sampler's ns per iteration:
-the host's speed taken out), and the driver's and replica's CPU per request with no idle
-rate subtracted.
+``python -m validate.loaded_cpu [SPINNERS] [--nice N] [--concurrency C]`` (SPINNERS:
+comma-separated counts, default 0,1,2,0): one no-op replica, requests one at a time (C in
+flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice
+``N`` (19: they take only the cores Ray leaves; 0: they compete with Ray as a CPU-bound
+handler does) spin pure Python beside them (``python -m validate.host_speed spin``) and the
+host-speed sampler runs. Printed per count, one JSON line: requests, median latency, other
+users' cores, the spinners' own ns per iteration and the sampler's time average, and the
+driver's, replica's and background processes' CPU per request (ms; ``py`` Python/GIL
+threads, ``na`` C++ threads), each minus its idle rate (measured over ``IDLE_S`` before the
+first count, no spinners), their sum and the same in spin iterations (ms / the sampler's ns
+per iteration: the host's speed taken out), and the driver's and replica's CPU per request
+with no idle rate subtracted.
 
 With ``--nice 0`` and as many spinners as cores (Ray's processes then compete for
 oversubscribed cores, as beside a CPU-bound handler) the driver's and the replica's CPU per
