@@ -117,7 +117,8 @@ class Process:
         self.wake_cpu_s = 0.0  # burned on wake-ups so far
         self.handoff_cpu_s = 0.0  # spent on taking the GIL from another thread so far
         self.oversubscribed_cpu_s = 0.0  # added to Overheads costs by oversubscribed cores so far
-        self.handler_jobs = 0  # the handler's pure-Python jobs submitted and not done
+        # The handler's pure-Python jobs submitted and not done (where the node counts handler threads).
+        self.handler_jobs = 0
 
     def run_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """Run pure-Python work on this process's GIL; ``callback(arg)`` when done.
@@ -144,9 +145,19 @@ class Process:
 
     def run_handler_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """The handler's pure-Python work (``run_gil``): while the process has any, its GIL's
-        thread counts as one of the node's handler threads (``Node.handler_threads``)."""
+        thread counts as one of the node's handler threads (``Node.handler_threads``, where
+        ``Node.counts_handler_threads``)."""
+        node = self.node
+        if not node.counts_handler_threads:
+            if self.wake is None and node.gil_switch_interval_s <= 0.0:
+                # run_gil with no wake-up to charge and no switch interval to wait, written
+                # out: the job joins the GIL's at once (a handler's every job, without costs).
+                node.add(self.gil, work_s, callback, arg)
+            else:
+                self.run_gil(work_s, callback, arg, handoff_s)
+            return
         if not self.handler_jobs:
-            self.node.handler_threads += 1
+            node.handler_threads += 1
         self.handler_jobs += 1
         self.run_gil(work_s, self._handler_gil_done, (callback, arg), handoff_s)
 
@@ -158,7 +169,10 @@ class Process:
 
     def run_handler_native(self, threads: int, work_s: float, callback, arg) -> None:
         """The handler's GIL-releasing work (``run_native``), its ``threads`` counted as
-        handler threads until it ends."""
+        handler threads until it ends (where ``Node.counts_handler_threads``)."""
+        if not self.node.counts_handler_threads:
+            self.run_native(threads, work_s, callback, arg)
+            return
         self.node.handler_threads += threads
         self.run_native(threads, work_s, self._handler_native_done, (threads, callback, arg))
 
@@ -259,7 +273,11 @@ class Node:
         self.gil_switch_interval_s = gil_switch_interval_s
         self.oversubscribed_cpu_factor = oversubscribed_cpu_factor
         self.core_speed = 1.0  # the host's speed now (ClusterConfig.core_speed_trace)
-        self.handler_threads = 0  # threads with handler work (Process.run_handler_*) now
+        # Threads with handler work (Process.run_handler_*) now. Only overhead_cpu reads the
+        # count, and only to scale by oversubscribed_cpu_factor: with a factor of 1 (x * 1.0
+        # is x) it cannot change a result, and the handlers' jobs skip counting it.
+        self.counts_handler_threads = oversubscribed_cpu_factor != 1.0
+        self.handler_threads = 0
         self.reserved_cpus = 0.0
         self.threads = 0.0  # runnable threads now
         self.active = 0  # runners with work
@@ -456,7 +474,12 @@ class Node:
             runner.busy_since = now
             self.threads += runner.threads
             self.active += 1
-            self._retune()
+            # _retune(), written out when the table has the thread count (almost always).
+            tuning = self._tunings.get(self.threads)
+            if tuning is None:
+                self._retune()
+            else:
+                self._speed_now, self._busy_cores = tuning
             path = runner.path
             if path is not None:
                 active = self._path_active
@@ -539,8 +562,23 @@ class Node:
         if idled:
             if not self.active:
                 self.threads = 0.0  # absorb float drift
-            self._retune()
-        self._arm(now)
+            tuning = self._tunings.get(self.threads)  # _retune(), written out as in add()
+            if tuning is None:
+                self._retune()
+            else:
+                self._speed_now, self._busy_cores = tuning
+        # _arm(now) and its _schedule, written out: a timer is set for most jobs.
+        while heap:
+            at, version, _, runner = heap[0]
+            if version == runner.version:
+                if at < _INF:
+                    self._timer = timer = self._timer + 1
+                    when = self._timer_at = now + (at - s) / self._speed_now
+                    delay = when - now
+                    heappush(self._calendar, (now + (delay if delay > 0.0 else 0.0), NORMAL, next(self._eid),
+                                              self._fire, timer))
+                break
+            heappop(heap)
         for _, _, callback, arg in finished:
             callback(arg)
 

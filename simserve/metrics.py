@@ -294,14 +294,12 @@ class Recorder:
         self.wait_sum_s = 0.0
         self.hist = LatencyHistogram()
         self.latencies_s: list[float] = []
-        self._tick_done = 0  # answers since the last timeline row
-        self._tick_latencies_s: list[float] = []
+        self._tick_latencies_s: list[float] = []  # of the answers since the last timeline row
 
     def take_tick(self) -> tuple[int, list[float]]:
         """Answers and their latencies since the previous call."""
-        out = (self._tick_done, self._tick_latencies_s)
-        self._tick_done, self._tick_latencies_s = 0, []
-        return out
+        lats, self._tick_latencies_s = self._tick_latencies_s, []
+        return len(lats), lats
 
     def record(self, req) -> None:
         if self.keep:
@@ -310,7 +308,6 @@ class Recorder:
         status = req.status
         lat = req.end_s - req.created_s
         if status == OK:
-            self._tick_done += 1
             self._tick_latencies_s.append(lat)
             if req.end_s >= self.warmup_s:
                 self.completed_in_window += 1
@@ -330,7 +327,17 @@ class Recorder:
         if self.keep:
             self.latencies_s.append(lat)
         else:
-            self.hist.add(lat)
+            # self.hist.add(lat), written out: once per request.
+            hist = self.hist
+            if lat <= hist.min_s:
+                i = 0
+            else:
+                i = _ceil(_log(lat) / hist._log_gamma - hist._offset)
+                if i < 1:
+                    i = 1
+            counts = hist.counts
+            counts[i] = counts.get(i, 0) + 1
+            hist.n += 1
 
     def record_answered(self, ids, replica, arrival_s, dispatch_s, done_s) -> None:
         """``record`` for many answered requests at once, in completion order, where the

@@ -94,6 +94,8 @@ class Replica:
         self._release_takes = release if self.replica_cpu_s > 0.0 else 0
         self.probe_gil_acquisitions = overheads.replica_probe_gil_acquisitions
         self.post_cpu_s = overheads.cpu("replica_post_cpu_s")
+        # Ray's work after the response holds the slot (its takes, replica_post_cpu_s).
+        self._holds_after_response = bool(self._release_takes) or self.post_cpu_s > 0.0
         self.replica_native_cpu_s = overheads.cpu("replica_native_cpu_s")
         self.sync_cpu_s, self.sync_native_cpu_s = overheads.pool_cpu(deployment.handler)
         self.probe_cpu_s = overheads.cpu("replica_probe_cpu_s")
@@ -142,10 +144,17 @@ class Replica:
         if self.state != RUNNING or self.ongoing >= self.max_ongoing_requests:
             self.rejected += 1
             return False
-        self._account()
-        self.ongoing += 1
+        # _account(), written out (here and in _release: twice per request).
+        now = self.env._now
+        dt = now - self._last
+        ongoing = self.ongoing
+        if dt > 0.0 and ongoing:
+            self.ongoing_area += dt * ongoing
+            self.busy_s += dt
+        self._last = now
+        self.ongoing = ongoing + 1
         req.replica = self.index
-        req.dispatch_s = self._last  # now, as of _account()
+        req.dispatch_s = now
         req.segment = 0
         return True
 
@@ -280,8 +289,12 @@ class Replica:
                 self._loop_busy = True
                 self._loop_since = self.env.now
                 self._run_cpu(req, kind, duration, self._after_loop_cpu)
+        elif kind == "gil":
+            # _run_cpu(req, kind, duration, self._next_segment), written out (once per segment):
+            # the handler's thread, found waiting behind any other, pays its hand-over.
+            self.process.run_handler_gil(duration, self._next_segment, req, self.gil_handoff_cpu_s)
         else:
-            self._run_cpu(req, kind, duration, self._next_segment)
+            self.process.run_handler_native(self.omp_num_threads, duration, self._next_segment, req)
 
     def _run_cpu(self, req, kind: str, duration: float, callback) -> None:
         if kind == "gil":
@@ -317,8 +330,8 @@ class Replica:
             self._respond(req)
 
     def _respond(self, req) -> None:
-        holds = self.state != STOPPED and (self._release_takes or self.post_cpu_s > 0.0)
-        self.sim.on_response_sent(self, req, ended=not holds)
+        holds = self._holds_after_response and self.state != STOPPED
+        self.sim.on_response_sent(self, req, not holds)
         if not holds:
             self._release(req)
         elif self._release_takes:
@@ -338,9 +351,15 @@ class Replica:
         self.sim.on_released(self, req)
 
     def _release(self, req) -> None:
-        self._account()
-        req.released_s = self._last  # now
-        self.ongoing -= 1
+        now = self.env._now  # _account(), written out as in admit()
+        dt = now - self._last
+        ongoing = self.ongoing
+        if dt > 0.0 and ongoing:
+            self.ongoing_area += dt * ongoing
+            self.busy_s += dt
+        self._last = now
+        req.released_s = now
+        self.ongoing = ongoing - 1
         self.completed += 1
         self.sim.router.on_slot_freed(self)
 

@@ -123,6 +123,9 @@ class RayRouter:
         self._instant_probes = (self.hop_s == 0.0 and overheads.cpu("replica_probe_cpu_s") == 0.0
                                 and overheads.cpu("replica_probe_native_cpu_s") == 0.0)
         self.max_queued_requests = max_queued_requests
+        # What _submit_soon's shortcut needs of the configuration: no routing cost, no
+        # local-node pass, no queue limit (tested once here rather than per request).
+        self._shortcut = self.router_cpu_s <= 0.0 and self.local_node is None and max_queued_requests == -1
         self.replicas: list = []
         self.to_route: deque = deque()
         self.to_fulfill: deque = deque()
@@ -237,8 +240,7 @@ class RayRouter:
         self.sim.soon(self._submit_soon, req)
 
     def _submit_soon(self, req) -> None:
-        if (self._running or self._busy or self.tasks or self.to_route or not self.replicas
-                or self.router_cpu_s > 0.0 or self.local_node is not None or self.max_queued_requests != -1):
+        if self._running or self._busy or self.tasks or self.to_route or not self.replicas or not self._shortcut:
             self._call_soon(self._submit, req)
             return
         # An idle router without costs, as most requests below saturation find it: the

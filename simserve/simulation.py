@@ -392,7 +392,12 @@ class Simulation:
         """The response reaches the router's process."""
         req, replica, ended = message
         if ended:
-            self._task_ended((req, replica))
+            if self.done_callback_lag_s > 0.0 or self.autoscaler is not None:
+                self._task_ended((req, replica))
+            else:
+                # _task_ended and _done, written out: with no lag to wait for and no count
+                # to keep, the done callbacks are the router's (once per request).
+                self.router.on_response(req, replica)
         if self.http_hop_s > 0.0:
             self.later(self.message_s(self.client_process, self.proxy_process, self.http_hop_s), self._at_client, req)
         else:

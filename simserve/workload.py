@@ -18,6 +18,7 @@ from simserve.distributions import Distribution
 
 # How often a closed loop re-reads a ramp or sine level (clients are whole numbers).
 SHAPE_TICK_S = 0.1
+_INF = float("inf")
 
 
 def read_trace(path: str) -> tuple[float, ...]:
@@ -62,14 +63,13 @@ class Source:
         self.w = workload
         self.rng = rng
         self.issued = 0
+        # Issuing stops after ``requests`` requests, or else at ``duration_s``: kept as two
+        # bounds (infinite when not given), so that the test is two comparisons.
+        self._max_issued = workload.requests if workload.requests is not None else _INF
+        self._until_s = workload.duration_s if workload.duration_s is not None and workload.requests is None else _INF
 
     def _may_issue(self) -> bool:
-        w = self.w
-        if w.requests is not None and self.issued >= w.requests:
-            return False
-        if w.duration_s is not None and w.requests is None and self.env._now >= w.duration_s:
-            return False
-        return True
+        return self.issued < self._max_issued and self.env._now < self._until_s
 
     def _issue(self, client: int) -> None:
         self.issued += 1
@@ -178,11 +178,13 @@ class PoissonArrivals(Source):
         self.sim.later(self.gap(), self._arrive, None)
 
     def _arrive(self, _) -> None:
-        if not self._may_issue():
+        # _may_issue(), _issue(-1) and _schedule(), written out: once per arrival.
+        if self.issued >= self._max_issued or self.env._now >= self._until_s:
             return
         if self.w.shape is None or self.rng.random() * self._peak < self._rate():
-            self._issue(-1)
-        self._schedule()
+            self.issued += 1
+            self.sim.issue(-1)
+        self.sim.later(self.gap(), self._arrive, None)
 
 
 class TraceArrivals(Source):
