@@ -327,17 +327,7 @@ class Recorder:
         if self.keep:
             self.latencies_s.append(lat)
         else:
-            # self.hist.add(lat), written out: once per request.
-            hist = self.hist
-            if lat <= hist.min_s:
-                i = 0
-            else:
-                i = _ceil(_log(lat) / hist._log_gamma - hist._offset)
-                if i < 1:
-                    i = 1
-            counts = hist.counts
-            counts[i] = counts.get(i, 0) + 1
-            hist.n += 1
+            self.hist.add(lat)
 
     def record_answered(self, ids, replica, arrival_s, dispatch_s, done_s) -> None:
         """``record`` for many answered requests at once, in completion order, where the

@@ -144,17 +144,10 @@ class Replica:
         if self.state != RUNNING or self.ongoing >= self.max_ongoing_requests:
             self.rejected += 1
             return False
-        # _account(), written out (here and in _release: twice per request).
-        now = self.env._now
-        dt = now - self._last
-        ongoing = self.ongoing
-        if dt > 0.0 and ongoing:
-            self.ongoing_area += dt * ongoing
-            self.busy_s += dt
-        self._last = now
-        self.ongoing = ongoing + 1
+        self._account()
+        self.ongoing += 1
         req.replica = self.index
-        req.dispatch_s = now
+        req.dispatch_s = self._last  # now, as of _account()
         req.segment = 0
         return True
 
@@ -351,15 +344,9 @@ class Replica:
         self.sim.on_released(self, req)
 
     def _release(self, req) -> None:
-        now = self.env._now  # _account(), written out as in admit()
-        dt = now - self._last
-        ongoing = self.ongoing
-        if dt > 0.0 and ongoing:
-            self.ongoing_area += dt * ongoing
-            self.busy_s += dt
-        self._last = now
-        req.released_s = now
-        self.ongoing = ongoing - 1
+        self._account()
+        req.released_s = self._last  # now
+        self.ongoing -= 1
         self.completed += 1
         self.sim.router.on_slot_freed(self)
 
