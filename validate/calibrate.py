@@ -596,17 +596,19 @@ class Holder:
         return "ok"
 
 
-def _deploy_one(cl: RealCluster, cls, app_name: str, max_ongoing_requests: int, *init_args):
-    """``cls(*init_args)`` as application ``app_name`` (one replica, ``num_cpus=1``),
-    deployed without blocking; its handle once the replica runs."""
+def _deploy_one(cl: RealCluster, cls, app_name: str, max_ongoing_requests: int, *init_args,
+                num_replicas: int = 1, num_cpus: float = 1.0):
+    """``cls(*init_args)`` as application ``app_name`` (one replica of ``num_cpus=1`` unless
+    told), deployed without blocking; its handle once every replica runs."""
     from ray import serve
     from ray.serve.api import _run
 
-    app = serve.deployment(cls).options(name=cls.__name__, num_replicas=1, ray_actor_options={"num_cpus": 1},
+    app = serve.deployment(cls).options(name=cls.__name__, num_replicas=num_replicas,
+                                        ray_actor_options={"num_cpus": num_cpus},
                                         max_ongoing_requests=max_ongoing_requests).bind(*init_args)
     handle = _run(app, name=app_name, route_prefix=f"/{app_name}", _blocking=False)
     t0 = time.perf_counter()
-    while cl.replica_states(app_name, cls.__name__).get("RUNNING", 0) < 1:
+    while cl.replica_states(app_name, cls.__name__).get("RUNNING", 0) < num_replicas:
         if time.perf_counter() - t0 > 60:
             raise SystemExit(f"{cls.__name__} replica did not start")
         time.sleep(0.1)

@@ -51,23 +51,15 @@ class Work:
 def real_overheads(work_s: float, requests: int, rounds: int, replicas: int = 1) -> dict[str, list[float]]:
     """Each phase's per-request overhead (round trip less the handler's own time), seconds."""
     import ray
-    from ray import serve
-    from ray.serve.api import _run
 
     from validate import wake_probe
+    from validate.calibrate import _deploy_one
     from validate.harness import RealCluster
 
     out: dict[str, list[float]] = {p: [] for p in PHASES}
     with RealCluster(2) as cl:
         ray.cloudpickle.register_pickle_by_value(wake_probe)  # replicas cannot import validate
-        app = serve.deployment(Work).options(name="Work", num_replicas=replicas, max_ongoing_requests=5,
-                                             ray_actor_options={"num_cpus": 0.5}).bind()
-        handle = _run(app, name="wake", route_prefix="/wake", _blocking=False)
-        t0 = time.perf_counter()
-        while cl.replica_states("wake", "Work").get("RUNNING", 0) < replicas:
-            if time.perf_counter() - t0 > 90:
-                raise SystemExit("the replicas did not start")
-            time.sleep(0.1)
+        handle = _deploy_one(cl, Work, "wake", 5, num_replicas=replicas, num_cpus=0.5)
         try:
             for _ in range(20 * replicas):  # warm-up: the router learns every replica
                 handle.remote("noop", 0.0).result()
