@@ -162,9 +162,9 @@ def run(sim):
     zero = dict.fromkeys(stats[0], 0)
     by_index = {r.index: s for r, s in zip(replicas, stats)}
     waiting = float((np.clip(st, t0, end_t) - np.clip(a, t0, end_t)).sum())
-    # No router, and no platform costs (eligible() requires none), so no wake-ups either.
+    # No router, and no platform costs (eligible() requires none), so no wake-ups or batching either.
     no_routing = {"probes": 0, "probe_timeouts": 0, "attempts": 0, "wake_cpu": (0.0, 0.0), "handoff_cpu": 0.0,
-                  "oversubscribed_cpu": sim.oversubscribed_cpu_by_role()}
+                  "oversubscribed_cpu": sim.oversubscribed_cpu_by_role(), "batched_cpu": (0.0, 0.0)}
     start_snap = {"t": t0, "replicas": [zero] * len(sim.controller.replicas), "cores": [0.0] * len(sim.nodes),
                   "queued": 0.0, **no_routing}
     end_snap = {

@@ -126,8 +126,14 @@ class Replica:
         self.node = node
         self.process = node.process(f"replica-{self.index}")
         self.process.wake = self.wake
+        if node.batched_cpu_factor != 1.0:
+            self.process.others = self._holds_others
         self.state = STARTING
         self._last = self.env.now
+
+    def _holds_others(self) -> bool:
+        """More than one request admitted and not yet answered (``Process.others``)."""
+        return self.ongoing > 1
 
     # -- admission --------------------------------------------------------------
     def _account(self) -> None:
@@ -259,7 +265,7 @@ class Replica:
         work on that thread, in one take with the handler's first ``gil`` segment."""
         if self.sync_native_cpu_s > 0.0:
             self.process.burn(self.sync_native_cpu_s)
-        work_s = self.process.overhead_cpu(self.sync_cpu_s)
+        work_s = self.process.overhead_cpu(self.sync_cpu_s, bool(self.process.gil.jobs))
         if self.kinds[0] == "gil":
             req.segment = 1
             work_s += req.demand[0]

@@ -432,6 +432,10 @@ def report(summary: dict) -> str:
         if extra > 0:
             lines.append(f"             cores oversubscribed: {extra:.2f} ms more CPU per request "
                          f"(x{oh['oversubscribed_cpu_factor']:.2f} on the costs that started then)")
+        saved = sum(summary["batched_cpu_saved_ms_per_request"].values())
+        if saved > 0:
+            lines.append(f"             requests batched: {saved:.2f} ms less CPU per request "
+                         f"(x{oh['batched_cpu_factor']:.2f} on the costs that started beside another request's work)")
     lines.append(f"bottleneck   {summary['bottleneck']}")
     lines.append(f"simulated {_fmt(summary['sim_time_s'])} s in {_fmt(summary['wall_time_s'], 2)} s (seed {summary['seed']})")
     return "\n".join(lines)

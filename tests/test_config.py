@@ -44,6 +44,8 @@ from simserve.placement import place
         (lambda: Overheads(client_wake_cpu_s=0.001), "client_wake_cpu_s"),
         (lambda: Overheads(replica_startup_s=1.0, replica_startup_cpu_s=1.5), "replica_startup_cpu_s"),
         (lambda: Overheads(oversubscribed_cpu_factor=0.0), "oversubscribed_cpu_factor"),
+        (lambda: Overheads(batched_cpu_factor=0.0), "batched_cpu_factor"),
+        (lambda: Overheads(batched_cpu_factor=1.5), "batched_cpu_factor"),
         (lambda: Overheads(replica_gil_acquisitions=3, replica_accept_gil_acquisitions=4),
          "replica_accept_gil_acquisitions"),
     ],

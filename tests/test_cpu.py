@@ -198,3 +198,30 @@ def test_an_overhead_started_on_cores_taken_by_handlers_costs_the_oversubscribed
     events.run(env, until=5.0)
     assert ends == pytest.approx([expected_end_s])
     assert ray.oversubscribed_cpu_s == pytest.approx(extra_s)
+
+
+@pytest.mark.parametrize("busy,cost,others,saved_s", [
+    (None, "python", True, 0.0), ("python", "python", True, 0.4), ("python", "python", False, 0.0),
+    ("native", "python", True, 0.0), ("native", "native", True, 0.4), ("python", "native", True, 0.0)])
+def test_an_overhead_started_beside_its_own_kind_of_work_on_another_request_costs_the_batched_factor(
+        busy, cost, others, saved_s):
+    """With batched_cpu_factor 0.6, 1 s of Ray's work costs 0.6 s only when it starts while its
+    process's threads of the same kind (Python for a Python cost, C++ for a C++ one) are at
+    work and the process holds another request; otherwise it is paid whole."""
+    from simserve import events
+    from simserve.cpu import Node
+
+    env = events.Environment()
+    node = Node(env, 0, num_cpus=2, physical_cores=2, batched_cpu_factor=0.6)
+    driver = node.process("driver")
+    driver.others = lambda: others
+    if busy == "python":
+        driver.run_overhead(10.0, lambda _: None, None)
+    elif busy == "native":
+        driver.burn(10.0)
+    if cost == "python":
+        driver.run_overhead(1.0, lambda _: None, None)
+    else:
+        driver.burn(1.0)
+    events.run(env, until=20.0)
+    assert driver.batched_cpu_s == pytest.approx(saved_s)

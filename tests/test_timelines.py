@@ -468,3 +468,31 @@ def test_a_request_refused_by_max_queued_requests_costs_no_cpp_or_daemon_cpu(rou
     taken = len(res.requests) - refused
     assert refused > 0
     assert sim.nodes[0].core_busy_until_now() == pytest.approx(taken * 0.0015)
+
+
+@pytest.mark.parametrize("clients", [1, 4])
+def test_batched_costs_apply_only_with_more_than_one_request_in_flight(clients):
+    """Ray's per-request CPU (caller, router, replica, C++ threads) with batched_cpu_factor 0.5
+    against 1: one client's requests never meet another's, so every latency is the same; four
+    clients' work overlaps in the driver and the replica, which then spend less per request."""
+    def run(factor):
+        cfg = SimConfig(
+            deployment=DeploymentConfig(num_replicas=1, work=WorkModel.single("io", Distribution("deterministic", 0.002))),
+            cluster=ClusterConfig(num_cpus=2, physical_cores=2),
+            overheads=Overheads(hop_s=0.0005, hop_cv=0.0, client_cpu_s=0.0005, router_cpu_s=0.0015,
+                                client_native_cpu_s=0.002, replica_cpu_s=0.002, replica_native_cpu_s=0.0005,
+                                batched_cpu_factor=factor),
+            workload=WorkloadConfig(concurrent=clients, requests=200, duration_s=None, warmup_s=0.0),
+            keep_requests=True,
+        )
+        result = simulate(cfg)
+        return result.requests.sort_values("arrival_s")["latency_s"].to_numpy(), result.summary
+
+    (full, full_summary), (batched, summary) = run(1.0), run(0.5)
+    saved = summary["batched_cpu_saved_ms_per_request"]
+    if clients == 1:
+        assert batched.tolist() == full.tolist()
+        assert saved == {"driver": 0.0, "replica": 0.0}
+    else:
+        assert saved["driver"] > 0.0 and saved["replica"] > 0.0
+        assert summary["throughput_rps"] > full_summary["throughput_rps"]

@@ -562,6 +562,42 @@ def test_the_oversubscribed_factor_leaves_out_the_wake_up_cpu_at_each_rows_laten
     assert oversubscribed_cpu_factor(raw, wake) == pytest.approx(10.0 / 8.0)
 
 
+def test_rays_batched_saving_counts_the_extra_attempts_and_probes_at_their_unit_costs():
+    """Driver rows at 4 ms one at a time and 4 ms with 4 in flight, where 0.5 more attempts
+    (2 ms each) and 0.25 more probes (1 ms each, Python and C++) were made: the saving is
+    4 / (4 + 1 + 0.25); the replica, 3 ms and 2.4 ms with 0.25 more probes at 2 ms: 2.4 / 3.5."""
+    import pytest
+
+    from validate.batched_cpu import ray_saving
+
+    def row(c, dri, rep, attempts, probes):
+        return {"concurrency": c, "dri.py": dri / 2, "dri.na": dri / 2, "rep.py": rep, "rep.na": 0.0,
+                "attempts": attempts, "probes": probes}
+
+    raw = {"rows": [row(1, 4.0, 3.0, 1.0, 0.0), row(4, 4.0, 2.4, 1.5, 0.25), row(1, 4.0, 3.0, 1.0, 0.0)]}
+    cal = {"router_cpu_s": 0.002, "probe_cpu_s": 0.0005, "probe_native_cpu_s": 0.0005,
+           "replica_probe_cpu_s": 0.0015, "replica_probe_native_cpu_s": 0.0005}
+    assert ray_saving(raw, cal, "driver") == pytest.approx(4.0 / 5.25)
+    assert ray_saving(raw, cal, "replica") == pytest.approx(2.4 / 3.5)
+
+
+def test_the_batched_fit_finds_the_factor_simserve_itself_was_run_with(monkeypatch):
+    """Rows made by simserve with batched_cpu_factor 0.7 (its charged CPU per request and its own
+    attempts and probes, at 1 and 4 in flight, committed calibration) fit back to 0.7 for the
+    driver and the replica, within 0.01 (a run's events move with the factor, so its saving is
+    not quite monotone in it)."""
+    import pytest
+
+    import validate.batched_cpu as b
+    from validate.scenario import load_calibration
+
+    monkeypatch.setattr(b, "SIM_DURATION_S", 8.0)
+    cal = load_calibration(None)
+    raw = {"rows": [b.simulated_row(cal, 1.0, 1), b.simulated_row(cal, 0.7, 4)]}
+    assert b.fit_role(raw, cal, "driver") == pytest.approx(0.7, abs=0.01)
+    assert b.fit_role(raw, cal, "replica") == pytest.approx(0.7, abs=0.01)
+
+
 def test_a_diagnosis_charges_each_role_its_cpu_per_request_less_its_idle_rate():
     """2 s of driver Python and 1 s of C++ over 10 s and 100 requests, with an idle rate of 0.1 s
     of Python per 5 s: 18 ms and 10 ms per request; a role with no CPU at all: 0."""

@@ -163,7 +163,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     handler's CPU segments, the daemons' and each process's idle cores spread over the
     throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``),
     on GIL hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``) and on costs
-    started on oversubscribed cores (``oversubscribed_cpu_ms_per_request``).
+    started on oversubscribed cores (``oversubscribed_cpu_ms_per_request``), less what
+    batching took off (``batched_cpu_saved_ms_per_request``).
     With HTTP ingress the router runs in the proxy and the driver is the load generator."""
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
@@ -192,6 +193,8 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     for key in ("wake_cpu_ms_per_request", "oversubscribed_cpu_ms_per_request"):
         for role, ms in sim.get(key, {}).items():
             out[role] += ms
+    for role, ms in sim.get("batched_cpu_saved_ms_per_request", {}).items():
+        out[role] -= ms
     out["replica"] += sim.get("gil_handoff_cpu_ms_per_request", 0.0)
     return out
 

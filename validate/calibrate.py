@@ -21,8 +21,8 @@ Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-o
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
 idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, forced
-rejections, GIL held, idle gaps, wake-up CPU, back-off sleeps, autoscaling timers, replica
-start-up. Each traffic phase first sends 200 warm-up requests, then measures its own idle
+rejections, GIL held, idle gaps, wake-up CPU, back-off sleeps, autoscaling timers, cores
+oversubscribed, requests in flight, replica start-up. Each traffic phase first sends 200 warm-up requests, then measures its own idle
 baseline of ``IDLE_S`` and then ``N`` requests one at a time (so every request is exactly one
 routing attempt and nothing queues). Every per-request CPU figure below is ``(CPU
 during the N requests - idle rate x their duration) / N``.
@@ -32,8 +32,10 @@ speed with every core spinning (one process per core, at once) over its speed al
 measured before ``ray.init``; and ``gil_switch_interval_s``, CPython's
 ``sys.getswitchinterval()``. ``oversubscribed_cpu_factor`` is Ray's: the driver's and the
 replica's CPU per no-op request with one spinning process per core beside them at equal
-priority, over the same alone, in turns of 10 s (``validate.loaded_cpu``, the last phase
-before the start-ups). The ``http`` section holds what differs for a request that
+priority, over the same alone, in turns of 10 s (``validate.loaded_cpu``), and
+``batched_cpu_factor`` what they save per request with 4 in flight against 1, fitted
+through simserve (``validate.batched_cpu``, the last phase before the start-ups). The
+``http`` section holds what differs for a request that
 comes through the proxy: the replica's Python and C++ CPU per request in the HTTP phase.
 
 CPU is read from ``/proc/<pid>/task/<tid>/stat`` (utime+stime, 10 ms ticks) per
@@ -1363,7 +1365,8 @@ def calibrate_once(requests: int) -> dict:
     import psutil
     import ray
 
-    from validate.loaded_cpu import oversubscribed_cpu_factor, oversubscribed_phase  # it imports this module
+    from validate.batched_cpu import batched_phase, fit  # they import this module
+    from validate.loaded_cpu import oversubscribed_cpu_factor, oversubscribed_phase
 
     if __name__ != "__main__":  # replicas must unpickle Empty without importing `validate`
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -1415,6 +1418,7 @@ def calibrate_once(requests: int) -> dict:
             sleep_raw = then_probe(_backoff_sleep_phase())
             timer_raw = then_probe(_timer_phase(cl))
             oversub_raw = then_probe(oversubscribed_phase(handle, pc))
+            batched_raw = then_probe(batched_phase(handle, pc))
         finally:
             counter.restore()
         cl.delete("noop")
@@ -1455,6 +1459,11 @@ def calibrate_once(requests: int) -> dict:
     vals["done_callback_lag_cv"] = lag_cv(handle_raw["done_callback_lag"])
     vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
+    # Fitted last: simserve runs the phase's scenario with every other value (batched_cpu.fit).
+    batched_raw["fit"] = fit(batched_raw, {**vals, "batched_cpu_factor": 1.0})
+    vals["batched_cpu_factor"] = batched_raw["fit"]["batched_cpu_factor"]
+    if not batched_raw["fit"]["agree"]:
+        warnings.append(f"batched_cpu_factor: the driver's and the replica's differ: {batched_raw['fit']['per_role']}")
     doc = {k: vals[k] for k in FIELDS}
     # What differs for a request that comes through the HTTP proxy (simserve.calibration.costs).
     doc["http"] = {
@@ -1471,7 +1480,8 @@ def calibrate_once(requests: int) -> dict:
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
              "reject": reject_raw, "gil": gil_raw, "gil_timeline": timeline_raw, "timers": timer_raw, "wake": wake_raw,
              "wake_cpu": wake_cpu_raw,
-             "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "startup": startup_raw, "derived": vals,
+             "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "batched": batched_raw, "startup": startup_raw,
+             "derived": vals,
              "core_contention": contention,
              "host_ns_per_loop_probes": speeds,
              "host_busy_before": busy_before,
@@ -1530,7 +1540,9 @@ def merge(docs: list[dict]) -> dict:
     # Runs made before done_callback_lag_cv existed (2026-11-27): from their own raw lags.
     docs = [d if "done_callback_lag_cv" in d else {**d, "done_callback_lag_cv": lag_cv(
         d["raw"]["handle_c1"]["done_callback_lag"])} for d in docs]
-    doc = {k: median([d[k] for d in docs]) for k in FIELDS}
+    # batched_cpu_factor: runs made before its phase (2026-11-27 17:00) lack it; with none
+    # having it the file keeps the model's 1 until ``python -m validate.batched_cpu --add-to``.
+    doc = {k: median([d[k] for d in docs if k in d] or [getattr(Overheads, k)]) for k in FIELDS}
     for k in ("replica_gil_acquisitions", "replica_accept_gil_acquisitions", "replica_response_gil_acquisitions",
               "replica_release_gil_acquisitions", "replica_probe_gil_acquisitions"):
         doc[k] = round(doc[k])

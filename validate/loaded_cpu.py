@@ -6,9 +6,9 @@ comma-separated counts, default 0,1,2,0): one no-op replica, requests one at a t
 flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` processes at nice
 ``N`` (19: they take only the cores Ray leaves; 0: they compete with Ray as a CPU-bound
 handler does) spin pure Python beside them (``python -m validate.host_speed spin``) and the
-host-speed sampler runs. Printed per count, one JSON line: requests, median latency, other
-users' cores, the spinners' own ns per iteration and the sampler's time average, and the
-driver's, replica's and background processes' CPU per request (ms; ``py`` Python/GIL
+host-speed sampler runs. Printed per count, one JSON line: requests, median latency, the
+router's attempts and probes per request, other users' cores, the spinners' own ns per
+iteration and the sampler's time average, and the driver's, replica's and background processes' CPU per request (ms; ``py`` Python/GIL
 threads, ``na`` C++ threads), each minus its idle rate (measured over ``IDLE_S`` before the
 first count, no spinners), their sum and the same in spin iterations (ms / the sampler's ns
 per iteration: the host's speed taken out), and the driver's and replica's CPU per request
@@ -36,6 +36,7 @@ import time
 
 from validate.calibrate import ProcessCPU, _by_role, _window, noop_deployment, per_request_by_role
 from validate.host_speed import HostSpeedSampler, run_ns_per_loop
+from validate.router_counters import RouterCounters
 
 LOAD_S = 10.0
 IDLE_S = 4.0
@@ -59,6 +60,7 @@ async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: 
     sampler.start()
     await asyncio.sleep(SETTLE_S)
     s0, w0, lat = pc.snapshot(), time.perf_counter(), []
+    a0, p0 = RouterCounters.attempts, RouterCounters.probes
 
     async def client():
         while time.perf_counter() - w0 < LOAD_S:
@@ -68,6 +70,7 @@ async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: 
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - w0
     load = _by_role(ProcessCPU.diff(s0, pc.snapshot()))
+    attempts, probes = RouterCounters.attempts - a0, RouterCounters.probes - p0
     samples = sampler.stop()
     spun = [json.loads(p.communicate(timeout=spin_s + 30)[0]) for p in spinners]
     ns = run_ns_per_loop({"sampler_ns": samples})
@@ -75,7 +78,9 @@ async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: 
     out = {"spinners": k, "nice": nice, "concurrency": concurrency, "requests": n,
            "lat_ms": round(1e3 * statistics.median(lat), 3),
            "foreign": round(load["_foreign_cores"], 3), "sampler_ns": round(ns, 2),
-           "spinners_ns": round(sum(c for _, c in spun) / sum(i for i, _ in spun), 2) if spun else None}
+           "spinners_ns": round(sum(c for _, c in spun) / sum(i for i, _ in spun), 2) if spun else None,
+           # The driver's router (RouterCounters, installed by RealCluster), per request.
+           "attempts": round(attempts / n, 4), "probes": round(probes / n, 4)}
     out.update(per_request_by_role(load, wall, idle, n, ROLES))
     total_ms = sum(out[f"{r[:3]}.{kind[:2]}"] for r in ROLES for kind in ("python_s", "native_s"))
     out["total_ms"] = round(total_ms, 3)

@@ -1,0 +1,180 @@
+"""Ray's CPU per no-op request with several requests in flight against one at a time:
+``Overheads.batched_cpu_factor``.
+
+``python -m validate.batched_cpu [--from RAW...] [--add-to CALIBRATION]``. The calibration's
+phase (``batched_phase``) on a cluster of its own (``calibrate.noop_deployment``): after an
+idle window, ``LOAD_S`` seconds of no-op requests through one handle from 1, 4 and 2
+closed-loop clients in turn (``ROUNDS``), each row with the driver's and the replica's CPU
+per request (Python and C++ threads, idle rates subtracted) and the router's routing
+attempts and queue-length probes per request (``loaded_cpu._load``). Its rows go to
+``validate/out/batched-<stamp>.json``, then the fit (``fit``) is printed. ``--from RAW...``
+fits saved rows again instead of measuring, pooled over the files; ``--add-to`` writes the rows and the fitted
+factor into a calibration file made before the phase existed (``raw.batched``; a full
+``python -m validate.calibrate`` runs the phase itself).
+
+The fit, per role (driver, replica): Ray's saving at ``CONCURRENCY`` in flight, ``r`` = its
+CPU per request there over what it would be at one at a time's cost per request plus the
+calibration's unit costs of the attempts and probes it made beyond one at a time's
+(``router_cpu_s``, ``probe_cpu_s`` and their C++ and replica shares); then the factor with
+which simserve, on the same scenario with the calibration, saves as much, reckoned the same
+way from its own charged CPU and counts (bisection). Where
+driver and replica agree within ``AGREE``, the field is their mean. Two in flight (and
+any other count in the rows, ``--rounds``) is held out: printed beside simserve's, not
+fitted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import statistics
+import sys
+
+from validate.scenario import OUT_DIR, load_calibration, scenario, utc_stamp, with_overheads
+
+# Rows scatter by up to 30% from one 10 s row to the next on these machines (2026-11-27
+# 17:18-17:20), so each case needs many: pooled over runs where one is not enough.
+ROUNDS = (1, 4, 2) * 6
+CONCURRENCY = 4  # the fitted case; 2 is held out
+AGREE = 0.15  # largest difference between the driver's and the replica's factors for one field
+SIM_DURATION_S = 30.0
+ROLES = {"driver": "dri", "replica": "rep"}
+
+
+def batched_phase(handle, pc, rounds: tuple = ROUNDS) -> dict:
+    """A row per entry of ``rounds`` (clients), after an idle window that gives the idle rates."""
+    from validate.calibrate import _by_role, _window
+    from validate.loaded_cpu import IDLE_S, _load
+
+    d, wall, _ = asyncio.run(_window(pc, IDLE_S))
+    idle = (_by_role(d), wall)
+    return {"rows": [asyncio.run(_load(handle, pc, 0, idle, nice=19, concurrency=c)) for c in rounds]}
+
+
+def _median(rows: list[dict], c: int, key) -> float:
+    return statistics.median(key(r) for r in rows if r["concurrency"] == c)
+
+
+def ray_saving(raw: dict, cal: dict, role: str, c: int = CONCURRENCY) -> float:
+    """Ray's CPU per request of ``role`` at ``c`` in flight over one at a time's plus the unit
+    costs of the extra attempts and probes (medians over the rows of each)."""
+    rows, p = raw["rows"], ROLES[role]
+    cpu = {k: _median(rows, k, lambda r: r[f"{p}.py"] + r[f"{p}.na"]) for k in (1, c)}
+    extra_attempts = _median(rows, c, lambda r: r["attempts"]) - _median(rows, 1, lambda r: r["attempts"])
+    extra_probes = _median(rows, c, lambda r: r["probes"]) - _median(rows, 1, lambda r: r["probes"])
+    if role == "driver":
+        unit = extra_attempts * cal["router_cpu_s"] + extra_probes * (cal["probe_cpu_s"] + cal["probe_native_cpu_s"])
+    else:
+        unit = extra_probes * (cal["replica_probe_cpu_s"] + cal["replica_probe_native_cpu_s"])
+    return cpu[c] / (cpu[1] + 1e3 * unit)
+
+
+def simulated_row(cal: dict, factor: float, c: int) -> dict:
+    """simserve's row for the phase's scenario, in the rows' format: its charged CPU per
+    request by role (``charged_cpu_ms``, all as Python) and its router's attempts and probes
+    per request; one no-op replica (1 us of io: a closed loop needs some work), ``c`` clients."""
+    from simserve.simulation import simulate
+    from validate.__main__ import charged_cpu_ms
+
+    cfg = with_overheads(scenario(name="noop", work=[("io", 1e-6)], num_replicas=1, num_cpus=1,
+                                  max_ongoing_requests=5, cluster_cpus=2, concurrent=c,
+                                  duration_s=SIM_DURATION_S), {**cal, "batched_cpu_factor": factor})
+    s = simulate(cfg).summary
+    ms = charged_cpu_ms(cfg, s)
+    return {"concurrency": c, "dri.py": ms["driver"], "dri.na": 0.0, "rep.py": ms["replica"], "rep.na": 0.0,
+            "attempts": s["router"]["attempts_per_request"], "probes": s["router"]["probes_per_request"]}
+
+
+def fit_role(raw: dict, cal: dict, role: str) -> float:
+    """The factor with which simserve's saving for ``role`` at ``CONCURRENCY``, reckoned as
+    Ray's is (``ray_saving`` of its own rows), is Ray's."""
+    target = ray_saving(raw, cal, role)
+    if target >= 1.0:
+        return 1.0
+    alone = simulated_row(cal, 1.0, 1)  # one at a time never batches
+    lo, hi = 0.01, 1.0
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        if ray_saving({"rows": [alone, simulated_row(cal, mid, CONCURRENCY)]}, cal, role) > target:
+            hi = mid
+        else:
+            lo = mid
+    return round(0.5 * (lo + hi), 3)
+
+
+def fit(raw: dict, cal: dict) -> dict:
+    """``batched_cpu_factor`` and how it was reached: per role Ray's saving and the factor
+    that gives it; the field (their mean, where they agree within ``AGREE``); and the
+    held-out cases (the rows' other counts in flight), Ray's and simserve's CPU per request
+    (driver and replica) there over one at a time."""
+    per_role = {role: fit_role(raw, cal, role) for role in ROLES}
+    savings = {role: round(ray_saving(raw, cal, role), 4) for role in ROLES}
+    factor = round(statistics.mean(per_role.values()), 3)
+    both = lambda r: sum(r[f"{p}.{k}"] for p in ROLES.values() for k in ("py", "na"))  # noqa: E731
+    held_out = sorted({r["concurrency"] for r in raw["rows"]} - {1, CONCURRENCY})
+    sim = {c: both(simulated_row(cal, factor, c)) for c in (1, *held_out)}
+    return {"batched_cpu_factor": factor, "per_role": per_role, "ray_saving": savings,
+            "agree": abs(per_role["driver"] - per_role["replica"]) < AGREE,
+            "held_out": {f"c{c}": {"ray": round(_median(raw["rows"], c, both) / _median(raw["rows"], 1, both), 4),
+                                   "sim": round(sim[c] / sim[1], 4)}
+                         for c in held_out}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m validate.batched_cpu", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--from", dest="sources", metavar="RAW", nargs="+",
+                    help="fit saved rows again instead of measuring, pooled: out/batched-*.json files or a "
+                         "calibration file (its raw.batched)")
+    ap.add_argument("--rounds", default=",".join(map(str, ROUNDS)),
+                    help="clients in flight per row, in turn (default: the calibration's)")
+    ap.add_argument("--add-to", metavar="CALIBRATION",
+                    help="write the rows and the fitted factor into this calibration file")
+    args = ap.parse_args(argv)
+    cal = load_calibration(args.add_to)
+    if args.sources:
+        raw = {"rows": [], "date": []}
+        for path in args.sources:
+            with open(path) as f:
+                saved = json.load(f)
+            saved = saved["raw"]["batched"] if "raw" in saved else saved
+            raw["rows"] += saved["rows"]
+            raw["date"] += saved["date"] if isinstance(saved["date"], list) else [saved["date"]]
+    else:
+        from validate.calibrate import noop_deployment
+
+        with noop_deployment() as (handle, pc):
+            raw = batched_phase(handle, pc, tuple(int(c) for c in args.rounds.split(",")))
+        raw["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        path = os.path.join(OUT_DIR, f"batched-{utc_stamp()}.json")
+        os.makedirs(OUT_DIR, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(raw, f, indent=1)
+        print(f"wrote {path}")
+    for row in raw["rows"]:
+        print(json.dumps(row))
+    if not any(r["concurrency"] == CONCURRENCY for r in raw["rows"]):
+        print(f"no rows with {CONCURRENCY} in flight: nothing to fit")
+        return 0
+    result = fit(raw, cal)
+    print(json.dumps(result))
+    if not result["agree"]:
+        print(f"warning: driver and replica factors differ by {AGREE} or more: {result['per_role']}", file=sys.stderr)
+    if args.add_to:
+        doc = {k: v for k, v in cal.items() if k != "_path"}
+        doc["batched_cpu_factor"] = result["batched_cpu_factor"]
+        command = "python -m validate.batched_cpu " + " ".join(argv or sys.argv[1:])
+        doc["raw"]["batched"] = {**raw, "fit": result, "command": command}
+        # The commands that regenerate the file: its own, then this one (not appended twice).
+        doc["command"] = doc["command"].split("; python -m validate.batched_cpu")[0] + "; " + command
+        with open(args.add_to, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.add_to}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
