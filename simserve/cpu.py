@@ -196,7 +196,7 @@ class Process:
         already (the GIL's for a Python cost, the C++ threads' for a C++ one) and the
         process holds another request (``others``), it costs ``batched_cpu_factor`` of
         that: one wake-up of those threads serves both, with warm caches (Ray's driver and
-        replica spent 14% and 23% less per no-op request with 4 in flight than with 1;
+        replica spent 13% and 21% less per no-op request with 4 in flight than with 1;
         validate/README.md item 47). Judged when the cost starts, as above."""
         node = self.node
         cost = node.overhead_cpu(work_s)

@@ -247,6 +247,11 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   their mean (``lag_cv``): simserve draws the lag lognormal with median
   ``done_callback_lag_s`` and this spread. A run made before the field existed gets it
   from its own ``raw.handle_c1.done_callback_lag`` when merged, by the same function.
+* ``batched_cpu_factor`` (added 2026-11-27, ``raw.batched``) -- 10 s rows of no-op
+  requests with 1, 4 and 2 clients in turn (``validate.batched_cpu``): what the driver
+  and the replica save per request with 4 in flight, fitted through simserve on the same
+  scenario (``batched_cpu.fit``). Runs made before the phase lack it; merged, the file
+  keeps 1 until ``python -m validate.batched_cpu --add-to`` measures it.
 
 A negative difference is clamped to 0 and flagged in ``raw.warnings``.
 """
