@@ -1,26 +1,26 @@
 """Ray's CPU per no-op request with several requests in flight against one at a time:
 ``Overheads.batched_cpu_factor``.
 
-``python -m validate.batched_cpu [--from RAW...] [--add-to CALIBRATION]``. The calibration's
-phase (``batched_phase``) on a cluster of its own (``calibrate.noop_deployment``): after an
-idle window, ``LOAD_S`` seconds of no-op requests through one handle from 1, 4 and 2
-closed-loop clients in turn (``ROUNDS``), each row with the driver's and the replica's CPU
-per request (Python and C++ threads, idle rates subtracted) and the router's routing
-attempts and queue-length probes per request (``loaded_cpu._load``). Its rows go to
-``validate/out/batched-<stamp>.json``, then the fit (``fit``) is printed. ``--from RAW...``
-fits saved rows again instead of measuring, pooled over the files; ``--add-to`` writes the rows and the fitted
-factor into a calibration file made before the phase existed (``raw.batched``; a full
-``python -m validate.calibrate`` runs the phase itself).
+``python -m validate.batched_cpu [--rounds C,...] [--from RAW...] [--add-to CALIBRATION]``.
+The calibration's phase (``batched_phase``) on a cluster of its own
+(``calibrate.noop_deployment``): after an idle window, 10 s rows (``loaded_cpu.LOAD_S``) of
+no-op requests through one handle from 1, 4 and 2 closed-loop clients in turn (``ROUNDS``),
+each row with the driver's and the replica's CPU per request (Python and C++ threads, idle
+rates subtracted) and the router's routing attempts and queue-length probes per request
+(``loaded_cpu._load``). Its rows go to ``validate/out/batched-<stamp>.json``, then the fit
+(``fit``) is printed. ``--from RAW...`` fits saved rows again instead of measuring, pooled
+over the files (``out/batched-*.json``, or a calibration file's ``raw.batched``);
+``--add-to`` writes the rows and the fitted factor into a calibration file made before the
+phase existed (a full ``python -m validate.calibrate`` runs the phase itself).
 
-The fit, per role (driver, replica): Ray's saving at ``CONCURRENCY`` in flight, ``r`` = its
-CPU per request there over what it would be at one at a time's cost per request plus the
-calibration's unit costs of the attempts and probes it made beyond one at a time's
-(``router_cpu_s``, ``probe_cpu_s`` and their C++ and replica shares); then the factor with
-which simserve, on the same scenario with the calibration, saves as much, reckoned the same
-way from its own charged CPU and counts (bisection). Where
-driver and replica agree within ``AGREE``, the field is their mean. Two in flight (and
-any other count in the rows, ``--rounds``) is held out: printed beside simserve's, not
-fitted.
+The fit, per role (driver, replica): Ray's saving at ``CONCURRENCY`` in flight, its CPU per
+request there over one at a time's plus the calibration's unit costs of the attempts and
+probes it made beyond one at a time's (``router_cpu_s``, ``probe_cpu_s`` and their C++ and
+replica shares); then the factor with which simserve, on the same scenario with the
+calibration, saves as much, reckoned the same way from its own charged CPU and counts
+(bisection). The field is the mean of the driver's and the replica's (a warning where they
+differ by ``AGREE`` or more). Two in flight (and any other count in the rows) is held out:
+printed beside simserve's, not fitted.
 """
 
 from __future__ import annotations
