@@ -88,13 +88,15 @@ def simulated_row(cal: dict, factor: float, c: int) -> dict:
             "attempts": s["router"]["attempts_per_request"], "probes": s["router"]["probes_per_request"]}
 
 
-def fit_role(raw: dict, cal: dict, role: str) -> float:
+def fit_role(raw: dict, cal: dict, role: str, alone: dict | None = None) -> float:
     """The factor with which simserve's saving for ``role`` at ``CONCURRENCY``, reckoned as
-    Ray's is (``ray_saving`` of its own rows), is Ray's."""
+    Ray's is (``ray_saving`` of its own rows), is Ray's. ``alone``: simserve's row one at a
+    time (``simulated_row`` at 1 in flight, the same at any factor), if made already."""
     target = ray_saving(raw, cal, role)
     if target >= 1.0:
         return 1.0
-    alone = simulated_row(cal, 1.0, 1)  # one at a time never batches
+    if alone is None:
+        alone = simulated_row(cal, 1.0, 1)
     lo, hi = 0.01, 1.0
     for _ in range(12):
         mid = 0.5 * (lo + hi)
@@ -107,15 +109,16 @@ def fit_role(raw: dict, cal: dict, role: str) -> float:
 
 def fit(raw: dict, cal: dict) -> dict:
     """``batched_cpu_factor`` and how it was reached: per role Ray's saving and the factor
-    that gives it; the field (their mean, where they agree within ``AGREE``); and the
-    held-out cases (the rows' other counts in flight), Ray's and simserve's CPU per request
-    (driver and replica) there over one at a time."""
-    per_role = {role: fit_role(raw, cal, role) for role in ROLES}
+    that gives it; the field (their mean; ``agree`` says whether they differ by less than
+    ``AGREE``); and the held-out cases (the rows' other counts in flight), Ray's and
+    simserve's CPU per request (driver and replica) there over one at a time."""
+    alone = simulated_row(cal, 1.0, 1)  # one at a time never batches: made once for all below
+    per_role = {role: fit_role(raw, cal, role, alone) for role in ROLES}
     savings = {role: round(ray_saving(raw, cal, role), 4) for role in ROLES}
     factor = round(statistics.mean(per_role.values()), 3)
     both = lambda r: sum(r[f"{p}.{k}"] for p in ROLES.values() for k in ("py", "na"))  # noqa: E731
     held_out = sorted({r["concurrency"] for r in raw["rows"]} - {1, CONCURRENCY})
-    sim = {c: both(simulated_row(cal, factor, c)) for c in (1, *held_out)}
+    sim = {1: both(alone), **{c: both(simulated_row(cal, factor, c)) for c in held_out}}
     return {"batched_cpu_factor": factor, "per_role": per_role, "ray_saving": savings,
             "agree": abs(per_role["driver"] - per_role["replica"]) < AGREE,
             "held_out": {f"c{c}": {"ray": round(_median(raw["rows"], c, both) / _median(raw["rows"], 1, both), 4),
