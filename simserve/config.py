@@ -409,8 +409,9 @@ class Overheads:
     # What a replica's thread spends beyond its work each time it takes the GIL from another
     # thread that holds it: it slept on the GIL and is woken (two context switches, caches
     # gone cold). Added to that take's GIL work, so a CPU-bound handler makes Ray's takes
-    # dearer as well as later. Paid only where a take waits, so never with
-    # gil_switch_interval_s = 0 (pure processor sharing has no hand-overs).
+    # dearer as well as later, and to a def handler's work once per switch interval while
+    # another handler thread wants the GIL too (they take turns). Paid only where a take
+    # waits, so never with gil_switch_interval_s = 0 (pure processor sharing has no hand-overs).
     replica_gil_handoff_cpu_s: float = 0.0
     # How late each turn of Ray's periodic autoscaling tasks starts, beyond its interval: the
     # task's own run time plus its event loop's wake-up (Ray sleeps the full interval after

@@ -25,7 +25,8 @@ changes when they are reached in time, not where they are.
 
 A thread that asks for a GIL another holds waits up to ``gil_switch_interval_s``
 (CPython's ``sys.getswitchinterval()``, 5 ms) before it joins the sharing; zero gives
-pure processor sharing.
+pure processor sharing. Threads that go on wanting it take turns every interval, and a
+handler's thread pays for each of its turns (``Process.run_handler_gil``).
 
 An ``Overheads`` cost (``Process.run_overhead``, ``Process.burn``) costs
 ``oversubscribed_cpu_factor`` times as much when it starts on a node whose cores are all
@@ -44,8 +45,8 @@ request-path processes were last busy (``tracks_path``, ``Node.quiet_for``): Ray
 and the constant loads do not count.
 
 Left out: the switch interval's slicing beyond that first wait (sharing is smooth, not
-5 ms turns), hyper-threads, NUMA, cores of different speeds at one moment, and cache
-effects on the user's work.
+5 ms turns: the turns are paid for, not timed), hyper-threads, NUMA, cores of different
+speeds at one moment, and cache effects on the user's work.
 """
 
 from __future__ import annotations
@@ -154,17 +155,30 @@ class Process:
     def run_handler_gil(self, work_s: float, callback, arg, handoff_s: float = 0.0) -> None:
         """The handler's pure-Python work (``run_gil``): while the process has any, its GIL's
         thread counts as one of the node's handler threads (``Node.handler_threads``, where
-        ``Node.counts_handler_threads``)."""
+        ``Node.counts_handler_threads``).
+
+        Handler jobs that overlap are on threads of their own (a ``def`` handler's pool; an
+        ``async def`` handler's CPU segments never overlap, ``Replica._next_segment``), and
+        CPython hands the GIL from one to the next every switch interval while both want
+        it: a job that starts beside another takes it ``work_s / interval`` times, and each
+        take after its first (which ``run_gil`` charges) costs ``handoff_s`` too. Judged
+        when the job starts, as if the contention lasts its whole length."""
         node = self.node
-        if not node.counts_handler_threads:
-            if self.wake is None and node.gil_switch_interval_s <= 0.0:
+        interval = node.gil_switch_interval_s
+        if not node.counts_handler_threads and not (handoff_s > 0.0 and interval > 0.0):
+            if self.wake is None and interval <= 0.0:
                 # run_gil with no wake-up to charge and no switch interval to wait, written
                 # out: the job joins the GIL's at once (a handler's every job, without costs).
                 node.add(self.gil, work_s, callback, arg)
             else:
                 self.run_gil(work_s, callback, arg, handoff_s)
             return
-        if not self.handler_jobs:
+        if self.handler_jobs:
+            turns = work_s / interval - 1.0 if interval > 0.0 else 0.0
+            if turns > 0.0 and handoff_s > 0.0:
+                self.handoff_cpu_s += turns * handoff_s
+                work_s += turns * handoff_s
+        else:
             node.handler_threads += 1
         self.handler_jobs += 1
         self.run_gil(work_s, self._handler_gil_done, (callback, arg), handoff_s)

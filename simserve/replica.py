@@ -16,9 +16,11 @@ What runs where:
   wakes the main loop's thread, costs ``replica_gil_handoff_cpu_s`` more CPU, so a
   CPU-bound handler slows every request's way in and out of its replica, holds its slots
   after the answers, and slows its answers to the router's probes.
-  A handler's thread that waits for the GIL pays the same. Left out: what being
-  pre-empted costs the thread that gives the GIL up (the calibration's spinner pays it
-  in its own CPU, which is subtracted).
+  A handler's thread that waits for the GIL pays the same, and a ``def`` handler's
+  thread that runs beside another's pays it again for each switch interval of its work
+  (CPython hands the GIL between them every interval; ``Process.run_handler_gil``).
+  Left out: what being pre-empted by Ray's takes costs the thread that gives the GIL up
+  (the calibration's spinner pays it in its own CPU, which is subtracted).
 * The main loop answers its calls in turn: each call's work up to its answer (a probe's,
   a rejection's, an acceptance's) waits for the call ahead of it; a call whose turn comes
   as that one ends goes on with the GIL the loop holds, without takes of its own

@@ -127,14 +127,28 @@ def test_each_gil_acquisition_of_ray_machinery_waits_behind_a_spinning_handler()
 def test_each_take_behind_a_handler_thread_costs_the_hand_over():
     """The same with a 1 ms hand-over: each of the 3 takes waits 5 ms, then runs 1 + 1 ms at half
     speed beside the spinner (4 ms), so the handler starts at 0.05 + 3 * 9 ms = 0.077 s; and the
-    second handler's own thread, finding the first's holding the GIL, pays one more."""
+    second handler's own thread, finding the first's holding the GIL, pays one more, and 19 more
+    for the switch intervals of its 100 ms beside the first's thread."""
     cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05), requests=2,
                  duration_s=None)
     oh = Overheads(replica_cpu_s=0.003, replica_gil_acquisitions=3, gil_switch_interval_s=0.005,
                    replica_gil_handoff_cpu_s=0.001)
     res = simulate(replace(cfg, overheads=oh))
     assert round(float(res.requests["start_s"].iloc[1]), 9) == 0.077
-    assert res.summary["gil_handoff_cpu_ms_per_request"] == pytest.approx(4 * 1.0 / 2)
+    assert res.summary["gil_handoff_cpu_ms_per_request"] == pytest.approx((4 + 19) * 1.0 / 2)
+
+
+@pytest.mark.parametrize("handler, ends_s", [("sync", [0.035, 0.044]), ("async", [0.02, 0.04])])
+def test_handler_threads_side_by_side_hand_the_gil_over_every_switch_interval(handler, ends_s):
+    """Two requests of 20 ms gil work at once, 5 ms switch interval, 1 ms hand-over: a def handler
+    runs the second on a thread of its own, which waits 5 ms, then takes the GIL 4 times beside
+    the first's and pays 1 ms for each (24 ms of work): the first ends at 5 + 2 * 15 = 35 ms, the
+    second 9 ms later; an async def handler runs them one after the other and pays none."""
+    cfg = config(kind="gil", mean_s=0.02, replicas=1, handler=handler, trace_arrivals_s=(0.0, 0.0), requests=2,
+                 duration_s=None)
+    oh = Overheads(gil_switch_interval_s=0.005, replica_gil_handoff_cpu_s=0.001)
+    res = simulate(replace(cfg, overheads=oh))
+    assert sorted(res.requests["done_s"].round(9)) == ends_s
 
 
 def test_ray_takes_behind_ray_takes_are_no_hand_over():
@@ -179,14 +193,15 @@ def test_a_def_handlers_call_through_the_thread_pool_costs_replica_sync_cpu_s(ha
 
 def test_a_def_handlers_first_gil_segment_shares_the_pool_take():
     """Two def requests 50 ms apart on one replica, 100 ms of GIL work each, 2 ms through the pool: the
-    second waits one switch interval (5 ms) and pays one hand-over (1 ms) in a single take, so the GIL
-    holds 0.204 + 0.001 s of work and both end by 0.205 s (a take of its own for the pool would wait
-    behind the first request again and pay a second hand-over: 0.206 s)."""
+    second waits one switch interval (5 ms) and pays one hand-over (1 ms) in a single take, and 19.4
+    more for the switch intervals of its 102 ms beside the first's thread, so the GIL holds 0.204 +
+    0.001 + 0.0194 s of work and both end by 0.2244 s (a take of its own for the pool would wait
+    behind the first request again and pay a second hand-over: 0.2254 s)."""
     cfg = config(kind="gil", mean_s=0.1, replicas=1, handler="sync", trace_arrivals_s=(0.0, 0.05), requests=2,
                  duration_s=None)
     oh = Overheads(replica_sync_cpu_s=0.002, gil_switch_interval_s=0.005, replica_gil_handoff_cpu_s=0.001)
     done = simulate(replace(cfg, overheads=oh)).requests["done_s"]
-    assert round(float(done.max()), 9) == 0.205
+    assert round(float(done.max()), 9) == 0.2244
 
 
 # -- the seed article's scenarios -------------------------------------------------------------
