@@ -61,6 +61,7 @@ PER_REQUEST_COSTS = (
     "http_hop_s",
     "client_cpu_s",
     "router_cpu_s",
+    "router_attempt_cpu_s",
     "probe_cpu_s",
     "replica_cpu_s",
     "replica_post_cpu_s",
@@ -331,7 +332,10 @@ class Overheads:
     hop_cv: float = 0.0
     http_hop_s: float = 0.0  # one way, HTTP client <-> proxy
     client_cpu_s: float = 0.0  # driver (handle ingress): client loop + handle call + reply
-    router_cpu_s: float = 0.0  # caller side, per routing attempt
+    router_cpu_s: float = 0.0  # caller side, per request sent (one at a time: its attempt, send, done callback)
+    # Of router_cpu_s, what each routing attempt (candidate set) costs, sent or not: a router
+    # polling full replicas pays this (and its probes) per attempt, the rest per send.
+    router_attempt_cpu_s: float = 0.0
     probe_cpu_s: float = 0.0  # caller side, per queue-length probe sent
     replica_cpu_s: float = 0.0  # replica side, per request (admit, deserialise, reply, release)
     replica_post_cpu_s: float = 0.0  # replica side, after the response left, still holding the slot
@@ -361,7 +365,7 @@ class Overheads:
     replica_idle_cores: float = 0.0
     ray_background_cpu_per_request_s: float = 0.0  # Ray's own processes, per request
     # A send the replica rejects (it was full): the caller's Python to take the answer and
-    # queue the request again, beyond the routing attempt that retries it (router_cpu_s);
+    # queue the request again, beyond routing it again (router_cpu_s);
     # its C++ threads; the replica's Python (its main loop, which also logs a warning) and
     # C++ threads; and Ray's own processes.
     reject_cpu_s: float = 0.0
@@ -471,6 +475,9 @@ class Overheads:
         _number("batched_cpu_factor", self.batched_cpu_factor, low=0, low_open=True)
         if self.batched_cpu_factor > 1:
             raise ConfigError("batched_cpu_factor", self.batched_cpu_factor, "must be <= 1")
+        if self.router_attempt_cpu_s > self.router_cpu_s:
+            raise ConfigError("router_attempt_cpu_s", self.router_attempt_cpu_s,
+                              f"must be <= router_cpu_s ({self.router_cpu_s})")
         self._wake_table()
         if self.replica_startup_cpu_s > self.replica_startup_s:
             raise ConfigError("replica_startup_cpu_s", self.replica_startup_cpu_s,

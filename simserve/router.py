@@ -46,8 +46,11 @@ so the difference between the two is what polling and probing cost.
 Left out: same-AZ locality, multiplexed-model preferences, failed
 probes (a dead replica), request timeouts and client disconnects.
 
-Costs (``Overheads``): each routing attempt costs the caller ``router_cpu_s`` of GIL
-work, each probe ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, each
+Costs (``Overheads``): each routing attempt (candidate set) costs the caller
+``router_attempt_cpu_s`` of GIL work and each send the rest of ``router_cpu_s`` (measured
+one request at a time: one attempt and one send), spent before the request leaves; a
+router polling full replicas spends little beyond its probes (``validate.attempt_cpu``).
+Each probe costs ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, each
 rejected send ``replica_reject_cpu_s`` in the replica and ``reject_cpu_s`` in the caller
 before the retry, and every message a hop. The loop's thread spends them one at a time;
 the caller's other threads (the client's loop) share the process's GIL with it.
@@ -114,6 +117,8 @@ class RayRouter:
         self.rng = rng
         self.hop_s = overheads.hop_s
         self.router_cpu_s = overheads.cpu("router_cpu_s")
+        self.attempt_cpu_s = overheads.cpu("router_attempt_cpu_s")
+        self.send_cpu_s = self.router_cpu_s - self.attempt_cpu_s  # Overheads checks it is not negative
         self.probe_cpu_s = overheads.cpu("probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("reject_cpu_s")
@@ -360,8 +365,8 @@ class RayRouter:
         # _charge_and_choose(task), written out: most requests get a replica on their
         # first attempt, without a sleep.
         self.attempts += 1
-        if self.router_cpu_s > 0.0:
-            self._cpu(self.router_cpu_s, self._choose, task)
+        if self.attempt_cpu_s > 0.0:
+            self._cpu(self.attempt_cpu_s, self._choose, task)
         else:
             self._choose(task)
 
@@ -371,8 +376,8 @@ class RayRouter:
 
     def _charge_and_choose(self, task: _Task) -> None:
         self.attempts += 1
-        if self.router_cpu_s > 0.0:
-            self._cpu(self.router_cpu_s, self._choose, task)
+        if self.attempt_cpu_s > 0.0:
+            self._cpu(self.attempt_cpu_s, self._choose, task)
         else:
             self._choose(task)
 
@@ -564,8 +569,16 @@ class RayRouter:
         self._step.append((self._next_own if task.own.fulfilled else self._attempt, task))
 
     def _send(self, pair) -> None:
-        """``assign_request`` resumes: ``try_send_request``, then ``on_send_request``; the
-        request stops counting as queued as the send leaves ``wrap_queued_request``."""
+        """``assign_request`` resumes: ``try_send_request`` (the send's CPU), then
+        ``on_send_request`` (``_sent``)."""
+        if self.send_cpu_s > 0.0:
+            self._cpu(self.send_cpu_s, self._sent, pair)
+        else:
+            self._sent(pair)
+
+    def _sent(self, pair) -> None:
+        """The request leaves; it stops counting as queued as the send leaves
+        ``wrap_queued_request``, and the cache counts it."""
         req, replica = pair
         now = self.env._now  # _set_queued(-1), written out
         self.queued_area += self.num_queued * (now - self._queued_last)

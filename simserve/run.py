@@ -426,7 +426,7 @@ def report(summary: dict) -> str:
     else:
         lines.append(
             f"costs        Ray's machinery per request: {1e3 * py:.2f} ms Python CPU, {1e3 * native:.2f} ms C++ CPU, "
-            f"{1e3 * oh['hop_s']:.2f} ms per hop, {1e3 * oh['router_cpu_s']:.2f} ms per routing attempt (calibration)"
+            f"{1e3 * oh['hop_s']:.2f} ms per hop, {1e3 * oh['router_cpu_s']:.2f} ms to route it (calibration)"
         )
         extra = sum(summary["oversubscribed_cpu_ms_per_request"].values())
         if extra > 0:

@@ -3,8 +3,9 @@
 The request path, with the costs ``Overheads`` names (all zero with ``--no-overheads``):
 
     client --client_cpu_s--> [http: --http_hop_s--> proxy --proxy_cpu_s-->]
-    router (FIFO; each routing attempt costs router_cpu_s; each probe probe_cpu_s,
-            a hop each way and replica_probe_cpu_s at the replica)
+    router (FIFO; each routing attempt costs router_attempt_cpu_s and each send the
+            rest of router_cpu_s; each probe probe_cpu_s, a hop each way and
+            replica_probe_cpu_s at the replica)
     --hop_s--> replica admits or rejects (the answer travels back one hop; a rejection
                costs replica_reject_cpu_s first, and reject_cpu_s at the router
                before the retry; an acceptance leaves after the first

@@ -34,12 +34,13 @@ segments = st.lists(
 overheads = st.one_of(
     st.just(Overheads()),
     st.builds(
-        Overheads,
+        # router_cpu_s and the share of it each routing attempt costs (at most all of it).
+        lambda router, **costs: Overheads(router_cpu_s=router[0], router_attempt_cpu_s=router[1], **costs),
+        router=st.sampled_from([(0.0, 0.0), (0.0003, 0.0), (0.0003, 0.0001)]),
         ingress=st.sampled_from(["handle", "http"]),
         hop_s=st.sampled_from([0.0, 0.0005, 0.002]),
         http_hop_s=st.sampled_from([0.0, 0.0005]),
         client_cpu_s=st.sampled_from([0.0, 0.001]),
-        router_cpu_s=st.sampled_from([0.0, 0.0003]),
         replica_cpu_s=st.sampled_from([0.0, 0.0005]),
         replica_post_cpu_s=st.sampled_from([0.0, 0.0005]),
         hop_cv=st.sampled_from([0.0, 0.5]),

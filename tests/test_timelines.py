@@ -98,6 +98,28 @@ def test_the_http_proxys_router_adds_a_local_node_pass_without_a_sleep():
     assert _timeline(replace(cfg, overheads=Overheads(ingress="http"))) == [(0, 0.0, 0.0, 0.5), (1, 0.0, 0.775, 1.275)]
 
 
+@pytest.mark.parametrize("attempt_cpu_s", [0.0, 0.001, 0.002])
+def test_one_request_at_a_time_pays_router_cpu_s_however_it_is_split(attempt_cpu_s):
+    """One client, 100 ms of io, 2 ms of routing: whatever share of it each attempt takes
+    (router_attempt_cpu_s) and the send the rest, the request leaves after 2 ms and is back at
+    102 ms, then the next."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, concurrent=1, requests=2, duration_s=None)
+    oh = Overheads(router_cpu_s=0.002, router_attempt_cpu_s=attempt_cpu_s)
+    assert _timeline(replace(cfg, overheads=oh)) == [(0, 0.0, 0.002, 0.102), (1, 0.102, 0.104, 0.204)]
+
+
+@pytest.mark.parametrize("attempt_cpu_s, leaves_s", [(0.001, 0.011), (0.01, 0.02)])
+def test_the_first_send_waits_for_the_next_attempt_then_pays_the_rest_of_the_routing(attempt_cpu_s, leaves_s):
+    """Two requests at once on one one-slot replica, 10 ms of routing: the first's attempt, then
+    the second's (the loop runs one step at a time and the send is queued behind it), then the
+    first's send: it leaves at 1 + 1 + 9 = 11 ms when an attempt costs 1 ms of the 10, at 10 +
+    10 = 20 ms when an attempt costs all of it and the send nothing."""
+    cfg = config(kind="io", mean_s=0.1, replicas=1, max_ongoing=1, trace_arrivals_s=(0.0, 0.0), requests=2,
+                 duration_s=None)
+    res = simulate(replace(cfg, overheads=Overheads(router_cpu_s=0.01, router_attempt_cpu_s=attempt_cpu_s)))
+    assert round(float(res.requests["dispatch_s"].min()), 9) == leaves_s
+
+
 def test_a_probe_answered_after_its_deadline_counts_as_no_answer():
     """With 60 ms hops a probe's answer takes 0.12 s: the first probe times out at Ray's 0.1 s
     deadline, the second (deadline doubled to 0.2 s) is answered at 0.22 s, the request reaches

@@ -416,8 +416,9 @@ def test_logged_startups_pair_each_adding_line_with_the_next_start_of_that_deplo
 
 
 def test_charged_cpu_counts_each_cost_once_per_occasion():
-    """The report's simulated CPU per request: the driver pays the client's costs plus one
-    routing attempt's per attempt and one probe's per probe; the replica the handler's CPU
+    """The report's simulated CPU per request: the driver pays the client's costs plus an
+    attempt's share of routing per attempt, the rest of it per send (one, and one per
+    rejected send) and one probe's per probe; the replica the handler's CPU
     segments plus its per-request and per-probe costs; over HTTP the router's share moves to
     the proxy and the driver keeps the load generator's cost."""
     from dataclasses import replace
@@ -428,19 +429,23 @@ def test_charged_cpu_counts_each_cost_once_per_occasion():
     from validate.__main__ import charged_cpu_ms
     from validate.scenario import scenario
 
-    oh = dict(client_cpu_s=0.001, client_native_cpu_s=0.002, router_cpu_s=0.004, probe_cpu_s=0.008,
+    oh = dict(client_cpu_s=0.001, client_native_cpu_s=0.002, router_cpu_s=0.004, router_attempt_cpu_s=0.001,
+              probe_cpu_s=0.008,
               probe_native_cpu_s=0.016, replica_cpu_s=0.032, replica_probe_cpu_s=0.064,
               http_client_cpu_s=0.128, proxy_cpu_s=0.256)
     sim = {"throughput_rps": 10.0, "replicas": {"running": 2},
            "router": {"attempts_per_request": 2.0, "probes_per_request": 0.5, "rejections_per_request": 0.0}}
     cfg = scenario(name="c", work=[("io", 0.05), ("gil", 0.01)], num_replicas=2, concurrent=4)
     handle = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)), sim)
-    assert handle["driver"] == pytest.approx(1 + 2 + 2 * 4 + 0.5 * (8 + 16))
+    assert handle["driver"] == pytest.approx(1 + 2 + 2 * 1 + 3 + 0.5 * (8 + 16))
     assert handle["replica"] == pytest.approx(10 + 32 + 0.5 * 64)
     assert handle["proxy"] == 0.0 and handle["background"] == 0.0
     http = charged_cpu_ms(replace(cfg, overheads=Overheads(ingress="http", **oh)), sim)
     assert http["driver"] == pytest.approx(128)
-    assert http["proxy"] == pytest.approx(256 + 2 * 4 + 0.5 * (8 + 16))
+    assert http["proxy"] == pytest.approx(256 + 2 * 1 + 3 + 0.5 * (8 + 16))
+    rejected = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)),
+                              {**sim, "router": {**sim["router"], "rejections_per_request": 1.0}})
+    assert rejected["driver"] == pytest.approx(handle["driver"] + 3)  # a second send
     woken = charged_cpu_ms(replace(cfg, overheads=Overheads(**oh)),
                            {**sim, "wake_cpu_ms_per_request": {"driver": 0.5, "replica": 0.25}})
     assert woken["driver"] == pytest.approx(handle["driver"] + 0.5)
@@ -575,7 +580,7 @@ def test_rays_batched_saving_counts_the_extra_attempts_and_probes_at_their_unit_
                 "attempts": attempts, "probes": probes}
 
     raw = {"rows": [row(1, 4.0, 3.0, 1.0, 0.0), row(4, 4.0, 2.4, 1.5, 0.25), row(1, 4.0, 3.0, 1.0, 0.0)]}
-    cal = {"router_cpu_s": 0.002, "probe_cpu_s": 0.0005, "probe_native_cpu_s": 0.0005,
+    cal = {"router_attempt_cpu_s": 0.002, "probe_cpu_s": 0.0005, "probe_native_cpu_s": 0.0005,
            "replica_probe_cpu_s": 0.0015, "replica_probe_native_cpu_s": 0.0005}
     assert ray_saving(raw, cal, "driver") == pytest.approx(4.0 / 5.25)
     assert ray_saving(raw, cal, "replica") == pytest.approx(2.4 / 3.5)
@@ -711,3 +716,16 @@ def test_the_seed_spread_says_whether_rays_throughput_falls_inside_it():
     row["real"]["throughput_rps"] = 44.4
     assert _seeds_note(row).endswith("Ray's 44.4 outside that range")
     assert _seeds_cell({"real": {}}) == "-" and _seeds_note({"real": {}}) == ""
+
+
+def test_a_calibration_files_commands_keep_one_entry_per_tool_the_latest_last():
+    """Adding a tool's command drops that tool's earlier one and puts the new one last, so the
+    chain regenerates the file in the order the tools last ran."""
+    from validate.scenario import add_command
+
+    chain = "python -m validate.calibrate --merge a b; python -m validate.batched_cpu --from x --add-to c"
+    chain = add_command(chain, "python -m validate.attempt_cpu --from p --add-to c")
+    chain = add_command(chain, "python -m validate.batched_cpu --from y --add-to c")
+    assert chain.split("; ") == ["python -m validate.calibrate --merge a b",
+                                 "python -m validate.attempt_cpu --from p --add-to c",
+                                 "python -m validate.batched_cpu --from y --add-to c"]

@@ -159,7 +159,7 @@ def _seeds_note(row: dict) -> str:
 def charged_cpu_ms(cfg, sim: dict) -> dict:
     """The CPU simserve charges per completed request, by the process role the harness
     measures (ms, Python and C++ together): each ``Overheads`` cost times simserve's own
-    count of its occasions (routing attempts, probes, rejected sends per request), the
+    count of its occasions (routing attempts, sends, probes, rejected sends per request), the
     handler's CPU segments, the daemons' and each process's idle cores spread over the
     throughput, and the CPU the simulation burned on wake-ups (``wake_cpu_ms_per_request``),
     on GIL hand-overs in the replicas (``gil_handoff_cpu_ms_per_request``) and on costs
@@ -169,7 +169,10 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
     http = oh.ingress == "http"
-    router = (oh.cpu("router_cpu_s") * attempts + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
+    # One send per request plus one per rejected send; each attempt, sent or not, its share.
+    attempt = oh.cpu("router_attempt_cpu_s")
+    router = (attempt * attempts + (oh.cpu("router_cpu_s") - attempt) * (1 + rejects)
+              + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
               + rejects * (oh.cpu("reject_cpu_s") + oh.cpu("reject_native_cpu_s")))
     work = sum(s.duration.mean_s for s in cfg.deployment.work.segments if s.kind != "io")
     replica = (work + sum(oh.pool_cpu(cfg.deployment.handler))

@@ -15,8 +15,8 @@ phase existed (a full ``python -m validate.calibrate`` runs the phase itself).
 
 The fit, per role (driver, replica): Ray's saving at ``CONCURRENCY`` in flight, its CPU per
 request there over one at a time's plus the calibration's unit costs of the attempts and
-probes it made beyond one at a time's (``router_cpu_s``, ``probe_cpu_s`` and their C++ and
-replica shares); then the factor with which simserve, on the same scenario with the
+probes it made beyond one at a time's (``router_attempt_cpu_s``, ``probe_cpu_s`` and their C++
+and replica shares); then the factor with which simserve, on the same scenario with the
 calibration, saves as much, reckoned the same way from its own charged CPU and counts
 (bisection). The field is the mean of the driver's and the replica's (a warning where they
 differ by ``AGREE`` or more). Two in flight (and any other count in the rows) is held out:
@@ -33,7 +33,7 @@ import os
 import statistics
 import sys
 
-from validate.scenario import OUT_DIR, load_calibration, scenario, utc_stamp, with_overheads
+from validate.scenario import OUT_DIR, add_command, load_calibration, scenario, utc_stamp, with_overheads
 
 # Rows scatter by up to 30% from one 10 s row to the next on these machines (2026-11-27
 # 17:18-17:20), so each case needs many: pooled over runs where one is not enough.
@@ -66,7 +66,9 @@ def ray_saving(raw: dict, cal: dict, role: str, c: int = CONCURRENCY) -> float:
     extra_attempts = _median(rows, c, lambda r: r["attempts"]) - _median(rows, 1, lambda r: r["attempts"])
     extra_probes = _median(rows, c, lambda r: r["probes"]) - _median(rows, 1, lambda r: r["probes"])
     if role == "driver":
-        unit = extra_attempts * cal["router_cpu_s"] + extra_probes * (cal["probe_cpu_s"] + cal["probe_native_cpu_s"])
+        # The extra attempts send nothing (no rejections with fewer in flight than slots).
+        unit = (extra_attempts * cal["router_attempt_cpu_s"]
+                + extra_probes * (cal["probe_cpu_s"] + cal["probe_native_cpu_s"]))
     else:
         unit = extra_probes * (cal["replica_probe_cpu_s"] + cal["replica_probe_native_cpu_s"])
     return cpu[c] / (cpu[1] + 1e3 * unit)
@@ -170,8 +172,7 @@ def main(argv=None) -> int:
         doc["batched_cpu_factor"] = result["batched_cpu_factor"]
         command = "python -m validate.batched_cpu " + " ".join(argv or sys.argv[1:])
         doc["raw"]["batched"] = {**raw, "fit": result, "command": command}
-        # The commands that regenerate the file: its own, then this one (not appended twice).
-        doc["command"] = doc["command"].split("; python -m validate.batched_cpu")[0] + "; " + command
+        doc["command"] = add_command(doc["command"], command)
         with open(args.add_to, "w") as f:
             json.dump(doc, f, indent=1)
             f.write("\n")

@@ -21,7 +21,7 @@ Set-up: ``ray.init(num_cpus=2)`` + Serve (loopback HTTP), one ``async def`` no-o
 deployment (1 replica, ``num_cpus=1``, ``max_ongoing_requests=5``); Serve logs at INFO
 (access logs off), for the controller's start-up lines. Phases, in order:
 idle (Serve deployed, no traffic), handle c=1, HTTP c=1, forced probes, forced
-rejections, GIL held, idle gaps, wake-up CPU, back-off sleeps, autoscaling timers, cores
+rejections, polling a full replica, GIL held, idle gaps, wake-up CPU, back-off sleeps, autoscaling timers, cores
 oversubscribed, requests in flight, replica start-up. Each traffic phase first sends 200 warm-up requests, then measures its own idle
 baseline of ``IDLE_S`` and then ``N`` requests one at a time (so every request is exactly one
 routing attempt and nothing queues). Every per-request CPU figure below is ``(CPU
@@ -247,6 +247,12 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   their mean (``lag_cv``): simserve draws the lag lognormal with median
   ``done_callback_lag_s`` and this spread. A run made before the field existed gets it
   from its own ``raw.handle_c1.done_callback_lag`` when merged, by the same function.
+* ``router_attempt_cpu_s`` (added 2026-11-27, ``raw.attempt``) -- of ``router_cpu_s``,
+  what a routing attempt costs whether or not it sends: a ``Holder`` replica with one
+  slot held, a second request polling it with the back-off sleeps made zero, the router
+  thread's CPU per attempt less its probes at ``probe_cpu_s`` (``validate.attempt_cpu``).
+  Runs made before the phase lack it; merged, the file keeps 0 until ``python -m
+  validate.attempt_cpu --add-to`` measures it.
 * ``batched_cpu_factor`` (added 2026-11-27, ``raw.batched``) -- 10 s rows of no-op
   requests with 1, 4 and 2 clients in turn (``validate.batched_cpu``): what the driver
   and the replica save per request with 4 in flight, fitted through simserve on the same
@@ -1370,7 +1376,8 @@ def calibrate_once(requests: int) -> dict:
     import psutil
     import ray
 
-    from validate.batched_cpu import batched_phase, fit  # they import this module
+    from validate.attempt_cpu import attempt_phase, derive  # they import this module
+    from validate.batched_cpu import batched_phase, fit
     from validate.loaded_cpu import oversubscribed_cpu_factor, oversubscribed_phase
 
     if __name__ != "__main__":  # replicas must unpickle Empty without importing `validate`
@@ -1415,6 +1422,7 @@ def calibrate_once(requests: int) -> dict:
                                                           pc, counter)))
             probe_raw = then_probe(asyncio.run(_probe_phase(handle, requests, pc)))
             reject_raw = then_probe(_looping_reject_phase(cl, pc, warnings))
+            attempt_raw = then_probe(attempt_phase(cl))
             gil_raw = then_probe(_gil_phase(cl, handle, GIL_REQUESTS))
             ray.cloudpickle.register_pickle_by_value(gil_timeline)  # its TimedNoop, for the replicas
             timeline_raw = then_probe(gil_timeline.timeline_phase(cl, TIMELINE_REQUESTS))
@@ -1464,6 +1472,8 @@ def calibrate_once(requests: int) -> dict:
     vals["done_callback_lag_cv"] = lag_cv(handle_raw["done_callback_lag"])
     vals["backoff_sleep_late_s"] = clamp("backoff_sleep_late_s", sleep_raw["median_s"], warnings)
     vals["control_loop_late_s"] = clamp_late(timer_raw["control_loop_period_s"] - CONTROL_LOOP_INTERVAL_S, warnings)
+    attempt_raw["derived"] = derive([attempt_raw], {**vals, "host_ns_per_loop": host_ns})
+    vals["router_attempt_cpu_s"] = min(attempt_raw["derived"]["router_attempt_cpu_s"], vals["router_cpu_s"])
     # Fitted last: simserve runs the phase's scenario with every other value (batched_cpu.fit).
     batched_raw["fit"] = fit(batched_raw, {**vals, "batched_cpu_factor": 1.0})
     vals["batched_cpu_factor"] = batched_raw["fit"]["batched_cpu_factor"]
@@ -1483,8 +1493,8 @@ def calibrate_once(requests: int) -> dict:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "gil": gil_raw, "gil_timeline": timeline_raw, "timers": timer_raw, "wake": wake_raw,
-             "wake_cpu": wake_cpu_raw,
+             "reject": reject_raw, "attempt": attempt_raw, "gil": gil_raw, "gil_timeline": timeline_raw,
+             "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "batched": batched_raw, "startup": startup_raw,
              "derived": vals,
              "core_contention": contention,
@@ -1545,8 +1555,10 @@ def merge(docs: list[dict]) -> dict:
     # Runs made before done_callback_lag_cv existed (2026-11-27): from their own raw lags.
     docs = [d if "done_callback_lag_cv" in d else {**d, "done_callback_lag_cv": lag_cv(
         d["raw"]["handle_c1"]["done_callback_lag"])} for d in docs]
-    # batched_cpu_factor: runs made before its phase (2026-11-27 17:00) lack it; with none
-    # having it the file keeps the model's 1 until ``python -m validate.batched_cpu --add-to``.
+    # batched_cpu_factor and router_attempt_cpu_s: runs made before their phases (2026-11-27
+    # 17:00 and 20:07) lack them; with none having one the file keeps the model's default
+    # (1, 0) until ``python -m validate.batched_cpu --add-to`` or ``validate.attempt_cpu
+    # --add-to`` measures it.
     doc = {k: median([d[k] for d in docs if k in d] or [getattr(Overheads, k)]) for k in FIELDS}
     for k in ("replica_gil_acquisitions", "replica_accept_gil_acquisitions", "replica_response_gil_acquisitions",
               "replica_release_gil_acquisitions", "replica_probe_gil_acquisitions"):

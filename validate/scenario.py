@@ -160,6 +160,13 @@ def grid_scenarios() -> list[SimConfig]:
 
 
 # -- calibration files -----------------------------------------------------------------
+def add_command(chain: str, command: str) -> str:
+    """A calibration file's ``command`` (the commands that regenerate it, "; "-separated)
+    with ``command`` last; an earlier run of the same tool is dropped, not kept twice."""
+    tool = command.split()[:3]  # python -m validate.<tool>
+    return "; ".join([c for c in chain.split("; ") if c.split()[:3] != tool] + [command])
+
+
 def utc_stamp() -> str:
     """Now, as the raw results' file names carry it (``grid-20261126T180815Z.json``)."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
