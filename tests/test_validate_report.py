@@ -635,9 +635,10 @@ def test_the_windows_idle_steal_and_context_switches_are_per_second_of_the_windo
     assert _window_host((a, 0)) == {}  # the window's end never came (a failed drive)
 
 
-def test_a_run_is_simulated_on_the_cores_the_hypervisor_left_it():
+def test_a_run_is_simulated_on_the_cores_the_hypervisor_and_other_users_left_it():
     """A real run that lost 0.3 cores to steal in its window is simulated on 1.7 of its 2 cores; one saved
-    before steal was measured, on all of them."""
+    before steal was measured, on all of them; and less what other users' processes took, the node's
+    busy cores not ours less the steal they include (never below none)."""
     import pytest
 
     from validate.__main__ import compare
@@ -651,6 +652,13 @@ def test_a_run_is_simulated_on_the_cores_the_hypervisor_left_it():
     assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.7)
     row = compare(cfg, {**real, "nodes": [node]}, load_calibration())
     assert row["sim"]["nodes"][0]["physical_cores"] == 2
+    # Other users' processes: the node's busy cores not ours (0.4) count the steal (0.3) too.
+    row = compare(cfg, {**real, "nodes": [{**real["nodes"][0], "foreign_busy_cores": 0.4}]}, load_calibration())
+    assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.6)
+    row = compare(cfg, {**real, "nodes": [{**real["nodes"][0], "foreign_busy_cores": 0.2}]}, load_calibration())
+    assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.7)
+    row = compare(cfg, {**real, "nodes": [{**node, "foreign_busy_cores": 0.1}]}, load_calibration())
+    assert row["sim"]["nodes"][0]["physical_cores"] == pytest.approx(1.9)
 
 
 def test_each_configuration_runs_on_a_cluster_of_its_own_shared_by_its_repeats(monkeypatch):

@@ -91,11 +91,15 @@ def _host_ns(real: dict) -> float:
     return run_ns_per_loop(probe) if probe else real["host_ns_per_loop"]
 
 
+# The fewest cores a run is simulated on, whatever steal and other users' processes took.
+MIN_CORES = 0.25
+
+
 def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     """What simserve runs for one real run of ``cfg``: the calibration's costs at the run's
     host speed, its work at the speed the harness sized it with (the calibration of its
     day) and measured in the replicas, on ``physical_cores`` (default: the cores the
-    hypervisor left the run), the host's speed moving within the run as its sampler read
+    hypervisor and other users' processes left the run), the host's speed moving within the run as its sampler read
     it (``host_speed.speed_trace``)."""
     probe = real.get("host_probe") or {}
     sized_ns_per_loop = probe.get("work_ns_per_loop")
@@ -110,9 +114,14 @@ def sim_config(cfg, real: dict, cal: dict, physical_cores: float | None = None):
     speeds = {"sized_ns_per_loop": sized_ns_per_loop, "native_stretch": native_stretch, "gil_stretch": gil_stretch}
     if physical_cores is None:
         # The cores the hypervisor left the run (steal, measured over the window; runs
-        # before 2026-11-27 lack it): host drift the spin probe cannot see, like its speed.
-        steal = real["nodes"][0].get("window_steal_cores")
-        physical_cores = cfg.cluster.physical_cores - steal if steal else None
+        # before 2026-11-27 lack it) and those other users' processes left it (Ray's
+        # replicas run at nice 15 and yield to them): host drift the spin probe cannot see,
+        # like its speed (validate/README.md, items 29 and 50). ``foreign_busy_cores`` is
+        # the node's busy time not ours over the run, and busy time counts steal.
+        node = real["nodes"][0]
+        steal = node.get("window_steal_cores") or 0.0
+        taken = steal + max(0.0, (node.get("foreign_busy_cores") or 0.0) - steal)
+        physical_cores = max(MIN_CORES, cfg.cluster.physical_cores - taken) if taken else None
     w = cfg.workload
     trace = speed_trace(probe, (w.warmup_s, w.duration_s or float("inf")))
     return with_overheads(cfg, cal, host_ns, physical_cores=physical_cores, core_speed_trace=trace, **speeds)
@@ -128,16 +137,14 @@ def compare(cfg, real: dict, cal: dict) -> dict:
     """One real run and simserve on the same configuration (``sim_config``)."""
     sim_cfg = sim_config(cfg, real, cal)
     sim = simulate(sim_cfg).summary
-    # Diagnosis only: the same on other seeds, and on the cores other users' processes left free.
+    # Diagnosis only: the same on other seeds, and on all the node's cores (none netted).
     seeds_rps = [sim["throughput_rps"]] + [
         simulate(dataclasses.replace(sim_cfg, seed=sim_cfg.seed + k)).summary["throughput_rps"]
         for k in range(1, SPREAD_SEEDS)]
     foreign = real["nodes"][0].get("foreign_busy_cores", 0.0) or 0.0
-    free = max(0.25, cfg.cluster.physical_cores - foreign)
-    sim_free = simulate(sim_config(cfg, real, cal, physical_cores=free)).summary
+    sim_all = simulate(sim_config(cfg, real, cal, physical_cores=cfg.cluster.physical_cores)).summary
     return {"name": cfg.deployment.name, "describe": describe(cfg), "real": real, "sim": _lean(sim),
-            "sim_seeds_rps": seeds_rps,
-            "sim_free_cores": _lean(sim_free), "free_cores": free, "foreign_cores": foreign,
+            "sim_seeds_rps": seeds_rps, "sim_all_cores": _lean(sim_all), "foreign_cores": foreign,
             "probe_speed": cal["host_ns_per_loop"] / _host_ns(real), "sim_cpu_ms_per_request": charged_cpu_ms(sim_cfg, sim)}
 
 
@@ -264,7 +271,7 @@ def _line(row: dict) -> str:
             f"{r['latency_ms']['p99']:8.1f} {s['latency_ms']['p99']:8.1f} | "
             f"{rr['running']:>4d}/{rr['pending']:<5d} {sr['running']:>4d}/{sr['pending']:<5d} | "
             f"{r['rejected']:>4d}/{s['rejected']:<4d} | {row['probe_speed']:5.2f} {row['foreign_cores']:7.2f} "
-            f"{row['sim_free_cores']['throughput_rps']:7.2f} | {_busy(row):>9s} | {_routing(row)}")
+            f"{row['sim_all_cores']['throughput_rps']:7.2f} | {_busy(row):>9s} | {_routing(row)}")
 
 
 def _routing(row: dict) -> str:
@@ -465,7 +472,10 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "Columns `busy real/sim`: cores in use on the node during the run, real (our process tree only, "
         "foreign load excluded) vs simserve (`nodes[0].physical_busy` x cores). Column `idle/steal "
         "cores`: over the measurement window, the real node's idle cores and the cores the hypervisor "
-        "took (steal); simserve runs on the cores net of that steal (runs before 2026-11-27 lack both). "
+        "took (steal); column `foreign cores`: the node's busy cores not ours over the run, steal "
+        "included. simserve runs on the cores net of the steal and of what other users' processes "
+        "took (foreign less steal; runs before 2026-11-27 lack steal); column `sim rps on all cores`: "
+        "simserve on all of them, for comparison. "
         "Column `gil work/probe`: the `gil` work's thread CPU per iteration in the replicas over the "
         "run's probe speed; simserve runs the work at that speed (runs before 2026-11-27 02:00 lack it: "
         "at the probe's). Column `sim rps over seeds`: simserve's throughput for the same run over "
@@ -475,7 +485,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
         "| scenario | config | real rps | sim rps | err | sim rps over seeds | real p50 ms | sim p50 ms "
         "| real p99 ms | sim p99 ms "
         "| replicas real (run/pend) | sim | rejected real/sim | probe speed (range) | foreign cores "
-        "| sim rps on free cores "
+        "| sim rps on all cores "
         "| busy real/sim | idle/steal cores | gil work/probe |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -491,7 +501,7 @@ def write_report(rows, cal: dict, path: str, wall_s: float, command: str = "pyth
             f"{s['latency_ms']['p50']:.1f} | {r['latency_ms']['p99']:.1f} | {s['latency_ms']['p99']:.1f} | "
             f"{r['replicas']['running']}/{r['replicas']['pending']} | "
             f"{s['replicas']['running']}/{s['replicas']['pending']} | {r['rejected']}/{s['rejected']} | "
-            f"{_speed_cell(row)} | {row['foreign_cores']:.2f} | {row['sim_free_cores']['throughput_rps']:.1f} | "
+            f"{_speed_cell(row)} | {row['foreign_cores']:.2f} | {row['sim_all_cores']['throughput_rps']:.1f} | "
             f"{_busy(row)} | {_idle_steal(row)} | {_gil_work_cell(row)} |")
     lines += ["", "## Per configuration, repeats pooled", "",
               "Real: mean of the repeats, and their spread (max - min) / mean as the noise band. "
