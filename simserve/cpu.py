@@ -311,7 +311,8 @@ class Node:
         self.core_speed = 1.0  # the host's speed now (ClusterConfig.core_speed_trace)
         # Threads with handler work (Process.run_handler_*) now. Only overhead_cpu reads the
         # count, and only to scale by oversubscribed_cpu_factor: with a factor of 1 (x * 1.0
-        # is x) it cannot change a result, and the handlers' jobs skip counting it.
+        # is x) it cannot change a result, and the handlers' jobs skip counting it (but for
+        # the GIL's, where their turns are charged: Process.run_handler_gil).
         self.counts_handler_threads = oversubscribed_cpu_factor != 1.0
         self.handler_threads = 0
         self.reserved_cpus = 0.0

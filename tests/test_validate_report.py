@@ -737,3 +737,22 @@ def test_a_calibration_files_commands_keep_one_entry_per_tool_the_latest_last():
     assert chain.split("; ") == ["python -m validate.calibrate --merge a b",
                                  "python -m validate.attempt_cpu --from p --add-to c",
                                  "python -m validate.batched_cpu --from y --add-to c"]
+
+
+def test_an_attempts_cost_is_the_routers_cpu_per_attempt_less_its_probes_at_the_calibrations_speed():
+    """A window of 1000 attempts with one probe each and 2 s of router CPU, on a host running at half
+    the calibration's speed (120 ns per spin iteration against 60): 2 ms per attempt less the probe's
+    0.8 ms at the calibration's speed (1.6 ms here) leaves 0.4 ms here, 0.2 ms at the calibration's;
+    the field is the median over every window of every run given."""
+    import pytest
+
+    from validate.attempt_cpu import derive
+
+    cal = {"host_ns_per_loop": 60.0, "probe_cpu_s": 0.0008}
+    window = {"wall_s": 5.0, "router_cpu_s": 2.0, "attempts": 1000, "probes": 1000}
+    run = {"rows": [window, {**window, "router_cpu_s": 3.0}, window], "ns_per_loop": [120.0, 120.0]}
+    out = derive([run], cal)
+    assert out["router_attempt_cpu_s"] == pytest.approx(0.0002)
+    assert out["per_window_ms"] == pytest.approx([0.2, 0.7, 0.2])
+    assert derive([run, {**run, "rows": [{**window, "router_cpu_s": 3.0}] * 4}], cal)["router_attempt_cpu_s"] == \
+        pytest.approx(0.0007)

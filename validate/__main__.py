@@ -13,9 +13,10 @@ by the thread CPU per iteration the replicas' work took over the speed the harne
 them with, ``native`` ones by the run's own matmul time over the sizing one, see
 ``scenario.with_overheads``). The table also shows the spin probe's speed against the
 calibration's (``speed``, for information: Ray's costs do not follow it),
-``foreign``: cores other users' processes took during the real run (system busy time
-minus our process tree's CPU), ``simfree``: simserve's throughput on the cores
-left free, and (in the report) simserve's throughput over ``SPREAD_SEEDS`` seeds --
+``foreign``: cores not ours busy during the real run (system busy time, the hypervisor's
+steal included, minus our process tree's CPU; simserve runs on the cores net of the
+steal and of the rest, ``sim_config``), ``simall``: simserve's throughput on all the
+cores, and (in the report) simserve's throughput over ``SPREAD_SEEDS`` seeds --
 diagnosis columns, not the pass/fail one. Each configuration runs on a Ray
 cluster of its own, shared by its repeats (``run_all``). Raw results go
 to ``validate/out/<mode>-<UTC time>.json``.
@@ -255,7 +256,7 @@ def _err(sim: float, real: float) -> float:
 
 HEADER = (f"{'scenario':22s} {'real rps':>9s} {'sim rps':>8s} {'err%':>6s} | {'real p50':>8s} {'sim p50':>8s} "
           f"{'err%':>6s} | {'real p99':>8s} {'sim p99':>8s} | {'run/pend r':>10s} {'run/pend s':>10s} | "
-          f"{'rej r/s':>9s} | {'speed':>5s} {'foreign':>7s} {'simfree':>7s} | {'busy r/s':>9s} | "
+          f"{'rej r/s':>9s} | {'speed':>5s} {'foreign':>7s} {'simall':>7s} | {'busy r/s':>9s} | "
           f"{'tries r/s':>9s} {'probes r/s':>10s}")
 
 
@@ -632,7 +633,7 @@ def main(argv=None) -> int:
         print(f"wrote {report}")
     noisy = [r["name"] for r in rows if r.get("foreign_cores", 0) > 0.2]
     if noisy:
-        print(f"note: other processes used > 0.2 cores during {', '.join(noisy)}: see 'foreign' and 'simfree'")
+        print(f"note: other processes or the hypervisor's steal took > 0.2 cores during {', '.join(noisy)}: see 'foreign' and 'simall'")
     bad = failures(rows)
     print(f"wall time {wall:.0f} s; {len(rows) - len(bad)}/{len(rows)} within {100 * THRESHOLD:.0f}% throughput")
     for b in bad:
