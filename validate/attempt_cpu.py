@@ -32,7 +32,7 @@ import statistics
 import sys
 import time
 
-from validate.scenario import OUT_DIR, add_command, load_calibration, utc_stamp
+from validate.scenario import OUT_DIR, add_to_calibration, load_calibration, utc_stamp
 
 LOAD_S = 5.0
 WINDOWS = 4
@@ -132,15 +132,8 @@ def main(argv=None) -> int:
     result = derive(raws, cal)
     print(json.dumps(result))
     if args.add_to:
-        doc = {k: v for k, v in cal.items() if k != "_path"}
-        doc["router_attempt_cpu_s"] = result["router_attempt_cpu_s"]
-        command = "python -m validate.attempt_cpu " + " ".join(argv or sys.argv[1:])
-        doc["raw"]["attempt"] = {"runs": raws, "derived": result, "command": command}
-        doc["command"] = add_command(doc["command"], command)
-        with open(args.add_to, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.add_to}")
+        add_to_calibration(cal, args.add_to, "router_attempt_cpu_s", result["router_attempt_cpu_s"], "attempt",
+                           {"runs": raws, "derived": result}, "attempt_cpu", argv or sys.argv[1:])
     return 0
 
 

@@ -33,7 +33,7 @@ import os
 import statistics
 import sys
 
-from validate.scenario import OUT_DIR, add_command, load_calibration, scenario, utc_stamp, with_overheads
+from validate.scenario import OUT_DIR, add_to_calibration, load_calibration, scenario, utc_stamp, with_overheads
 
 # Rows scatter by up to 30% from one 10 s row to the next on these machines (2026-11-27
 # 17:18-17:20), so each case needs many: pooled over runs where one is not enough.
@@ -168,15 +168,8 @@ def main(argv=None) -> int:
     if not result["agree"]:
         print(f"warning: driver and replica factors differ by {AGREE} or more: {result['per_role']}", file=sys.stderr)
     if args.add_to:
-        doc = {k: v for k, v in cal.items() if k != "_path"}
-        doc["batched_cpu_factor"] = result["batched_cpu_factor"]
-        command = "python -m validate.batched_cpu " + " ".join(argv or sys.argv[1:])
-        doc["raw"]["batched"] = {**raw, "fit": result, "command": command}
-        doc["command"] = add_command(doc["command"], command)
-        with open(args.add_to, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.add_to}")
+        add_to_calibration(cal, args.add_to, "batched_cpu_factor", result["batched_cpu_factor"], "batched",
+                           {**raw, "fit": result}, "batched_cpu", argv or sys.argv[1:])
     return 0
 
 

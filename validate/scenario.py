@@ -160,6 +160,22 @@ def grid_scenarios() -> list[SimConfig]:
 
 
 # -- calibration files -----------------------------------------------------------------
+def add_to_calibration(cal: dict, path: str, field: str, value: float, raw_key: str, raw: dict, tool: str,
+                       argv: list[str]) -> None:
+    """Write ``field`` = ``value`` into the calibration file ``path`` (``cal``, as loaded),
+    its measurements under ``raw[raw_key]`` with the command ``python -m validate.<tool>
+    ARGV`` that made them, and that command into the file's ``command``."""
+    doc = {k: v for k, v in cal.items() if k != "_path"}
+    doc[field] = value
+    command = f"python -m validate.{tool} " + " ".join(argv)
+    doc["raw"][raw_key] = {**raw, "command": command}
+    doc["command"] = add_command(doc["command"], command)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}")
+
+
 def add_command(chain: str, command: str) -> str:
     """A calibration file's ``command`` (the commands that regenerate it, "; "-separated)
     with ``command`` last; an earlier run of the same tool is dropped, not kept twice."""
