@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import os
 import statistics
 import sys
 import time
 
-from validate.scenario import OUT_DIR, add_to_calibration, load_calibration, utc_stamp
+from validate.scenario import add_to_calibration, load_calibration, save_raw
 
 LOAD_S = 5.0
 WINDOWS = 4
@@ -43,7 +41,7 @@ def attempt_phase(cl, windows: int = WINDOWS) -> dict:
     probes; and the host's ns per spin iteration before and after."""
     from ray.serve._private.request_router.request_router import RequestRouter
 
-    from validate.calibrate import IDLE_S, WARMUP, Holder, ProcessCPU, _deploy_one, _router_thread_clock, _window
+    from validate.calibrate import Holder, ProcessCPU, _deploy_one, held_slot
     from validate.host_speed import probe_ns_per_loop
     from validate.router_counters import RouterCounters
 
@@ -51,12 +49,7 @@ def attempt_phase(cl, windows: int = WINDOWS) -> dict:
     backoff = RequestRouter._compute_backoff_s
 
     async def run():
-        for _ in range(WARMUP):
-            await handle.remote(0.0)
-        held = handle.remote(3600.0)
-        await asyncio.sleep(1.0)  # the long request has its slot
-        clock = _router_thread_clock()
-        _, idle_wall, router_idle = await _window(ProcessCPU(), IDLE_S, clock)
+        held, clock, (_, idle_wall, router_idle) = await held_slot(handle, ProcessCPU())
         rows = []
         RequestRouter._compute_backoff_s = lambda self, attempt: 0.0
         try:
@@ -122,12 +115,7 @@ def main(argv=None) -> int:
 
         with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
             raw = attempt_phase(cl, args.windows)
-        raw["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        path = os.path.join(OUT_DIR, f"attempt-{utc_stamp()}.json")
-        os.makedirs(OUT_DIR, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(raw, f, indent=1)
-        print(f"wrote {path}")
+        save_raw(raw, "attempt")
         raws = [raw]
     result = derive(raws, cal)
     print(json.dumps(result))

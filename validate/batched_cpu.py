@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
-import os
 import statistics
 import sys
 
-from validate.scenario import OUT_DIR, add_to_calibration, load_calibration, scenario, utc_stamp, with_overheads
+from validate.scenario import add_to_calibration, load_calibration, save_raw, scenario, with_overheads
 
 # Rows scatter by up to 30% from one 10 s row to the next on these machines (2026-11-27
 # 17:18-17:20), so each case needs many: pooled over runs where one is not enough.
@@ -152,12 +150,7 @@ def main(argv=None) -> int:
 
         with noop_deployment() as (handle, pc):
             raw = batched_phase(handle, pc, tuple(int(c) for c in args.rounds.split(",")))
-        raw["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        path = os.path.join(OUT_DIR, f"batched-{utc_stamp()}.json")
-        os.makedirs(OUT_DIR, exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(raw, f, indent=1)
-        print(f"wrote {path}")
+        save_raw(raw, "batched")
     for row in raw["rows"]:
         print(json.dumps(row))
     if not any(r["concurrency"] == CONCURRENCY for r in raw["rows"]):

@@ -628,6 +628,18 @@ def _deploy_one(cl: RealCluster, cls, app_name: str, max_ongoing_requests: int, 
     return handle
 
 
+async def held_slot(handle, pc: ProcessCPU):
+    """A ``Holder`` deployment of one slot warmed up and its slot taken by a request of an
+    hour: (that request, the router thread's CPU clock, ``_window`` of an idle spell with
+    the slot held). For the phases that drive the router against a full replica."""
+    for _ in range(WARMUP):
+        await handle.remote(0.0)
+    held = handle.remote(3600.0)
+    await asyncio.sleep(1.0)  # the long request has its slot
+    clock = _router_thread_clock()
+    return held, clock, await _window(pc, IDLE_S, clock)
+
+
 def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
     """Rejections, back to back: a ``Holder`` replica with ``max_ongoing_requests=1``
     whose slot one long request holds, and a second request that the driver's router,
@@ -642,12 +654,7 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
     orig_get = ReplicaQueueLengthCache.get
 
     async def run():
-        for _ in range(WARMUP):
-            await handle.remote(0.0)
-        held = handle.remote(3600.0)
-        await asyncio.sleep(1.0)  # the long request has its slot
-        clock = _router_thread_clock()
-        idle, idle_wall, router_idle = await _window(pc, IDLE_S, clock)
+        held, clock, (idle, idle_wall, router_idle) = await held_slot(handle, pc)
         ReplicaQueueLengthCache.get = lambda self, replica_id: 0
         try:
             looping = handle.remote(0.0)

@@ -160,6 +160,17 @@ def grid_scenarios() -> list[SimConfig]:
 
 
 # -- calibration files -----------------------------------------------------------------
+def save_raw(raw: dict, kind: str) -> str:
+    """A measuring tool's rows, dated now, to ``out/<kind>-<stamp>.json``; the path."""
+    raw["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    path = os.path.join(OUT_DIR, f"{kind}-{utc_stamp()}.json")
+    os.makedirs(OUT_DIR, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(raw, f, indent=1)
+    print(f"wrote {path}")
+    return path
+
+
 def add_to_calibration(cal: dict, path: str, field: str, value: float, raw_key: str, raw: dict, tool: str,
                        argv: list[str]) -> None:
     """Write ``field`` = ``value`` into the calibration file ``path`` (``cal``, as loaded),
