@@ -756,3 +756,45 @@ def test_an_attempts_cost_is_the_routers_cpu_per_attempt_less_its_probes_at_the_
     assert out["per_window_ms"] == pytest.approx([0.2, 0.7, 0.2])
     assert derive([run, {**run, "rows": [{**window, "router_cpu_s": 3.0}] * 4}], cal)["router_attempt_cpu_s"] == \
         pytest.approx(0.0007)
+
+
+def test_the_answer_trace_times_each_simulated_send_in_legs_that_add_up_and_leaves_simserve_as_it_was():
+    """The answer tool's simulated side, 8 clients on one five-slot replica with the committed
+    calibration: sends are timed both accepted and rejected, each send's three legs add up to
+    its total, and the methods it wraps are simserve's own again afterwards."""
+    import dataclasses
+
+    import pytest
+
+    from simserve.router import RayRouter
+    from simserve.simulation import Simulation
+    from validate.scenario import grid_scenarios, load_calibration, with_overheads
+    from validate.trace_answers import sim_legs
+
+    before = (RayRouter._send, RayRouter.on_accepted, RayRouter._rejected, Simulation._deliver, Simulation._reply)
+    cal = load_calibration()
+    cfg = next(c for c in grid_scenarios() if c.deployment.name == "io50-1rep-m5-c8")
+    cfg = with_overheads(dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, duration_s=5.0)), cal,
+                         cal["host_ns_per_loop"])
+    _, legs = sim_legs(cfg)
+    for accepted in (True, False):
+        leg = legs[accepted]
+        assert len(leg["total"]) > 20
+        for to, inside, back, total in zip(leg["to the replica"], leg["in the replica"], leg["back"], leg["total"]):
+            assert to + inside + back == pytest.approx(total)
+    assert before == (RayRouter._send, RayRouter.on_accepted, RayRouter._rejected, Simulation._deliver,
+                      Simulation._reply)
+
+
+def test_the_idle_core_tool_refuses_a_run_of_nothing_and_a_bad_list_with_status_2(capsys):
+    """``--pairs 0 --spinners 0`` and ``--bursts x``: one line naming the flag, status 2, no run."""
+    import pytest
+
+    from validate.idle_cores import main
+
+    assert main(["--pairs", "0", "--spinners", "0"]) == 2
+    with pytest.raises(SystemExit) as e:
+        main(["--bursts", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--pairs 0 with --spinners 0" in err[0] and "--bursts" in err[1]

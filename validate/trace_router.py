@@ -34,21 +34,27 @@ INTERVAL_S = 0.25
 
 class Calls:
     """The router's calls since the last line (methods of Ray's ``RequestRouter`` wrapped
-    in this process, as ``router_counters.RouterCounters`` does)."""
+    in this process, as ``router_counters.RouterCounters`` does); and per send its request
+    id, when its replica was chosen and when ``RunningReplica.try_send_request`` had
+    submitted the actor call (``validate.trace_answers`` joins them with the replica's)."""
 
     counts: collections.Counter = collections.Counter()
-    answers: list = []  # (accepted, seconds from the send to the answer)
-    _sent: dict = {}  # the request's task -> when its replica was chosen
+    # [accepted, seconds from the send to the answer, request id, when its replica was chosen]
+    answers: list = []
+    submitted: list = []  # (request id, when try_send_request had submitted the actor call)
+    _sent: dict = {}  # the request's task -> (when its replica was chosen, request id)
     _last: dict = {}  # the request's task -> its last answer's index in answers
 
     @classmethod
     def install(cls) -> None:
+        from ray.serve._private.request_router.replica_wrapper import RunningReplica
         from ray.serve._private.request_router.request_router import RequestRouter
 
         send, choose = RequestRouter.on_send_request, RequestRouter._choose_replica_for_request
         probe, backoff = RequestRouter._probe_queue_lens, RequestRouter._backoff
         done = RequestRouter.decrement_queue_len_cache
         cancel, answer = RequestRouter._cancel_routing_task_for_pending_request, RequestRouter.on_new_queue_len_info
+        try_send = RunningReplica.try_send_request
 
         def on_send_request(self, replica_id):
             cls.counts["send"] += 1
@@ -62,15 +68,20 @@ class Calls:
             if is_retry and task in cls._last:
                 cls.answers[cls._last.pop(task)][0] = False
             replica = await choose(self, pending_request, is_retry=is_retry)
-            cls._sent[task] = time.perf_counter()
+            cls._sent[task] = (time.perf_counter(), pending_request.metadata.request_id)
             return replica
 
         def on_new_queue_len_info(self, replica_id, num_ongoing_requests):
             sent = cls._sent.pop(asyncio.current_task(), None)
             if sent is not None:
                 cls._last[asyncio.current_task()] = len(cls.answers)
-                cls.answers.append([True, time.perf_counter() - sent])
+                cls.answers.append([True, time.perf_counter() - sent[0], sent[1], sent[0]])
             return answer(self, replica_id, num_ongoing_requests)
+
+        def try_send_request(self, pr, with_rejection):
+            result = try_send(self, pr, with_rejection)
+            cls.submitted.append((pr.metadata.request_id, time.perf_counter()))
+            return result
 
         def cancel_routing_task(self, pending_request):
             owner = self._routing_task_by_pending_request_future.get(pending_request.future)
@@ -97,6 +108,7 @@ class Calls:
         RequestRouter.decrement_queue_len_cache = decrement
         RequestRouter.on_new_queue_len_info = on_new_queue_len_info
         RequestRouter._cancel_routing_task_for_pending_request = cancel_routing_task
+        RunningReplica.try_send_request = try_send_request
 
 
 async def _sample(lines: list, total: collections.Counter, t0: list, stop: threading.Event) -> None:
@@ -122,7 +134,7 @@ def answer_lines(answers: list) -> list[str]:
     """The send-to-answer times, accepted and rejected apart: count and p10/p50/p90 in ms."""
     out = []
     for label, accepted in (("accepted", True), ("rejected", False)):
-        ms = sorted(t * 1e3 for a, t in answers if a is accepted)
+        ms = sorted(a[1] * 1e3 for a in answers if a[0] is accepted)
         if ms:
             p = [ms[min(len(ms) - 1, int(q * len(ms)))] for q in (0.1, 0.5, 0.9)]
             out.append(f"send to answer, {label}: {len(ms)}, p10/p50/p90 {p[0]:.1f}/{p[1]:.1f}/{p[2]:.1f} ms")
