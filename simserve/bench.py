@@ -30,7 +30,9 @@ Scenarios (S1 to S3 with ``Overheads()``, every cost zero, which is what
   exponential ``io`` 10 ms, max_ongoing 5, pow2, 2 simulated seconds (10 with
   ``--full``). Reports cost per request relative to S1 in the event-driven engine
   (ratio of microseconds per request, the median over repeats, S1 timed in the same
-  process right after each S3 run).
+  process right after each S3 run), and the microseconds per request of the same load
+  per replica (five clients each) on 8 and 64 replicas beside 512's, timed in the same
+  repeats (``S3_SCALE``): whether routing grows with the number of replicas.
 * S4  the seed example: 4 replicas of num_cpus 2 (default 8-CPU, 8-core cluster), 10
   concurrent clients, deterministic ``gil`` 100 ms, async handler, pow2 (default),
   with the platform costs of the committed calibration file.
@@ -65,6 +67,9 @@ SCENARIOS = ("S1", "S2", "S3", "S4")
 S1_HORIZON_S = (1000.0, 200.0)  # ~32k / ~6.4k requests
 S2_HORIZON_S = (500.0, 100.0)  # ~32k / ~6.4k requests
 S3_HORIZON_S = (2.0, 0.25)  # --full: 10 s
+# S3's load per replica on fewer replicas, for the same order of requests as 512 replicas in
+# S3_HORIZON_S: (replicas, default horizon, quick horizon).
+S3_SCALE = ((8, 10.0, 1.2), (64, 1.4, 0.2))
 S4_HORIZON_S = (600.0, 120.0)
 MEM_REQUESTS = ((1_000_000, 10_000_000), (20_000, 200_000))
 
@@ -116,9 +121,10 @@ def s2_config(duration_s, seed=1):
     return _config(8, "sync", "gil", "lognormal", 0.05, cores=4.0, seed=seed, rps=64.0, duration_s=duration_s)
 
 
-def s3_config(duration_s, seed=1):
-    return _config(512, "async", "io", "exponential", 0.01, cores=512.0, seed=seed, concurrent=2560,
-                   duration_s=duration_s)
+def s3_config(duration_s, seed=1, replicas=512):
+    """S3: five closed-loop clients per five-slot replica, 10 ms exponential io."""
+    return _config(replicas, "async", "io", "exponential", 0.01, cores=float(replicas), seed=seed,
+                   concurrent=5 * replicas, duration_s=duration_s)
 
 
 def s4_config(duration_s, seed=1):
@@ -261,12 +267,16 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
     else:
         raise ValueError(f"unknown scenario {name!r}")
     ss, s1 = [], []
+    fewer: dict = {n: [] for n, _, _ in S3_SCALE}
     for i in range(repeats):
         ss.append(time_simserve(make(horizon, seed=i + 1)))
         if name == "S3":
             # S1 in the event-driven engine right after, so that the cost ratio is taken
             # side by side (runs in separate processes minutes apart differed by up to 40 %).
             s1.append(time_simserve(s1_config(duration_s=S1_HORIZON_S[q], seed=i + 1), events=True))
+            # And S3's load per replica on fewer replicas: whether routing grows with them.
+            for n, *horizons in S3_SCALE:
+                fewer[n].append(time_simserve(s3_config(horizons[q], seed=i + 1, replicas=n)))
     out.update(
         sim_horizon_s=horizon,
         simserve_rps=_median_rps(ss),
@@ -280,6 +290,8 @@ def run_scenario(name: str, *, repeats: int, quick: bool, full: bool, simserve_o
         # microseconds per request in S3 over those of S1 in the same engine, per repeat
         out["s1_events_rps"] = _median_rps(s1)
         out["cost_per_request_vs_S1"] = statistics.median((n1 / w1) / (n3 / w3) for (n3, w3), (n1, w1) in zip(ss, s1))
+        out["us_per_request_by_replicas"] = {**{n: 1e6 / _median_rps(runs) for n, runs in fewer.items()},
+                                             512: 1e6 / _median_rps(ss)}
     return out
 
 
@@ -334,6 +346,7 @@ def collect(args) -> dict:
             row["s1_events_rps"] = r["s1_events_rps"]
             row["cost_per_request_vs_S1"] = r["cost_per_request_vs_S1"]
             row["us_per_request"] = 1e6 / r["simserve_rps"]
+            row["us_per_request_by_replicas"] = r["us_per_request_by_replicas"]
     report: dict = {"scenarios": scen}
     if not args.no_memory and (not args.scenario or args.scenario == "MEM"):
         small, large = MEM_REQUESTS[1 if args.quick else 0]
@@ -378,6 +391,8 @@ def table(report: dict) -> str:
             notes.append(f"1M requests ~{r['projected_wall_s_per_1M_requests']:.0f} s wall")
         if "cost_per_request_vs_S1" in r:
             notes.append(f"{r['us_per_request']:.1f} us/req = {r['cost_per_request_vs_S1']:.2f}x S1's event engine")
+            by = r["us_per_request_by_replicas"]
+            notes.append("us/req at " + "/".join(by) + " replicas: " + "/".join(f"{v:.1f}" for v in by.values()))
         if r.get("simserve_events_rps"):
             notes.append(f"FCFS fast path; event engine {r['simserve_events_rps']:,.0f} req/s")
         rows.append((

@@ -44,6 +44,8 @@ def test_quick_json_schema():
         assert scen[name]["ciw_rps"] is None and scen[name]["simpy_rps"] is None
     assert _positive(scen["S2"]["projected_wall_s_per_1M_requests"])
     assert _positive(scen["S3"]["cost_per_request_vs_S1"])
+    by = scen["S3"]["us_per_request_by_replicas"]
+    assert set(by) == {"8", "64", "512"} and all(_positive(v) for v in by.values())
     mem = report["memory"]
     assert mem["requests"][0] < mem["requests"][1]
     assert all(_positive(x) for x in mem["peak_rss_mb"]) and _positive(mem["peak_rss_ratio"])
