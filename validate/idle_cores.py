@@ -61,31 +61,12 @@ import sys
 import threading
 import time
 
+from validate.host_speed import probe_ns_per_loop, spin
+
 USER_HZ = os.sysconf("SC_CLK_TCK")  # /proc/stat's unit
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 SAMPLE_S = 0.005  # procs_running sampling period
 STOP_MARGIN_S = 0.3  # workers run this long past the window's end, so its last snapshot is under load
-CALIBRATE_N = 200_000
-
-
-def _spin(n: int) -> int:
-    """The burst: pure Python, as a replica's handler or Ray's Python threads are."""
-    x = 0
-    for i in range(n):
-        x += i
-    return x
-
-
-def ns_per_iteration() -> float:
-    """The spin loop's ns per iteration, the fastest of several tries (on a quiet core the
-    fastest is the least disturbed by preemption)."""
-    _spin(CALIBRATE_N)
-    best = float("inf")
-    for _ in range(7):
-        t0 = time.perf_counter()
-        _spin(CALIBRATE_N)
-        best = min(best, time.perf_counter() - t0)
-    return 1e9 * best / CALIBRATE_N
 
 
 # --------------------------------------------------------------------------- workers
@@ -105,7 +86,7 @@ def _pair_worker(role: str, rfd_conn, wfd_conn, n: int, ctl) -> None:
         ctl.send(handovers)
         return
     while True:
-        _spin(n)
+        spin(n)
         now = time.monotonic()
         if now >= stop:
             os.write(wfd, b"x")
@@ -123,7 +104,7 @@ def _spinner_worker(n: int, ctl) -> None:
     ctl.send("ready")
     _, _, stop = ctl.recv()
     while time.monotonic() < stop:
-        _spin(n)
+        spin(n)
     ctl.send(0)
 
 
@@ -365,7 +346,7 @@ def main(argv=None) -> int:
         print(f"{ap.prog}: --pairs 0 with --spinners 0 runs nothing", file=sys.stderr)
         return 2
 
-    ns_iter = ns_per_iteration()
+    ns_iter = probe_ns_per_loop()  # the burst's loop, sized on this host now
     cal = {"ns_per_iteration": round(ns_iter, 3), "user_hz": USER_HZ, "cpus": os.cpu_count(),
            "kernel": os.uname().release}
     print(json.dumps({"calibration": cal}), flush=True)
