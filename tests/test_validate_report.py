@@ -798,3 +798,25 @@ def test_the_idle_core_tool_refuses_a_run_of_nothing_and_a_bad_list_with_status_
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--pairs 0 with --spinners 0" in err[0] and "--bursts" in err[1]
+
+
+def test_the_cycle_summary_times_waits_lifetimes_and_what_follows_a_done_callback():
+    """A hand-made log: r1 queued at 0 and served by its own task at 4 ms, r2 queued again
+    (a retry) at 10 ms and served at 40 ms; task 1 lives 0-5 ms; the done callback at 20 ms
+    is followed by task 2's candidate set at 25 ms, task 2 having slept last; both new requests
+    came before their nearest done callback, r1 by 20 ms and r3 by 2 ms."""
+    from validate.trace_cycle import cycle_lines
+
+    ms = 1e-3
+    log = [(0.0, "enqueue", "r1", False), (0.0, "task start", 1, None), (1 * ms, "select", 1, 0),
+           (4 * ms, "selected", 1, True), (4 * ms, "fulfil_own", 1, "r1"), (5 * ms, "task end", 1, None),
+           (10 * ms, "enqueue", "r2", True), (11 * ms, "select", 2, 0), (15 * ms, "selected", 2, False),
+           (15 * ms, "sleep", 2, 0), (20 * ms, "done", None, None), (25 * ms, "select", 2, 1),
+           (40 * ms, "selected", 2, True), (40 * ms, "fulfil_free", 2, "r2"), (46 * ms, "enqueue", "r3", False),
+           (48 * ms, "done", None, None)]
+    lines = cycle_lines(log, "x")
+    assert "new 4.0/4.0/4.0 (1), queued again 30.0/30.0/30.0 (1)" in lines[1]
+    assert "routing tasks lived 5.0/5.0/5.0" in lines[1]
+    assert "3.0/15.0/15.0 where it found a replica (2), 4.0/4.0/4.0 where it found none (1)" in lines[2]
+    assert "done callback -> next candidate set 5.0/5.0/5.0; its task had last: sleep 100%" in lines[3]
+    assert "came after it in 100% (done - request: median 11.0 ms)" in lines[4]

@@ -42,6 +42,11 @@ class Calls:
     # [accepted, seconds from the send to the answer, request id, when its replica was chosen]
     answers: list = []
     submitted: list = []  # (request id, when try_send_request had submitted the actor call)
+    # (perf_counter, kind, routing task or request id, detail): validate.trace_cycle's event log.
+    # Every list here is looked up on the class when appended to, never captured: the class's
+    # attributes are set anew when Serve unpickles the deployment in this process (as
+    # router_counters.py explains), and a captured list would no longer be the class's.
+    events: list = []
     _sent: dict = {}  # the request's task -> (when its replica was chosen, request id)
     _last: dict = {}  # the request's task -> its last answer's index in answers
 
@@ -55,9 +60,14 @@ class Calls:
         done = RequestRouter.decrement_queue_len_cache
         cancel, answer = RequestRouter._cancel_routing_task_for_pending_request, RequestRouter.on_new_queue_len_info
         try_send = RunningReplica.try_send_request
+        select, fulfil = RequestRouter._select_from_candidate_replicas, RequestRouter._fulfill_pending_requests
+
+        def task_id():
+            return id(asyncio.current_task())
 
         def on_send_request(self, replica_id):
             cls.counts["send"] += 1
+            cls.events.append((time.perf_counter(), "send", None, None))
             return send(self, replica_id)
 
         async def choose_replica(self, pending_request, *, is_retry=False):
@@ -65,6 +75,7 @@ class Calls:
             # a retry means the answer before was a rejection.
             task = asyncio.current_task()
             cls.counts["retry"] += is_retry
+            cls.events.append((time.perf_counter(), "enqueue", pending_request.metadata.request_id, is_retry))
             if is_retry and task in cls._last:
                 cls.answers[cls._last.pop(task)][0] = False
             replica = await choose(self, pending_request, is_retry=is_retry)
@@ -86,8 +97,25 @@ class Calls:
         def cancel_routing_task(self, pending_request):
             owner = self._routing_task_by_pending_request_future.get(pending_request.future)
             mine = owner is asyncio.current_task(loop=self._event_loop)
-            cls.counts["fulfil_own" if mine else "fulfil_cancel" if owner is not None else "fulfil_free"] += 1
+            kind = "fulfil_own" if mine else "fulfil_cancel" if owner is not None else "fulfil_free"
+            cls.counts[kind] += 1
+            cls.events.append((time.perf_counter(), kind, task_id(), pending_request.metadata.request_id))
+            if owner is not None and not mine:
+                cls.events.append((time.perf_counter(), "task cancelled", id(owner), None))
             return cancel(self, pending_request)
+
+        async def select_from(self, candidates, backoff_index):
+            cls.events.append((time.perf_counter(), "select", task_id(), backoff_index))
+            replica = await select(self, candidates, backoff_index)
+            cls.events.append((time.perf_counter(), "selected", task_id(), replica is not None))
+            return replica
+
+        async def fulfil_pending(self):
+            cls.events.append((time.perf_counter(), "task start", task_id(), None))
+            try:
+                return await fulfil(self)
+            finally:
+                cls.events.append((time.perf_counter(), "task end", task_id(), None))
 
         async def probe_queue_lens(self, replicas, backoff_index):
             cls.counts["probe_rounds"] += 1
@@ -95,10 +123,12 @@ class Calls:
 
         async def sleep_backoff(self, attempt):
             cls.counts[f"backoff{min(attempt, 6)}"] += 1
+            cls.events.append((time.perf_counter(), "sleep", task_id(), attempt))
             return await backoff(self, attempt)
 
         def decrement(self, replica_id):
             cls.counts["done"] += 1
+            cls.events.append((time.perf_counter(), "done", None, None))
             return done(self, replica_id)
 
         RequestRouter.on_send_request = on_send_request
@@ -108,6 +138,8 @@ class Calls:
         RequestRouter.decrement_queue_len_cache = decrement
         RequestRouter.on_new_queue_len_info = on_new_queue_len_info
         RequestRouter._cancel_routing_task_for_pending_request = cancel_routing_task
+        RequestRouter._select_from_candidate_replicas = select_from
+        RequestRouter._fulfill_pending_requests = fulfil_pending
         RunningReplica.try_send_request = try_send_request
 
 
