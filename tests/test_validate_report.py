@@ -820,3 +820,31 @@ def test_the_cycle_summary_times_waits_lifetimes_and_what_follows_a_done_callbac
     assert "3.0/15.0/15.0 where it found a replica (2), 4.0/4.0/4.0 where it found none (1)" in lines[2]
     assert "done callback -> next candidate set 5.0/5.0/5.0; its task had last: sleep 100%" in lines[3]
     assert "came after it in 100% (done - request: median 11.0 ms)" in lines[4]
+
+
+def test_the_simulated_cycle_log_has_each_send_and_done_callback_once_and_leaves_simserve_as_it_was():
+    """The cycle tool's simulated side, 8 clients on one five-slot replica with the committed
+    calibration: every send follows a replica given to a request (at most the 8 clients'
+    last ones unsent when the run ends), a done callback for every answered request, every
+    candidate set by a task whose start was logged, and RayRouter's methods its own again
+    afterwards."""
+    import dataclasses
+
+    from simserve.router import RayRouter
+    from validate.scenario import grid_scenarios, load_calibration, with_overheads
+    from validate.trace_cycle import sim_events
+
+    names = ("_enqueue", "_choose", "_fulfill", "_probed", "_attempt", "_exit", "_maybe_start_tasks", "_sent",
+             "on_response", "_decrement")
+    before = [getattr(RayRouter, n) for n in names]
+    cal = load_calibration()
+    cfg = next(c for c in grid_scenarios() if c.deployment.name == "io50-1rep-m5-c8")
+    cfg = with_overheads(dataclasses.replace(cfg, workload=dataclasses.replace(cfg.workload, duration_s=5.0)), cal,
+                         cal["host_ns_per_loop"])
+    summary, log = sim_events(cfg)
+    kinds = [e[1] for e in log]
+    started = {e[2] for e in log if e[1] == "task start"}
+    assert 0 <= sum(1 for k in kinds if k.startswith("fulfil")) - kinds.count("send") <= 8
+    assert kinds.count("done") >= summary["completed"] > 20
+    assert all(e[2] in started for e in log if e[1] == "select")
+    assert [getattr(RayRouter, n) for n in names] == before
