@@ -36,16 +36,18 @@ class Calls:
     """The router's calls since the last line (methods of Ray's ``RequestRouter`` wrapped
     in this process, as ``router_counters.RouterCounters`` does); and per send its request
     id, when its replica was chosen and when ``RunningReplica.try_send_request`` had
-    submitted the actor call (``validate.trace_answers`` joins them with the replica's)."""
+    submitted the actor call (``validate.trace_answers`` joins them with the replica's); and
+    an event log of the router's steps (``validate.trace_cycle``)."""
 
     counts: collections.Counter = collections.Counter()
     # [accepted, seconds from the send to the answer, request id, when its replica was chosen]
     answers: list = []
     submitted: list = []  # (request id, when try_send_request had submitted the actor call)
     # (perf_counter, kind, routing task or request id, detail): validate.trace_cycle's event log.
-    # Every list here is looked up on the class when appended to, never captured: the class's
-    # attributes are set anew when Serve unpickles the deployment in this process (as
-    # router_counters.py explains), and a captured list would no longer be the class's.
+    # Every list here is looked up on the class when appended to, never captured in install:
+    # a captured event list (2026-11-27 23:46) got every append while the class's own stayed
+    # empty, as if the class's attributes had been set anew during the run (router_counters.py
+    # saw Serve's unpickling reset a by-value class's attributes; the cause here is not traced).
     events: list = []
     _sent: dict = {}  # the request's task -> (when its replica was chosen, request id)
     _last: dict = {}  # the request's task -> its last answer's index in answers
