@@ -36,12 +36,8 @@ import sys
 import tempfile
 import time
 
-from validate.scenario import grid_scenarios, load_calibration
-
-
-def _quantiles(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return "/".join(f"{xs[min(len(xs) - 1, int(q * len(xs)))]:.1f}" for q in (0.1, 0.5, 0.9)) if xs else "-"
+from validate.scenario import load_calibration
+from validate.trace_router import Calls, handle_scenario, patched, quantiles
 
 
 def _timed_init(original, directory: str):
@@ -80,7 +76,6 @@ def real_legs(cfg) -> tuple[dict, dict]:
     import ray.cloudpickle
 
     from validate import harness
-    from validate.trace_router import Calls
 
     directory = tempfile.mkdtemp(prefix="trace-answers-")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -126,7 +121,7 @@ def sim_legs(sim_cfg) -> tuple[dict, dict]:
     legs = {True: collections.defaultdict(list), False: collections.defaultdict(list)}
     names = ((RayRouter, "_send"), (Simulation, "_deliver"), (Simulation, "_reply"), (RayRouter, "on_accepted"),
              (RayRouter, "_rejected"))
-    originals = {name: getattr(cls, name) for cls, name in names}
+    originals = {name: getattr(cls, name) for cls, name in names}  # what the wrappers call
 
     def send(self, pair):
         marks[id(pair[0])] = [self.env._now]
@@ -164,14 +159,8 @@ def sim_legs(sim_cfg) -> tuple[dict, dict]:
         record(self, args[0], False)
         originals["_rejected"](self, args)
 
-    patches = dict(zip(names, (send, deliver, reply, on_accepted, rejected)))
-    try:
-        for (cls, name), fn in patches.items():
-            setattr(cls, name, fn)
+    with patched(dict(zip(names, (send, deliver, reply, on_accepted, rejected)))):
         summary = simulate(sim_cfg).summary
-    finally:
-        for (cls, name) in patches:
-            setattr(cls, name, originals[name])
     return summary, legs
 
 
@@ -180,7 +169,7 @@ def _lines(label: str, summary: dict, legs: dict) -> list[str]:
     for accepted in (True, False):
         leg = legs[accepted]
         if leg["total"]:
-            parts = ", ".join(f"{name} {_quantiles(v)}" for name, v in leg.items())
+            parts = ", ".join(f"{name} {quantiles(v)}" for name, v in leg.items())
             out.append(f"  {'accepted' if accepted else 'rejected'} ({len(leg['total'])}), p10/p50/p90 ms: {parts}")
     return out
 
@@ -189,9 +178,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m validate.trace_answers", description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="a grid scenario's name")
     args = ap.parse_args(argv)
-    cfg = next((s for s in grid_scenarios() if s.deployment.name == args.name), None)
-    if cfg is None or cfg.overheads.ingress != "handle":
-        print(f"name: {args.name!r} is not a grid scenario through a handle", file=sys.stderr)
+    cfg = handle_scenario(args.name)
+    if cfg is None:
         return 2
     from validate.__main__ import sim_config
 

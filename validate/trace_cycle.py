@@ -26,14 +26,10 @@ import collections
 import statistics
 import sys
 
-from validate.scenario import grid_scenarios, load_calibration
+from validate.scenario import load_calibration
+from validate.trace_router import Calls, handle_scenario, patched, quantiles
 
 FULFIL = ("fulfil_own", "fulfil_cancel", "fulfil_free")
-
-
-def _q(xs: list[float]) -> str:
-    xs = sorted(xs)
-    return "/".join(f"{xs[min(len(xs) - 1, int(p * len(xs)))]:.1f}" for p in (0.1, 0.5, 0.9)) if xs else "-"
 
 
 def cycle_lines(events: list, label: str) -> list[str]:
@@ -59,10 +55,10 @@ def cycle_lines(events: list, label: str) -> list[str]:
             opened[who] = t
         elif kind == "selected" and who in opened:
             (found if detail else empty).append(1e3 * (t - opened.pop(who)))
-    out.append(f"  waited for a replica: new {_q(waits[False])} ({len(waits[False])}), queued again "
-               f"{_q(waits[True])} ({len(waits[True])}); routing tasks lived {_q(lives)}")
-    out.append(f"  a candidate set took {_q(found)} where it found a replica ({len(found)}), "
-               f"{_q(empty)} where it found none ({len(empty)})")
+    out.append(f"  waited for a replica: new {quantiles(waits[False])} ({len(waits[False])}), queued again "
+               f"{quantiles(waits[True])} ({len(waits[True])}); routing tasks lived {quantiles(lives)}")
+    out.append(f"  a candidate set took {quantiles(found)} where it found a replica ({len(found)}), "
+               f"{quantiles(empty)} where it found none ({len(empty)})")
     # After each done callback: the next candidate set, and what its task had done before it.
     selects = [(e[0], e[2]) for e in ev if e[1] == "select"]
     times = [t for t, _ in selects]
@@ -80,7 +76,7 @@ def cycle_lines(events: list, label: str) -> list[str]:
             gaps.append(1e3 * (selects[i][0] - t))
             follows[before[selects[i]]] += 1
     total = sum(follows.values()) or 1
-    out.append(f"  done callback -> next candidate set {_q(gaps)}; its task had last: "
+    out.append(f"  done callback -> next candidate set {quantiles(gaps)}; its task had last: "
                + ", ".join(f"{k} {v / total:.0%}" for k, v in follows.most_common(4)))
     dones = [e[0] for e in ev if e[1] == "done"]
     signed = []
@@ -105,7 +101,7 @@ def sim_events(sim_cfg) -> tuple[dict, list]:
     log: list = []
     names = ("_enqueue", "_choose", "_fulfill", "_probed", "_attempt", "_exit", "_maybe_start_tasks", "_sent",
              "on_response", "_decrement")
-    originals = {name: getattr(RayRouter, name) for name in names}
+    originals = {name: getattr(RayRouter, name) for name in names}  # what the wrappers call
 
     def enqueue(self, req, retry):
         log.append((self.env._now, "enqueue", req.id, retry))
@@ -162,15 +158,9 @@ def sim_events(sim_cfg) -> tuple[dict, list]:
         log.append((self.env._now, "done", None, None))
         originals["_decrement"](self, replica)
 
-    patches = dict(zip(names, (enqueue, choose, fulfill, probed, attempt, exit_, maybe_start, sent, on_response,
-                               decrement)))
-    try:
-        for name, fn in patches.items():
-            setattr(RayRouter, name, fn)
+    wrappers = (enqueue, choose, fulfill, probed, attempt, exit_, maybe_start, sent, on_response, decrement)
+    with patched({(RayRouter, name): fn for name, fn in zip(names, wrappers)}):
         summary = simulate(sim_cfg).summary
-    finally:
-        for name in patches:
-            setattr(RayRouter, name, originals[name])
     return summary, log
 
 
@@ -178,13 +168,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m validate.trace_cycle", description=__doc__.split("\n\n")[0])
     ap.add_argument("name", help="a grid scenario's name")
     args = ap.parse_args(argv)
-    cfg = next((s for s in grid_scenarios() if s.deployment.name == args.name), None)
-    if cfg is None or cfg.overheads.ingress != "handle":
-        print(f"name: {args.name!r} is not a grid scenario through a handle", file=sys.stderr)
+    cfg = handle_scenario(args.name)
+    if cfg is None:
         return 2
     from validate.__main__ import sim_config
     from validate.harness import RealCluster
-    from validate.trace_router import Calls
 
     cal = load_calibration()
     with RealCluster(cfg.cluster.num_cpus) as cl:

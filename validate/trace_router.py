@@ -25,6 +25,7 @@ import gc
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from validate.harness import RealCluster
 from validate.scenario import grid_scenarios
@@ -168,11 +169,42 @@ def answer_lines(answers: list) -> list[str]:
     """The send-to-answer times, accepted and rejected apart: count and p10/p50/p90 in ms."""
     out = []
     for label, accepted in (("accepted", True), ("rejected", False)):
-        ms = sorted(a[1] * 1e3 for a in answers if a[0] is accepted)
+        ms = [a[1] * 1e3 for a in answers if a[0] is accepted]
         if ms:
-            p = [ms[min(len(ms) - 1, int(q * len(ms)))] for q in (0.1, 0.5, 0.9)]
-            out.append(f"send to answer, {label}: {len(ms)}, p10/p50/p90 {p[0]:.1f}/{p[1]:.1f}/{p[2]:.1f} ms")
+            out.append(f"send to answer, {label}: {len(ms)}, p10/p50/p90 {quantiles(ms)} ms")
     return out
+
+
+# -- shared by the tracing tools (trace_answers, trace_cycle) -------------------------------------
+def quantiles(xs) -> str:
+    """p10/p50/p90 of ``xs`` (each the nearest rank at or above), as ``a/b/c`` to 0.1; "-" if
+    there are none."""
+    xs = sorted(xs)
+    return "/".join(f"{xs[min(len(xs) - 1, int(q * len(xs)))]:.1f}" for q in (0.1, 0.5, 0.9)) if xs else "-"
+
+
+def handle_scenario(name: str):
+    """The grid scenario ``name`` if its requests go through a handle (whose router runs in
+    this process, where the tools wrap it); else None, after a one-line error."""
+    cfg = next((s for s in grid_scenarios() if s.deployment.name == name), None)
+    if cfg is None or cfg.overheads.ingress != "handle":
+        print(f"name: {name!r} is not a grid scenario through a handle", file=sys.stderr)
+        return None
+    return cfg
+
+
+@contextmanager
+def patched(methods: dict):
+    """Inside the block, each ``(cls, name)`` of ``methods`` is the function given; after
+    it, the class's own again."""
+    originals = {key: getattr(*key) for key in methods}
+    try:
+        for (cls, name), fn in methods.items():
+            setattr(cls, name, fn)
+        yield
+    finally:
+        for (cls, name), fn in originals.items():
+            setattr(cls, name, fn)
 
 
 def main(argv=None) -> int:
@@ -180,9 +212,8 @@ def main(argv=None) -> int:
     ap.add_argument("name", help="a grid scenario's name")
     ap.add_argument("--out", default=None, help="write the lines here too")
     args = ap.parse_args(argv)
-    cfg = next((s for s in grid_scenarios() if s.deployment.name == args.name), None)
-    if cfg is None or cfg.overheads.ingress != "handle":
-        print(f"name: {args.name!r} is not a grid scenario through a handle", file=sys.stderr)
+    cfg = handle_scenario(args.name)
+    if cfg is None:
         return 2
     lines: list[str] = []
     total: collections.Counter = collections.Counter()
