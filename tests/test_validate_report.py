@@ -848,3 +848,55 @@ def test_the_simulated_cycle_log_has_each_send_and_done_callback_once_and_leaves
     assert kinds.count("done") >= summary["completed"] > 20
     assert all(e[2] in started for e in log if e[1] == "select")
     assert [getattr(RayRouter, n) for n in names] == before
+
+
+def test_the_router_pieces_sort_each_callback_of_rays_loop_into_the_piece_of_the_request_it_serves():
+    """The labels Ray 2.60's router loop showed (2026-11-28) fall into their pieces: the
+    request's arrival, the send step, the first answer and assign_request's end, the routing
+    tasks, probes and the done callbacks; the self-pipe read is the loop's own cost."""
+    from validate.router_pieces import piece
+
+    seen = {
+        "task:AsyncioRouter.assign_request@AsyncioRouter.assign_request:208": "start",
+        "fn:SingletonThreadRouter._wrap_asyncio_call_in_future.<locals>.create_task_and_setup": "start",
+        "task:AsyncioRouter.assign_request@RequestRouter._choose_replica_for_request:1408": "send",
+        "task:AsyncioRouter.assign_request@ActorReplicaResult.get_rejection_response:180": "answer",
+        "task:AsyncioRouter.assign_request@ObjectRefGenerator._suppress_exceptions:335": "answer",
+        "fn:_chain_future.<locals>._set_state": "answer",
+        "fn:AsyncioRouter.assign_request.<locals>.<lambda>": "answer",
+        "task:RequestRouter._fulfill_pending_requests@_wait:535": "routing",
+        "fn:_set_result_unless_cancelled": "routing",
+        "task:RunningReplica.get_queue_len@RunningReplica.get_queue_len:321": "probe",
+        "fn:_wait.<locals>._on_completion": "probe",
+        "fn:AsyncioRouter._process_finished_request": "done",
+        "fn:RouterCounters.install.<locals>.timed_decrement": "done",
+        "fn:BaseSelectorEventLoop._read_from_self": "wake",
+        "task:RouterMetricsManager._report_cached_metrics_forever@sleep:649": "other",
+    }
+    assert {lbl: piece(lbl) for lbl in seen} == seen
+
+
+def test_the_router_shares_are_each_pieces_part_of_the_loops_turns_and_a_retry_pays_all_but_the_arrival():
+    """Two windows whose turns gave 1 ms per request to the arrival, 2 to the send and routing,
+    1.5 and 0.5 to the answer and the done callbacks (and 9 ms outside any piece, which does
+    not count): shares 0.2, 0.3 and 0.1, the median of the windows; a rejection cycle of
+    1.7 ms against 2 ms of router_cpu_s leaves 0.1 ms of reject_cpu_s once the arrival's
+    0.2 is not charged to a retry."""
+    import pytest
+
+    from validate.calibrate import derive_reject
+    from validate.router_pieces import derive
+
+    def window(answer_s):
+        cpu = {"start": 1.0, "send": 1.5, "routing": 0.5, "answer": answer_s, "done": 0.5, "idle": 9.0}
+        return {"requests": 1000, "thread_cpu_s": sum(cpu.values()) + 0.1, "piece_cpu_s": cpu}
+
+    out = derive([window(1.5), window(1.5), window(4.0)])
+    assert out["router_start_cpu_share"] == pytest.approx(0.2)
+    assert out["router_answer_cpu_share"] == pytest.approx(0.3)
+    assert out["router_done_cpu_share"] == pytest.approx(0.1)
+    rj = {"n": 1000, "load_wall_s": 5.0, "idle_wall_s": 5.0, "router_load_cpu_s": 1.7, "router_idle_cpu_s": 0.0,
+          "load_by_role": {}, "idle_by_role": {}, "load_replica": {"python_s": 0.0, "native_s": 0.0},
+          "idle_replica": {"python_s": 0.0, "native_s": 0.0}}
+    assert derive_reject(rj, 0.002, [], 0.2)["reject_cpu_s"] == pytest.approx(0.0001)
+    assert derive_reject(rj, 0.002, [])["reject_cpu_s"] == 0.0  # clamped: the cycle is below router_cpu_s
