@@ -336,15 +336,6 @@ class Overheads:
     # Of router_cpu_s, what each routing attempt (candidate set) costs, sent or not: a router
     # polling full replicas pays this (and its probes) per attempt, the rest per send.
     router_attempt_cpu_s: float = 0.0
-    # Of router_cpu_s, the shares Ray's router thread spends elsewhere than before the send:
-    # on the request's arrival on its loop (assign_request's first step, before routing;
-    # once per request, not per retry), on the replica's first answer (the cache update,
-    # assign_request's end, the caller's future: the response reaches the caller only after
-    # it) and on the done callbacks. The rest, less the attempt, is the send's.
-    # Measured by ``validate.router_pieces``; all 0: everything at the send.
-    router_start_cpu_share: float = 0.0
-    router_answer_cpu_share: float = 0.0
-    router_done_cpu_share: float = 0.0
     probe_cpu_s: float = 0.0  # caller side, per queue-length probe sent
     replica_cpu_s: float = 0.0  # replica side, per request (admit, deserialise, reply, release)
     replica_post_cpu_s: float = 0.0  # replica side, after the response left, still holding the slot
@@ -484,19 +475,9 @@ class Overheads:
         _number("batched_cpu_factor", self.batched_cpu_factor, low=0, low_open=True)
         if self.batched_cpu_factor > 1:
             raise ConfigError("batched_cpu_factor", self.batched_cpu_factor, "must be <= 1")
-        shares = ("router_start_cpu_share", "router_answer_cpu_share", "router_done_cpu_share")
-        for name in shares:
-            _number(name, getattr(self, name), low=0)
-            if getattr(self, name) > 1:
-                raise ConfigError(name, getattr(self, name), "must be <= 1 (a share of router_cpu_s)")
-        elsewhere = sum(getattr(self, name) for name in shares)
-        if elsewhere > 1:
-            largest = max(shares, key=lambda name: getattr(self, name))
-            raise ConfigError(largest, getattr(self, largest),
-                              f"with the other router_*_cpu_share values must sum to <= 1 (they sum to {elsewhere:g})")
-        if self.router_attempt_cpu_s > self.router_cpu_s * (1 - elsewhere) + 1e-15:
+        if self.router_attempt_cpu_s > self.router_cpu_s:
             raise ConfigError("router_attempt_cpu_s", self.router_attempt_cpu_s,
-                              f"must be <= the send's part of router_cpu_s ({self.router_cpu_s * (1 - elsewhere):g})")
+                              f"must be <= router_cpu_s ({self.router_cpu_s})")
         self._wake_table()
         if self.replica_startup_cpu_s > self.replica_startup_s:
             raise ConfigError("replica_startup_cpu_s", self.replica_startup_cpu_s,

@@ -46,15 +46,10 @@ so the difference between the two is what polling and probing cost.
 Left out: same-AZ locality, multiplexed-model preferences, failed
 probes (a dead replica), request timeouts and client disconnects.
 
-Costs (``Overheads``): ``router_cpu_s`` (measured one request at a time: one arrival, one
-attempt, one send, one answer, one done callback) is GIL work the loop spends in pieces,
-where Ray's router thread spends it (``validate.router_pieces``): its
-``router_start_cpu_share`` as the request arrives on the loop, ``router_attempt_cpu_s`` per
-routing attempt (candidate set), the send's part before the request leaves, its
-``router_answer_cpu_share`` on the acceptance (the caller has its response only after it:
-it awaits ``assign_request`` first) and its ``router_done_cpu_share`` after the done
-callback's decrement. A router polling full replicas spends little beyond its probes
-(``validate.attempt_cpu``); a retried send pays all but the arrival again.
+Costs (``Overheads``): each routing attempt (candidate set) costs the caller
+``router_attempt_cpu_s`` of GIL work and each send the rest of ``router_cpu_s`` (measured
+one request at a time: one attempt and one send), spent before the request leaves; a
+router polling full replicas spends little beyond its probes (``validate.attempt_cpu``).
 Each probe costs ``probe_cpu_s`` there and ``replica_probe_cpu_s`` in the replica, each
 rejected send ``replica_reject_cpu_s`` in the replica and ``reject_cpu_s`` in the caller
 before the retry, and every message a hop. The loop's thread spends them one at a time;
@@ -96,10 +91,6 @@ class _Probe:
 _created_s = attrgetter("created_s")
 
 
-def _nothing(_) -> None:
-    """A step that ends with its CPU."""
-
-
 def _insert_sorted(queue: deque, req) -> None:
     """Reinsert a retried request at its ``created_s`` position (Ray's retry path)."""
     if not queue or req.created_s >= queue[-1].created_s:
@@ -127,14 +118,7 @@ class RayRouter:
         self.hop_s = overheads.hop_s
         self.router_cpu_s = overheads.cpu("router_cpu_s")
         self.attempt_cpu_s = overheads.cpu("router_attempt_cpu_s")
-        # Where the router thread spends the rest (validate.router_pieces): the request's
-        # arrival, the send, the first answer and the done callbacks.
-        self.start_cpu_s = self.router_cpu_s * overheads.router_start_cpu_share
-        self.answer_cpu_s = self.router_cpu_s * overheads.router_answer_cpu_share
-        self.done_cpu_s = self.router_cpu_s * overheads.router_done_cpu_share
-        # Overheads checks that it is not negative.
-        self.send_cpu_s = (self.router_cpu_s - self.start_cpu_s - self.answer_cpu_s - self.done_cpu_s
-                           - self.attempt_cpu_s)
+        self.send_cpu_s = self.router_cpu_s - self.attempt_cpu_s  # Overheads checks it is not negative
         self.probe_cpu_s = overheads.cpu("probe_cpu_s")
         self.probe_native_cpu_s = overheads.cpu("probe_native_cpu_s")
         self.reject_cpu_s = overheads.cpu("reject_cpu_s")
@@ -153,10 +137,6 @@ class RayRouter:
         self.unfulfilled = 0
         self.tasks: set = set()
         self.cache: dict = {}  # replica index -> (queue length, time of the entry)
-        # Accepted requests whose answer the loop has not yet handled, and the response
-        # deliveries waiting for it (the caller awaits assign_request before the result).
-        self.answering: set = set()
-        self._held: dict = {}
         self.num_queued = 0  # requests in their routing phase (for max_queued_requests)
         self.queued_area = 0.0  # integral of num_queued dt
         self._queued_last = 0.0
@@ -303,13 +283,6 @@ class RayRouter:
             self._running = False
 
     def _submit(self, req) -> None:
-        """``assign_request``'s first step: its CPU (``start_cpu_s``), then the queue limit."""
-        if self.start_cpu_s > 0.0:
-            self._cpu(self.start_cpu_s, self._admit, req)
-        else:
-            self._admit(req)
-
-    def _admit(self, req) -> None:
         if self.max_queued_requests != -1 and self.num_queued >= self.max_queued_requests:
             self.sim.on_backpressure(req)
             return
@@ -619,10 +592,6 @@ class RayRouter:
     # A cache update queues nothing after it: on an idle loop it is a plain call, without
     # _call_soon's drain (S2 runs a few per cent faster so).
     def on_accepted(self, req, replica, qlen: int) -> None:
-        if self.answer_cpu_s > 0.0:
-            self.answering.add(req)
-            self._call_soon(self._answered, (req, replica, qlen))
-            return
         if self._running or self._busy:
             self._queued.append((self._new_queue_len, (replica, qlen)))
         else:
@@ -632,41 +601,18 @@ class RayRouter:
         replica, qlen = pair
         self.cache[replica.index] = (qlen, self.env._now)
 
-    def _answered(self, args) -> None:
-        """The step the acceptance resumes: ``on_new_queue_len_info``, then the rest of
-        the answer's handling (``answer_cpu_s``); the response may go on to the caller."""
-        req, replica, qlen = args
-        self.cache[replica.index] = (qlen, self.env._now)
-        self._cpu(self.answer_cpu_s, self._answer_handled, req)
-
-    def _answer_handled(self, req) -> None:
-        self.answering.discard(req)
-        deliver = self._held.pop(req, None)
-        if deliver is not None:
-            deliver(req)
-
-    def after_answer(self, req, deliver) -> None:
-        """``deliver(req)`` once the router has handled the request's acceptance: at once
-        unless the loop is still on it."""
-        if req in self.answering:
-            self._held[req] = deliver
-        else:
-            deliver(req)
-
     def on_rejected(self, req, replica, qlen: int) -> None:
         self._call_soon(self._rejected, (req, replica, qlen))
 
     def _rejected(self, args) -> None:
         """``on_new_queue_len_info``, then the answer's handling and ``result.cancel()``
-        with the done callbacks it fires (their shares of ``router_cpu_s`` and
-        ``reject_cpu_s``) before the retry queues the request again."""
+        (``reject_cpu_s``) before the retry queues the request again."""
         req, replica, qlen = args
         self.cache[replica.index] = (qlen, self.env._now)
         if self.reject_native_cpu_s > 0.0:
             self.process.burn(self.reject_native_cpu_s)
-        cost_s = self.answer_cpu_s + self.done_cpu_s + self.reject_cpu_s
-        if cost_s > 0.0:
-            self._cpu(cost_s, self._retry, req)
+        if self.reject_cpu_s > 0.0:
+            self._cpu(self.reject_cpu_s, self._retry, req)
         else:
             self._retry(req)
 
@@ -674,9 +620,6 @@ class RayRouter:
         self._enqueue(req, retry=True)
 
     def on_response(self, req, replica) -> None:
-        if self.done_cpu_s > 0.0:
-            self._call_soon(self._done, replica)
-            return
         if self._running or self._busy:
             self._queued.append((self._decrement, replica))
             return
@@ -690,11 +633,6 @@ class RayRouter:
         entry = self.cache.get(replica.index)
         if entry is not None:
             self.cache[replica.index] = (entry[0] - 1 if entry[0] > 0 else 0, self.env._now)
-
-    def _done(self, replica) -> None:
-        """The done callbacks: the decrement, and their CPU (``done_cpu_s``) after it."""
-        self._decrement(replica)
-        self._cpu(self.done_cpu_s, _nothing, None)
 
     def on_slot_freed(self, replica) -> None:
         """Ray's router is not told when a slot frees: it finds out by polling."""

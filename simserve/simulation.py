@@ -3,11 +3,9 @@
 The request path, with the costs ``Overheads`` names (all zero with ``--no-overheads``):
 
     client --client_cpu_s--> [http: --http_hop_s--> proxy --proxy_cpu_s-->]
-    router (FIFO; router_cpu_s is spent in pieces: a share on the request's arrival,
-            router_attempt_cpu_s per routing attempt, the send's part before it leaves, a
-            share on the acceptance (the response waits for it) and on the done
-            callbacks; each probe probe_cpu_s, a hop each way and replica_probe_cpu_s at
-            the replica)
+    router (FIFO; each routing attempt costs router_attempt_cpu_s and each send the
+            rest of router_cpu_s; each probe probe_cpu_s, a hop each way and
+            replica_probe_cpu_s at the replica)
     --hop_s--> replica admits or rejects (the answer travels back one hop; a rejection
                costs replica_reject_cpu_s first, and reject_cpu_s at the router
                before the retry; an acceptance leaves after the first
@@ -197,7 +195,6 @@ class Simulation:
         else:
             self.router = RayRouter(self, config.router, router_process, rngs["routing"], oh, d.max_queued_requests,
                                     local_node=head if self.http else None)
-        self._answer_first = getattr(self.router, "answer_cpu_s", 0.0) > 0.0
         self.controller.routers.append(self.router)
         self.controller.start(d.initial_replicas)
         self.autoscaler = Autoscaler(d.autoscaling_config) if d.autoscaling_config is not None else None
@@ -410,14 +407,6 @@ class Simulation:
                 # _task_ended and _done, written out: with no lag to wait for and no count
                 # to keep, the done callbacks are the router's (once per request).
                 self.router.on_response(req, replica)
-        if self._answer_first:
-            # The caller awaits assign_request, which ends with the acceptance's handling,
-            # before the result: a response that overtook it waits for the router's loop.
-            self.router.after_answer(req, self._to_client)
-        else:
-            self._to_client(req)
-
-    def _to_client(self, req) -> None:
         if self.http_hop_s > 0.0:
             self.later(self.message_s(self.client_process, self.proxy_process, self.http_hop_s), self._at_client, req)
         else:

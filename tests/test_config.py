@@ -48,12 +48,6 @@ from simserve.placement import place
         (lambda: Overheads(batched_cpu_factor=1.5), "batched_cpu_factor"),
         (lambda: Overheads(replica_gil_acquisitions=3, replica_accept_gil_acquisitions=4),
          "replica_accept_gil_acquisitions"),
-        (lambda: Overheads(router_cpu_s=0.001, router_answer_cpu_share=-0.1), "router_answer_cpu_share"),
-        (lambda: Overheads(router_cpu_s=0.001, router_answer_cpu_share=1.5), "router_answer_cpu_share"),
-        (lambda: Overheads(router_cpu_s=0.001, router_start_cpu_share=0.5, router_answer_cpu_share=0.6),
-         "router_answer_cpu_share"),
-        (lambda: Overheads(router_cpu_s=0.001, router_attempt_cpu_s=0.0008, router_answer_cpu_share=0.5),
-         "router_attempt_cpu_s"),
     ],
 )
 def test_invalid_values_raise_config_error_naming_the_field(make, field):

@@ -108,28 +108,6 @@ def test_one_request_at_a_time_pays_router_cpu_s_however_it_is_split(attempt_cpu
     assert _timeline(replace(cfg, overheads=oh)) == [(0, 0.0, 0.002, 0.102), (1, 0.102, 0.104, 0.204)]
 
 
-def test_router_cpu_spent_in_pieces_holds_the_loop_where_ray_spends_it():
-    """One client, 100 ms of io, 10 ms of routing: 2 ms on the request's arrival, 1 ms for the
-    attempt, 3 ms for the send, 3 ms on the acceptance and 1 ms after the done callback. The
-    first request leaves at 6 ms; the second, sent when the first is back at 106 ms, waits
-    for the done callback's 1 ms, then pays 2 + 1 + 3 and leaves at 113 ms."""
-    cfg = config(kind="io", mean_s=0.1, replicas=1, concurrent=1, requests=2, duration_s=None)
-    oh = Overheads(router_cpu_s=0.01, router_attempt_cpu_s=0.001, router_start_cpu_share=0.2,
-                   router_answer_cpu_share=0.3, router_done_cpu_share=0.1)
-    assert _timeline(replace(cfg, overheads=oh)) == [(0, 0.0, 0.006, 0.106), (1, 0.106, 0.113, 0.213)]
-
-
-def test_the_response_waits_for_the_router_to_handle_the_acceptance():
-    """1 ms of io, 10 ms of routing of which half is spent on the acceptance: the request
-    leaves at 5 ms and its handler is done at 6 ms, but the caller has its answer only when
-    the router's loop is through with the acceptance, at 10 ms (assign_request's end)."""
-    cfg = config(kind="io", mean_s=0.001, replicas=1, concurrent=1, requests=2, duration_s=None)
-    oh = Overheads(router_cpu_s=0.01, router_answer_cpu_share=0.5)
-    df = simulate(replace(cfg, overheads=oh)).requests
-    assert [tuple(r) for r in df[["dispatch_s", "done_s", "end_s"]].round(9).itertuples(index=False)] == [
-        (0.005, 0.006, 0.01), (0.015, 0.016, 0.02)]
-
-
 @pytest.mark.parametrize("attempt_cpu_s, leaves_s", [(0.001, 0.011), (0.01, 0.02)])
 def test_the_first_send_waits_for_the_next_attempt_then_pays_the_rest_of_the_routing(attempt_cpu_s, leaves_s):
     """Two requests at once on one one-slot replica, 10 ms of routing: the first's attempt, then

@@ -177,10 +177,9 @@ def charged_cpu_ms(cfg, sim: dict) -> dict:
     oh, r = cfg.overheads, sim["router"]
     attempts, probes, rejects = r["attempts_per_request"], r["probes_per_request"], r["rejections_per_request"]
     http = oh.ingress == "http"
-    # One send per request plus one per rejected send, each with its answer and done
-    # callbacks; each attempt, sent or not, its share; the arrival's share once per request.
-    attempt, start = oh.cpu("router_attempt_cpu_s"), oh.cpu("router_cpu_s") * oh.router_start_cpu_share
-    router = (start + attempt * attempts + (oh.cpu("router_cpu_s") - start - attempt) * (1 + rejects)
+    # One send per request plus one per rejected send; each attempt, sent or not, its share.
+    attempt = oh.cpu("router_attempt_cpu_s")
+    router = (attempt * attempts + (oh.cpu("router_cpu_s") - attempt) * (1 + rejects)
               + probes * (oh.cpu("probe_cpu_s") + oh.cpu("probe_native_cpu_s"))
               + rejects * (oh.cpu("reject_cpu_s") + oh.cpu("reject_native_cpu_s")))
     work = sum(s.duration.mean_s for s in cfg.deployment.work.segments if s.kind != "io")

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     result = derive(raws, cal)
     print(json.dumps(result))
     if args.add_to:
-        add_to_calibration(cal, args.add_to, {"router_attempt_cpu_s": result["router_attempt_cpu_s"]}, "attempt",
+        add_to_calibration(cal, args.add_to, "router_attempt_cpu_s", result["router_attempt_cpu_s"], "attempt",
                            {"runs": raws, "derived": result}, "attempt_cpu", argv or sys.argv[1:])
     return 0
 

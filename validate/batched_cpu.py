@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     if not result["agree"]:
         print(f"warning: driver and replica factors differ by {AGREE} or more: {result['per_role']}", file=sys.stderr)
     if args.add_to:
-        add_to_calibration(cal, args.add_to, {"batched_cpu_factor": result["batched_cpu_factor"]}, "batched",
+        add_to_calibration(cal, args.add_to, "batched_cpu_factor", result["batched_cpu_factor"], "batched",
                            {**raw, "fit": result}, "batched_cpu", argv or sys.argv[1:])
     return 0
 

@@ -253,15 +253,6 @@ Fields (all derived in ``derive``; the inputs are in ``raw``):
   thread's CPU per attempt less its probes at ``probe_cpu_s`` (``validate.attempt_cpu``).
   Runs made before the phase lack it; merged, the file keeps 0 until ``python -m
   validate.attempt_cpu --add-to`` measures it.
-* ``router_start_cpu_share``, ``router_answer_cpu_share``, ``router_done_cpu_share`` (added
-  2026-11-28, ``raw.pieces``) -- where the router thread spends ``router_cpu_s``: one no-op
-  client, every callback of the router's loop timed on the thread's clock and sorted by
-  the piece of the request's life it serves (``validate.router_pieces``), the shares of the
-  request's arrival, its first answer and its done callbacks (the rest: the routing
-  attempt and the send); the median over the windows. ``reject_cpu_s`` is then the
-  rejection cycle beyond ``router_cpu_s`` less the start's share (a retry does not arrive
-  again). Runs made before the phase lack them; merged, the file keeps 0 (everything at
-  the send) until ``python -m validate.router_pieces --runs 3 --add-to`` measures them.
 * ``batched_cpu_factor`` (added 2026-11-27, ``raw.batched``) -- 10 s rows of no-op
   requests with 1, 4 and 2 clients in turn (``validate.batched_cpu``): what the driver
   and the replica save per request with 4 in flight, fitted through simserve on the same
@@ -1328,10 +1319,8 @@ def done_lag(handle_raw: dict, vals: dict, warnings: list) -> float:
     return clamp("done_callback_lag_s", handle_raw["done_callback_lag"]["median_s"] - after_s, warnings)
 
 
-def derive_reject(rj: dict, router_cpu_s: float, warnings: list, start_share: float = 0.0) -> dict:
-    """The rejection phase's costs per rejected send (``_reject_phase``): ``reject_cpu_s`` is
-    the cycle's router-thread CPU beyond what simserve charges a retry of ``router_cpu_s``
-    (all of it but the request's arrival, ``router_start_cpu_share``)."""
+def derive_reject(rj: dict, router_cpu_s: float, warnings: list) -> dict:
+    """The rejection phase's costs per rejected send (``_reject_phase``)."""
     def per(role, kind):
         ld, il = rj["load_by_role"].get(role), rj["idle_by_role"].get(role)
         return _per_request(ld[kind] if ld else 0.0, rj["load_wall_s"], il[kind] if il else 0.0,
@@ -1342,7 +1331,7 @@ def derive_reject(rj: dict, router_cpu_s: float, warnings: list, start_share: fl
     rep = {k: _per_request(rj["load_replica"][k], rj["load_wall_s"], rj["idle_replica"][k], rj["idle_wall_s"],
                            rj["n"]) for k in ("python_s", "native_s")}
     return {"reject_router_thread_cpu_s": cycle,
-            "reject_cpu_s": clamp("reject_cpu_s", cycle - router_cpu_s * (1.0 - start_share), warnings),
+            "reject_cpu_s": clamp("reject_cpu_s", cycle - router_cpu_s, warnings),
             "reject_native_cpu_s": clamp("reject_native_cpu_s", per("driver", "native_s"), warnings),
             "replica_reject_cpu_s": clamp("replica_reject_cpu_s", rep["python_s"], warnings),
             "replica_reject_native_cpu_s": clamp("replica_reject_native_cpu_s", rep["native_s"], warnings),
@@ -1397,8 +1386,6 @@ def calibrate_once(requests: int) -> dict:
     from validate.attempt_cpu import attempt_phase, derive  # they import this module
     from validate.batched_cpu import batched_phase, fit
     from validate.loaded_cpu import oversubscribed_cpu_factor, oversubscribed_phase
-    from validate.router_pieces import SHARES, pieces_phase
-    from validate.router_pieces import derive as derive_pieces
 
     if __name__ != "__main__":  # replicas must unpickle Empty without importing `validate`
         ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -1443,7 +1430,6 @@ def calibrate_once(requests: int) -> dict:
             probe_raw = then_probe(asyncio.run(_probe_phase(handle, requests, pc)))
             reject_raw = then_probe(_looping_reject_phase(cl, pc, warnings))
             attempt_raw = then_probe(attempt_phase(cl))
-            pieces_raw = then_probe(pieces_phase(cl))
             gil_raw = then_probe(_gil_phase(cl, handle, GIL_REQUESTS))
             ray.cloudpickle.register_pickle_by_value(gil_timeline)  # its TimedNoop, for the replicas
             timeline_raw = then_probe(gil_timeline.timeline_phase(cl, TIMELINE_REQUESTS))
@@ -1471,9 +1457,7 @@ def calibrate_once(requests: int) -> dict:
             if f is not None and f > 0.1:
                 warnings.append(f"{ph_name}.{w}: other processes took {f:.2f} cores: rerun on an idle machine")
     vals = derive(handle_raw, http_raw, probe_raw, idle_raw, startup_raw, warnings)
-    pieces_raw["derived"] = derive_pieces(pieces_raw["runs"])
-    vals.update({k: pieces_raw["derived"][k] for k in SHARES})
-    vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings, vals["router_start_cpu_share"]))
+    vals.update(derive_reject(reject_raw, vals["router_cpu_s"], warnings))
     vals.update(derive_sync(sync_raw, vals["replica_probe_cpu_s"], vals["replica_probe_native_cpu_s"], warnings))
     vals["contended_core_speed"] = contention["contended_core_speed"]
     vals["gil_switch_interval_s"] = sys.getswitchinterval()
@@ -1516,7 +1500,7 @@ def calibrate_once(requests: int) -> dict:
         host={"hostname": socket.gethostname(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
               "platform": platform.platform()},
         raw={"idle": idle_raw, "handle_c1": handle_raw, "sync_c1": sync_raw, "http_c1": http_raw, "probe_c1": probe_raw,
-             "reject": reject_raw, "attempt": attempt_raw, "pieces": pieces_raw, "gil": gil_raw, "gil_timeline": timeline_raw,
+             "reject": reject_raw, "attempt": attempt_raw, "gil": gil_raw, "gil_timeline": timeline_raw,
              "timers": timer_raw, "wake": wake_raw, "wake_cpu": wake_cpu_raw,
              "backoff_sleep": sleep_raw, "oversubscribed": oversub_raw, "batched": batched_raw, "startup": startup_raw,
              "derived": vals,
@@ -1581,7 +1565,7 @@ def merge(docs: list[dict]) -> dict:
     # batched_cpu_factor and router_attempt_cpu_s: runs made before their phases (2026-11-27
     # 17:00 and 20:07) lack them; with none having one the file keeps the model's default
     # (1, 0) until ``python -m validate.batched_cpu --add-to`` or ``validate.attempt_cpu
-    # --add-to`` measures it; the router's CPU shares likewise (validate.router_pieces, 2026-11-28).
+    # --add-to`` measures it.
     doc = {k: median([d[k] for d in docs if k in d] or [getattr(Overheads, k)]) for k in FIELDS}
     for k in ("replica_gil_acquisitions", "replica_accept_gil_acquisitions", "replica_response_gil_acquisitions",
               "replica_release_gil_acquisitions", "replica_probe_gil_acquisitions"):

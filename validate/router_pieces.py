@@ -1,17 +1,17 @@
-"""Where Ray's router thread spends its CPU, piece by piece (a diagnosis and a calibration phase).
+"""Where Ray's router thread spends its CPU, piece by piece (a diagnosis, not a validation).
 
-    python -m validate.router_pieces [--clients K] [--hold-s S] [--max-ongoing M] [--seconds T]
-                                     [--add-to CALIBRATION]
+    python -m validate.router_pieces [--clients K] [--hold-s S] [--max-ongoing M] [--seconds T] [--runs N]
 
-``router_cpu_s`` is the router thread's CPU per request, one total. simserve must also know
-*when* the thread spends it: before the request leaves (it delays the request and holds the
-loop against every other request), or after its first answer (it delays only what queues
-behind it). This runs requests through a ``DeploymentHandle`` to one replica (``Holder``,
-holding its slot ``--hold-s``; 0: a no-op) from K closed-loop clients, and times every
-callback the router's asyncio loop runs with the thread's own clock (``Handle._run``
-wrapped in this process, for the router thread only). Each callback is labelled by what it
-resumes: a task's step by its coroutine and the innermost await it resumes from, anything
-else by its function. The labels fall into the pieces of a request's life on the router:
+``router_cpu_s`` is the router thread's CPU per request, one total, which simserve spends
+before the request leaves (its routing attempt and its send). This says *when* Ray's thread
+spends it: before the request leaves (it delays the request and holds the loop against
+every other request), or after its first answer (it delays only what queues behind it). It
+runs requests through a ``DeploymentHandle`` to one replica (``Holder``, holding its slot
+``--hold-s``; 0: a no-op) from K closed-loop clients, and times every callback the router's
+asyncio loop runs with the thread's own clock (``Handle._run`` wrapped in this process, for
+the router thread only). Each callback is labelled by what it resumes: a task's step by its
+coroutine and the innermost await it resumes from, anything else by its function. The
+labels fall into the pieces of a request's life on the router:
 
 * ``start``: ``assign_request``'s first step (the request arrives from the caller's
   thread, ``run_coroutine_threadsafe``);
@@ -22,20 +22,19 @@ else by its function. The labels fall into the pieces of a request's life on the
   caller's future resolved, and the finished task's callbacks;
 * ``routing``: the routing tasks' steps (``_fulfill_pending_requests``: candidate sets,
   probes, back-off);
+* ``probe``: queue-length probes (``get_queue_len``) and their waits;
 * ``done``: the callbacks the finished call fires from Ray's C++ thread
   (``_process_finished_request``, ``decrement_queue_len_cache``);
-* ``probe``: queue-length probes (``get_queue_len``) and their waits;
 * ``other``: the rest (metrics timers, long-poll updates).
 
 Each turn of the loop costs beyond its callbacks (``select``, its bookkeeping, the self-pipe
 read that a ``call_soon_threadsafe`` from another thread sets off): that is shared among the
 pieces the turn ran, in proportion to their CPU.
 
-Printed per request, in ms, with the totals per label. With ``--add-to`` (one no-op client,
-the calibration's handle phase) the shares of ``router_cpu_s`` spent after the send
-(``router_answer_cpu_share``, ``router_done_cpu_share``) go into the calibration file;
-``Overheads`` charges those parts of ``router_cpu_s`` where Ray spends them. Shares, not
-seconds: ``router_cpu_s`` stays the calibration's own total, measured at its speed.
+Printed per window, per request in ms by piece and by label, then the shares of the pieces'
+total spent on the arrival, the first answer and the done callbacks (medians over the
+windows). simserve charging those shares where Ray spends them was tried and judged on a
+fresh grid (validate/README.md, item 54): not kept.
 """
 
 from __future__ import annotations
@@ -53,7 +52,6 @@ import time
 
 SECONDS = 15.0
 WARMUP = 50
-CALIBRATION_RUNS = 3
 
 PIECES = ("start", "send", "answer", "routing", "probe", "done", "other")
 
@@ -228,12 +226,7 @@ def by_piece(raw: dict) -> dict:
     return out
 
 
-def pieces_phase(cl) -> dict:
-    """The calibration's phase: one no-op client, ``CALIBRATION_RUNS`` windows."""
-    return {"runs": measure(cl, 1, 0.0, 5, SECONDS, CALIBRATION_RUNS)}
-
-
-SHARES = {"router_start_cpu_share": "start", "router_answer_cpu_share": "answer", "router_done_cpu_share": "done"}
+SHARES = {"start_share": "start", "answer_share": "answer", "done_share": "done"}
 
 
 def derive(raws: list[dict]) -> dict:
@@ -246,17 +239,6 @@ def derive(raws: list[dict]) -> dict:
         out[field] = statistics.median(p[name] / sum(p[k] for k in PIECES) for p in per)
     out["per_request_ms"] = [{k: round(1e3 * v, 4) for k, v in p.items()} for p in per]
     return out
-
-
-def reject_cpu_s(cal: dict, start_share: float) -> float:
-    """``reject_cpu_s`` of a calibration made of runs (``raw.runs``, or the file itself),
-    derived again now that a retry is charged all of ``router_cpu_s`` but its start's share
-    (``calibrate.derive_reject``): the median over the runs."""
-    from validate.calibrate import derive_reject
-
-    runs = cal["raw"].get("runs") or [cal]
-    return statistics.median(derive_reject(r["raw"]["reject"], r["router_cpu_s"], [], start_share)["reject_cpu_s"]
-                             for r in runs)
 
 
 def report(raw: dict) -> str:
@@ -275,7 +257,7 @@ def report(raw: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from validate.scenario import add_to_calibration, load_calibration, save_raw
+    from validate.scenario import load_calibration, save_raw
 
     ap = argparse.ArgumentParser(prog="python -m validate.router_pieces", description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=1)
@@ -283,8 +265,6 @@ def main(argv=None) -> int:
     ap.add_argument("--max-ongoing", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=SECONDS)
     ap.add_argument("--runs", type=int, default=1, help="windows of --seconds each (medians over them)")
-    ap.add_argument("--add-to", metavar="CALIBRATION",
-                    help="write the shares into this calibration file (one no-op client only)")
     args = ap.parse_args(argv)
     for name, v, low in (("--clients", args.clients, 1), ("--max-ongoing", args.max_ongoing, 1),
                          ("--runs", args.runs, 1)):
@@ -297,11 +277,7 @@ def main(argv=None) -> int:
     if not args.seconds > 0.0:
         print(f"--seconds: {args.seconds} must be positive", file=sys.stderr)
         return 2
-    if args.add_to and (args.clients != 1 or args.hold_s != 0.0):
-        print(f"--add-to: the calibration's shares come from one no-op client (got --clients {args.clients}, "
-              f"--hold-s {args.hold_s})", file=sys.stderr)
-        return 2
-    cal = load_calibration(args.add_to)
+    cal = load_calibration()
     from validate.harness import RealCluster
 
     with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
@@ -309,13 +285,7 @@ def main(argv=None) -> int:
     save_raw({"runs": raws}, "pieces")
     for raw in raws:
         print(report(raw))
-    result = derive(raws)
-    print(json.dumps(result))
-    if args.add_to:
-        values = {k: result[k] for k in SHARES}
-        values["reject_cpu_s"] = reject_cpu_s(cal, values["router_start_cpu_share"])
-        add_to_calibration(cal, args.add_to, values, "pieces", {"runs": raws, "derived": result}, "router_pieces",
-                           argv or sys.argv[1:])
+    print(json.dumps(derive(raws)))
     return 0
 
 

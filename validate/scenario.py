@@ -171,13 +171,13 @@ def save_raw(raw: dict, kind: str) -> str:
     return path
 
 
-def add_to_calibration(cal: dict, path: str, values: dict, raw_key: str, raw: dict, tool: str,
+def add_to_calibration(cal: dict, path: str, field: str, value: float, raw_key: str, raw: dict, tool: str,
                        argv: list[str]) -> None:
-    """Write ``values`` (field -> value) into the calibration file ``path`` (``cal``, as
-    loaded), their measurements under ``raw[raw_key]`` with the command ``python -m
-    validate.<tool> ARGV`` that made them, and that command into the file's ``command``."""
+    """Write ``field`` = ``value`` into the calibration file ``path`` (``cal``, as loaded),
+    its measurements under ``raw[raw_key]`` with the command ``python -m validate.<tool>
+    ARGV`` that made them, and that command into the file's ``command``."""
     doc = {k: v for k, v in cal.items() if k != "_path"}
-    doc.update(values)
+    doc[field] = value
     command = f"python -m validate.{tool} " + " ".join(argv)
     doc["raw"][raw_key] = {**raw, "command": command}
     doc["command"] = add_command(doc["command"], command)

@@ -20,10 +20,9 @@ router, in legs, p10/p50/p90 in ms, accepted and rejected apart:
   (``Simulation._reply``: the replica's takes before it); back (the router's cache
   updated).
 
-The legs do not line up one to one: simserve charges the send's part of ``router_cpu_s`` in
-the send's turn (its arrival's and acceptance's parts elsewhere, ``validate.router_pieces``)
-and the replica's Python work for the call before its answer leaves, where Ray spends part
-of it later. The totals are comparable, and how each leg grows from one request at a
+The legs do not line up one to one: simserve charges the whole of ``router_cpu_s`` at the
+send and the replica's Python work for the call before its answer leaves, where Ray spends
+part of both later. The totals are comparable, and how each leg grows from one request at a
 time to many is the point (validate/README.md, item 52).
 """
 
