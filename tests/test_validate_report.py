@@ -868,6 +868,7 @@ def test_the_router_pieces_sort_each_callback_of_rays_loop_into_the_piece_of_the
         "fn:_set_result_unless_cancelled": "routing",
         "task:RunningReplica.get_queue_len@RunningReplica.get_queue_len:321": "probe",
         "fn:_wait.<locals>._on_completion": "probe",
+        "task:RouterCounters.install.<locals>.counted_probe@RouterCounters.install.<locals>.counted_probe:50": "probe",
         "fn:AsyncioRouter._process_finished_request": "done",
         "fn:RouterCounters.install.<locals>.timed_decrement": "done",
         "fn:BaseSelectorEventLoop._read_from_self": "wake",
