@@ -331,13 +331,22 @@ CONTENTION_S = 3.0  # how long each spinning process runs in the core-contention
 
 
 # -- where the CPU goes ---------------------------------------------------------------------------
-def _router_thread_clock():
+def router_thread():
+    """The thread running Serve's ``SingletonThreadRouter`` event loop in this process (found
+    by its target ``_run_router_event_loop``), or None."""
     for t in threading.enumerate():
         target = getattr(t, "_target", None)
         if target is not None and getattr(target, "__name__", "") == "_run_router_event_loop":
-            cid = time.pthread_getcpuclockid(t.ident)
-            return lambda: time.clock_gettime(cid)
+            return t
     return None
+
+
+def _router_thread_clock():
+    t = router_thread()
+    if t is None:
+        return None
+    cid = time.pthread_getcpuclockid(t.ident)
+    return lambda: time.clock_gettime(cid)
 
 
 _role = process_role

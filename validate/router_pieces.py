@@ -169,15 +169,13 @@ class LoopClock:
 def measure(cl, clients: int, hold_s: float, max_ongoing: int, seconds: float, runs: int = 1) -> list[dict]:
     """``runs`` windows of ``seconds`` of load on one deployment: each with per label the
     router thread's CPU and count, the thread's whole CPU and the requests answered."""
-    from validate.calibrate import Holder, _deploy_one, _router_thread_clock
+    from validate.calibrate import Holder, _deploy_one, _router_thread_clock, router_thread
     from validate.host_speed import probe_ns_per_loop
 
     handle = _deploy_one(cl, Holder, "pieces", max_ongoing_requests=max_ongoing)
 
     async def window():
-        ident = next(t.ident for t in threading.enumerate()
-                     if getattr(getattr(t, "_target", None), "__name__", "") == "_run_router_event_loop")
-        clock, lc = _router_thread_clock(), LoopClock(ident)
+        clock, lc = _router_thread_clock(), LoopClock(router_thread().ident)
         lc.install()
         done = [0]
         stop = time.perf_counter() + seconds

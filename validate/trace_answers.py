@@ -37,7 +37,7 @@ import tempfile
 import time
 
 from validate.scenario import load_calibration
-from validate.trace_router import Calls, handle_scenario, patched, quantiles
+from validate.trace_router import Calls, handle_scenario, patched, quantiles, rate_and_p50
 
 
 def _timed_init(original, directory: str):
@@ -165,7 +165,7 @@ def sim_legs(sim_cfg) -> tuple[dict, dict]:
 
 
 def _lines(label: str, summary: dict, legs: dict) -> list[str]:
-    out = [f"{label}: {summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms"]
+    out = [f"{label}: {rate_and_p50(summary)}"]
     for accepted in (True, False):
         leg = legs[accepted]
         if leg["total"]:

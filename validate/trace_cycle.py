@@ -27,7 +27,7 @@ import statistics
 import sys
 
 from validate.scenario import load_calibration
-from validate.trace_router import Calls, handle_scenario, patched, quantiles
+from validate.trace_router import Calls, handle_scenario, patched, quantiles, rate_and_p50
 
 FULFIL = ("fulfil_own", "fulfil_cancel", "fulfil_free")
 
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     sim, log = sim_events(sim_config(cfg, real, cal))
     lines = []
     for label, summary, events in (("Ray", real, Calls.events), ("simserve", sim, log)):
-        lines.append(f"{label}: {summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms")
+        lines.append(f"{label}: {rate_and_p50(summary)}")
         lines.extend(cycle_lines(events, label))
     print("\n".join(lines))
     return 0

@@ -183,6 +183,11 @@ def quantiles(xs) -> str:
     return "/".join(f"{xs[min(len(xs) - 1, int(q * len(xs)))]:.1f}" for q in (0.1, 0.5, 0.9)) if xs else "-"
 
 
+def rate_and_p50(summary: dict) -> str:
+    """A run's throughput and median latency, as every tracing tool prints them."""
+    return f"{summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms"
+
+
 def handle_scenario(name: str):
     """The grid scenario ``name`` if its requests go through a handle (whose router runs in
     this process, where the tools wrap it); else None, after a one-line error."""
@@ -234,7 +239,7 @@ def main(argv=None) -> int:
         stop.set()
         time.sleep(2 * INTERVAL_S)
     lines.append(f"totals: {dict(sorted(total.items()))}; completed {summary['completed_total']}, "
-                 f"{summary['throughput_rps']:.1f} rps, p50 {summary['latency_ms']['p50']:.1f} ms")
+                 + rate_and_p50(summary))
     lines.extend(answer_lines(Calls.answers))
     print("\n".join(lines))
     if args.out:
