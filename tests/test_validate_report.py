@@ -603,6 +603,40 @@ def test_the_batched_fit_finds_the_factor_simserve_itself_was_run_with(monkeypat
     assert b.fit_role(raw, cal, "replica") == pytest.approx(0.7, abs=0.01)
 
 
+def test_the_batched_fit_over_http_finds_the_replicas_factor_simserve_was_run_with(monkeypatch):
+    """Rows made by simserve over HTTP with batched_cpu_factor 0.6 (no attempts or probes
+    counted, as on Ray's side behind the proxy) fit back to 0.6 for the replica, within 0.02."""
+    import pytest
+
+    import validate.batched_cpu as b
+    from validate.scenario import load_calibration
+
+    monkeypatch.setattr(b, "SIM_DURATION_S", 8.0)
+    cal = load_calibration(None)
+    raw = {"rows": [b.simulated_row(cal, 1.0, 1, http=True), b.simulated_row(cal, 0.6, 4, http=True)]}
+    assert raw["rows"][1]["attempts"] is None
+    assert b.fit_role(raw, cal, "replica", http=True) == pytest.approx(0.6, abs=0.02)
+
+
+def test_an_http_factor_goes_into_the_http_section_and_its_command_beside_the_handles(tmp_path):
+    """``add_to_calibration`` with ``section="http"`` writes the field there, leaving the top
+    level's alone, and the chain keeps the handle's and the proxy's batched_cpu runs both."""
+    import json
+
+    from validate.scenario import add_to_calibration
+
+    path = tmp_path / "cal.json"
+    cal = {"batched_cpu_factor": 0.7, "http": {"replica_cpu_s": 0.003}, "raw": {},
+           "command": "python -m validate.batched_cpu --from x --add-to c"}
+    add_to_calibration(cal, str(path), "batched_cpu_factor", 0.5, "batched_http", {"rows": []}, "batched_cpu",
+                       ["--http", "--from", "y", "--add-to", "c"], section="http")
+    doc = json.loads(path.read_text())
+    assert doc["batched_cpu_factor"] == 0.7
+    assert doc["http"] == {"replica_cpu_s": 0.003, "batched_cpu_factor": 0.5}
+    assert doc["command"].split("; ") == ["python -m validate.batched_cpu --from x --add-to c",
+                                          "python -m validate.batched_cpu --http --from y --add-to c"]
+
+
 def test_a_diagnosis_charges_each_role_its_cpu_per_request_less_its_idle_rate():
     """2 s of driver Python and 1 s of C++ over 10 s and 100 requests, with an idle rate of 0.1 s
     of Python per 5 s: 18 ms and 10 ms per request; a role with no CPU at all: 0."""

@@ -1127,15 +1127,16 @@ def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
 
 
 @contextlib.contextmanager
-def noop_deployment():
+def noop_deployment(http: bool = False):
     """For the diagnoses (``pause_cpu``, ``loaded_cpu``): a Ray cluster of 2 logical CPUs
-    with one no-op replica, as the calibration's; yields its handle and a ``ProcessCPU``."""
+    with one no-op replica, as the calibration's; yields its handle (``http``: its URL
+    through Serve's proxy instead) and a ``ProcessCPU``."""
     cal = load_calibration(None)
     cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
                    cluster_cpus=2, rps=1.0)
     with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
         handle, _ = cl.deploy(cfg, "noop")
-        yield handle, ProcessCPU()
+        yield f"http://127.0.0.1:{cl.http_port}/noop" if http else handle, ProcessCPU()
         cl.delete("noop")
 
 

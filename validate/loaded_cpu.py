@@ -8,7 +8,7 @@ flight) through a ``DeploymentHandle`` for ``LOAD_S`` seconds while ``k`` proces
 handler does) spin pure Python beside them (``python -m validate.host_speed spin``) and the
 host-speed sampler runs. Printed per count, one JSON line: requests, median latency, the
 router's attempts and probes per request, other users' cores, the spinners' own ns per
-iteration and the sampler's time average, and the driver's, replica's and background processes' CPU per request (ms; ``py`` Python/GIL
+iteration and the sampler's time average, and the driver's, proxy's, replica's and background processes' CPU per request (ms; ``py`` Python/GIL
 threads, ``na`` C++ threads), each minus its idle rate (measured over ``IDLE_S`` before the
 first count, no spinners), their sum and the same in spin iterations (ms / the sampler's ns
 per iteration: the host's speed taken out), and the driver's and replica's CPU per request
@@ -44,12 +44,36 @@ SETTLE_S = 1.0  # the spinners start before the requests, and end after them
 WARMUP = 30
 SPINNERS = (0, 1, 2, 0)
 OVERSUBSCRIBED = (0, 1, 0, 1, 0, 1, 0)  # the calibration's phase: 0 or one spinner per core, in turn
-ROLES = ("driver", "replica", "background")
+ROLES = ("driver", "proxy", "replica", "background")
 
 
-async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: int, concurrency: int = 1) -> dict:
+async def _load(target, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: int, concurrency: int = 1) -> dict:
+    """One row; ``target`` is the deployment's handle, or its URL (a string: aiohttp clients
+    through Serve's proxy, as the harness's HTTP load generator)."""
+    session = None
+    if isinstance(target, str):
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+
+        async def call():
+            async with session.get(target) as r:
+                await r.read()
+    else:
+        call = target.remote
+    try:
+        row = await _rows(call, pc, k, idle, nice, concurrency)
+        if session is not None:  # the proxy's router, which routed them, is not instrumented
+            row["attempts"] = row["probes"] = None
+        return row
+    finally:
+        if session is not None:
+            await session.close()
+
+
+async def _rows(call, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: int, concurrency: int) -> dict:
     for _ in range(WARMUP):
-        await handle.remote()
+        await call()
     spin_s = LOAD_S + 2 * SETTLE_S
     # Through nice(1), not a preexec_fn: that forces a fork of this process, whose gRPC threads
     # then abort the child now and then (seen 2026-11-27 14:51); without one it is spawned.
@@ -65,7 +89,7 @@ async def _load(handle, pc: ProcessCPU, k: int, idle: tuple[dict, float], nice: 
     async def client():
         while time.perf_counter() - w0 < LOAD_S:
             t = time.perf_counter()
-            await handle.remote()
+            await call()
             lat.append(time.perf_counter() - t)
     await asyncio.gather(*(client() for _ in range(concurrency)))
     wall = time.perf_counter() - w0

@@ -172,12 +172,16 @@ def save_raw(raw: dict, kind: str) -> str:
 
 
 def add_to_calibration(cal: dict, path: str, field: str, value: float, raw_key: str, raw: dict, tool: str,
-                       argv: list[str]) -> None:
-    """Write ``field`` = ``value`` into the calibration file ``path`` (``cal``, as loaded),
-    its measurements under ``raw[raw_key]`` with the command ``python -m validate.<tool>
-    ARGV`` that made them, and that command into the file's ``command``."""
+                       argv: list[str], section: str | None = None) -> None:
+    """Write ``field`` = ``value`` into the calibration file ``path`` (``cal``, as loaded; into
+    its ``section``, e.g. ``http``, if given), its measurements under ``raw[raw_key]`` with the
+    command ``python -m validate.<tool> ARGV`` that made them, and that command into the
+    file's ``command``."""
     doc = {k: v for k, v in cal.items() if k != "_path"}
-    doc[field] = value
+    if section is None:
+        doc[field] = value
+    else:
+        doc[section] = {**doc.get(section, {}), field: value}
     command = f"python -m validate.{tool} " + " ".join(argv)
     doc["raw"][raw_key] = {**raw, "command": command}
     doc["command"] = add_command(doc["command"], command)
@@ -189,9 +193,13 @@ def add_to_calibration(cal: dict, path: str, field: str, value: float, raw_key: 
 
 def add_command(chain: str, command: str) -> str:
     """A calibration file's ``command`` (the commands that regenerate it, "; "-separated)
-    with ``command`` last; an earlier run of the same tool is dropped, not kept twice."""
-    tool = command.split()[:3]  # python -m validate.<tool>
-    return "; ".join([c for c in chain.split("; ") if c.split()[:3] != tool] + [command])
+    with ``command`` last; an earlier run of the same tool in the same mode (``--http`` or
+    not) is dropped, not kept twice."""
+    def tool(c: str) -> tuple:
+        words = c.split()
+        return (*words[:3], "--http" in words)  # python -m validate.<tool>, and its mode
+
+    return "; ".join([c for c in chain.split("; ") if tool(c) != tool(command)] + [command])
 
 
 def utc_stamp() -> str:
