@@ -959,3 +959,15 @@ def test_the_send_tracer_refuses_no_clients_with_status_2(capsys):
 
     assert main(["--clients", "0"]) == 2
     assert capsys.readouterr().err.strip() == "clients: must be at least 1, got 0"
+
+
+def test_the_rejection_burst_tool_refuses_bad_counts_with_status_2(capsys):
+    """``--in-flight`` must be a list of counts of at least 1 and ``--rounds`` at least 1: a
+    one-line error naming the field, before any cluster starts."""
+    from validate.reject_burst import main
+
+    assert main(["--in-flight", "1,0"]) == 2
+    assert main(["--in-flight", "x"]) == 2
+    assert main(["--rounds", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [e.split(":")[0] for e in err] == ["in-flight", "in-flight", "rounds"]

@@ -649,14 +649,16 @@ async def held_slot(handle, pc: ProcessCPU):
     return held, clock, await _window(pc, IDLE_S, clock)
 
 
-def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
+def _reject_phase(cl: RealCluster, pc: ProcessCPU, in_flight: int = 1) -> dict:
     """Rejections, back to back: a ``Holder`` replica with ``max_ongoing_requests=1``
     whose slot one long request holds, and a second request that the driver's router,
     its queue-length cache made to read 0 for every replica, sends again and again (no
     probe, no back-off: Ray retries a rejected request at once). Each cycle is Ray's real
     path: the routing attempt, the actor call, the replica's check and its warning log
     line, the rejection's answer, ``result.cancel()`` and the cache update. CPU over
-    REJECT_S of that, minus an idle window with the slot held, per rejection."""
+    REJECT_S of that, minus an idle window with the slot held, per rejection.
+    ``in_flight`` such requests at once (``validate.reject_burst``): the router then
+    sends them in bursts, as it does to a replica its cache shows room in."""
     from ray.serve._private.request_router.common import ReplicaQueueLengthCache
 
     handle = _deploy_one(cl, Holder, "reject", max_ongoing_requests=1)
@@ -666,7 +668,7 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
         held, clock, (idle, idle_wall, router_idle) = await held_slot(handle, pc)
         ReplicaQueueLengthCache.get = lambda self, replica_id: 0
         try:
-            looping = handle.remote(0.0)
+            looping = [handle.remote(0.0) for _ in range(in_flight)]
             await asyncio.sleep(0.5)  # into the loop
             # Each rejection is retried once: RouterCounters (installed by RealCluster) counts them.
             s0, r0, n0, w0 = pc.snapshot(), clock(), RouterCounters.retries, time.perf_counter()
@@ -676,11 +678,11 @@ def _reject_phase(cl: RealCluster, pc: ProcessCPU) -> dict:
         finally:
             ReplicaQueueLengthCache.get = orig_get
         held.cancel()
-        await asyncio.wait_for(looping, 30.0)
+        await asyncio.wait_for(asyncio.gather(*looping), 30.0)
         load = ProcessCPU.diff(s0, s1)
         pids = [pid for pid, v in load.items() if not str(pid).startswith("_") and v["role"] == "replica"]
         busiest = max(pids, key=lambda pid: load[pid]["cpu_s"])
-        return {"n": n1 - n0, "idle_wall_s": idle_wall, "load_wall_s": load_wall,
+        return {"n": n1 - n0, "in_flight": in_flight, "idle_wall_s": idle_wall, "load_wall_s": load_wall,
                 "router_idle_cpu_s": router_idle, "router_load_cpu_s": r1 - r0,
                 "idle_by_role": _by_role(idle), "load_by_role": _by_role(load),
                 "idle_replica": idle.get(busiest), "load_replica": load.get(busiest)}
