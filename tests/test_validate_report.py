@@ -932,8 +932,8 @@ def test_the_router_shares_are_each_pieces_part_of_the_loops_turns_the_median_ov
 def test_the_send_log_has_each_simulated_send_once_with_its_rejection_and_leaves_simserve_as_it_was(monkeypatch):
     """simserve's side of trace_sends on 12 clients and one five-slot replica: every request
     has an accepted send (sends less rejections at least the requests), a burst's later places
-    are rejected more often than its first, and afterwards RayRouter, Simulation and Replica
-    have their own methods again."""
+    are rejected more often than its first, the replica checks each send once, and afterwards
+    RayRouter, Simulation and Replica have their own methods again."""
     import validate.trace_sends as t
     from simserve.replica import Replica
     from simserve.router import RayRouter
@@ -941,7 +941,7 @@ def test_the_send_log_has_each_simulated_send_once_with_its_rejection_and_leaves
 
     before = (RayRouter.__init__, RayRouter.update_replicas, Simulation.send, Replica.admit)
     monkeypatch.setattr(t, "SIM_DURATION_S", 8.0)
-    rps, requests, sends = t.sim_sends(12)
+    rps, requests, sends, calls = t.sim_sends(12)
     assert (RayRouter.__init__, RayRouter.update_replicas, Simulation.send, Replica.admit) == before
     assert rps > 0 and len(sends) >= requests
     rejected = sum(s[2] for s in sends)
@@ -949,8 +949,12 @@ def test_the_send_log_has_each_simulated_send_once_with_its_rejection_and_leaves
     first = [s[2] for s in sends if s[1] == 0]
     late = [s[2] for s in sends if s[1] >= 5]
     assert late and sum(late) / len(late) > sum(first) / len(first)
-    lines = t.sends_lines("x", rps, requests, sends)
-    assert lines[0].startswith(f"x: {rps:.1f} rps") and "place in burst: 0 " in lines[1]
+    # The replica's checks: one per send, the rejected ones as many as the sends marked so, and
+    # every accepted call's slot released after its check.
+    assert len(calls) == len(sends) and sum(not ok for _, ok, _ in calls) == rejected
+    assert all(end is None or end > t for t, ok, end in calls if ok)
+    lines = t.sends_lines("x", rps, requests, sends, calls)
+    assert lines[0].startswith(f"x: {rps:.1f} rps") and "checks apart" in lines[1] and "place in burst: 0 " in lines[2]
 
 
 def test_the_send_tracer_refuses_no_clients_with_status_2(capsys):

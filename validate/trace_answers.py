@@ -43,8 +43,9 @@ from validate.trace_router import Calls, handle_scenario, patched, quantiles, ra
 def _timed_init(original, directory: str):
     """An ``__init__`` for the harness's model classes that first wraps Ray's
     ``Replica.handle_request_with_rejection`` in the replica's process: per call, its
-    request id, whether it was accepted, when it started and when it yielded its answer.
-    Pickled by value with the model class (the replica cannot import ``validate``)."""
+    request id, whether it was accepted, when it started (the capacity check), when it
+    yielded its answer and when the call ended (an accepted call's slot is released just
+    before). Pickled by value with the model class (the replica cannot import ``validate``)."""
 
     def init(self, *args, **kwargs):
         import os
@@ -58,12 +59,12 @@ def _timed_init(original, directory: str):
 
         async def timed(self_, request_metadata, *a, **k):
             started = time.perf_counter()
-            first = True
+            first, accepted, answered = True, 0, started
             async for item in handle(self_, request_metadata, *a, **k):
                 if first and isinstance(item, ReplicaQueueLengthInfo):
-                    first = False
-                    out.write(f"{request_metadata.request_id} {int(item.accepted)} {started} {time.perf_counter()}\n")
+                    first, accepted, answered = False, int(item.accepted), time.perf_counter()
                 yield item
+            out.write(f"{request_metadata.request_id} {accepted} {started} {answered} {time.perf_counter()}\n")
 
         replica.Replica.handle_request_with_rejection = timed
         original(self, *args, **kwargs)
@@ -88,7 +89,7 @@ def real_legs(cfg) -> tuple[dict, dict]:
     for path in glob.glob(os.path.join(directory, "replica-*.txt")):
         with open(path) as f:
             for line in f:
-                rid, accepted, started, answered = line.split()
+                rid, accepted, started, answered, _ = line.split()
                 calls[rid].append((float(started), float(answered), accepted == "1"))
     submitted = collections.defaultdict(list)
     for rid, at in Calls.submitted:

@@ -12,10 +12,14 @@ its outcome. A routing step that finds room in the cache hands the replica to ev
 waiting, one after another, before any of their sends bumps the cache (Ray's
 ``_fulfill_pending_requests`` does not suspend between them; simserve's ``RayRouter._drain``
 the same), so the sends leave in bursts; each send's place in its burst is the number of
-sends to that replica since the cache last heard from anything else. Printed per side:
-throughput, sends and rejected sends per request, the gap between sends within a burst
-(p10/p50/p90, ms), and per place in the burst the sends and the share the replica rejected.
-This is how the polling rows' gap was located send by send (validate/README.md, item 57).
+sends to that replica since the cache last heard from anything else. On the replica's side
+each call's capacity check (Ray: ``handle_request_with_rejection`` starts, timed by
+``trace_answers``' wrapper; simserve: ``Replica.admit``) and how long an accepted call holds
+its slot (Ray: to the call's end, the slot released just before; simserve: to its release).
+Printed per side: throughput, sends and rejected sends per request, the gap between sends
+within a burst and between the replica's checks, the slot's hold (p10/p50/p90, ms), and per
+place in a burst the sends and the share the replica rejected. This is how the polling rows'
+gap was located send by send (validate/README.md, item 57).
 
 Left out: HTTP (the proxy's router lives in another process).
 """
@@ -25,8 +29,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import glob
+import os
 import statistics
 import sys
+import tempfile
 import time
 
 from validate.trace_router import patched, quantiles
@@ -81,26 +88,48 @@ class Sends:
         RequestRouter._choose_replica_for_request = choose_replica
 
 
-def ray_sends(clients: int, runs: int) -> tuple[float, int, list]:
-    """Ray's rows: (median requests per second, requests, sends as ``Sends.sends``)."""
+def ray_sends(clients: int, runs: int) -> tuple[float, int, list, list]:
+    """Ray's rows: (median requests per second, requests, sends as ``Sends.sends``, the
+    replica's calls as (check, accepted, end) in perf_counter seconds)."""
+    import ray.cloudpickle
+
+    from validate import harness, trace_answers
     from validate.calibrate import _by_role, _window, noop_deployment
     from validate.loaded_cpu import IDLE_S, LOAD_S, WARMUP, _load
 
+    directory = tempfile.mkdtemp(prefix="trace-sends-")
+    ray.cloudpickle.register_pickle_by_value(trace_answers)  # the replica cannot import validate
+    models = (harness.AsyncModel, harness.SyncModel)
+    inits = [m.__init__ for m in models]
+    for model in models:
+        model.__init__ = trace_answers._timed_init(model.__init__, directory)
     Sends.install()
-    with noop_deployment() as (handle, pc):
-        d, wall, _ = asyncio.run(_window(pc, IDLE_S))
-        first = len(Sends.sends)
-        rows = [asyncio.run(_load(handle, pc, 0, (_by_role(d), wall), nice=19, concurrency=clients))
-                for _ in range(runs)]
+    try:
+        with noop_deployment() as (handle, pc):
+            d, wall, _ = asyncio.run(_window(pc, IDLE_S))
+            first, t0 = len(Sends.sends), time.perf_counter()
+            rows = [asyncio.run(_load(handle, pc, 0, (_by_role(d), wall), nice=19, concurrency=clients))
+                    for _ in range(runs)]
+    finally:
+        for model, init in zip(models, inits):
+            model.__init__ = init
+    calls = []
+    for path in glob.glob(os.path.join(directory, "replica-*.txt")):
+        with open(path) as f:
+            for line in f:
+                _, accepted, started, _, ended = line.split()
+                if float(started) >= t0:
+                    calls.append((float(started), accepted == "1", float(ended)))
     # Each row's warm-up calls (one at a time) are among the sends, so among the requests too.
     return (statistics.median(r["requests"] / LOAD_S for r in rows), sum(r["requests"] + WARMUP for r in rows),
-            Sends.sends[first:])
+            Sends.sends[first:], sorted(calls))
 
 
-def sim_sends(clients: int) -> tuple[float, int, list]:
+def sim_sends(clients: int) -> tuple[float, int, list, list]:
     """simserve's run of the same scenario: (requests per second, requests, sends as
-    ``Sends.sends``, in simulated seconds), logged by wrapping its router's cache and
-    ``Simulation.send`` and ``Replica.admit`` for this one run."""
+    ``Sends.sends``, the replica's calls as (admission check, accepted, release); in
+    simulated seconds), logged by wrapping its router's cache and ``Simulation.send`` and
+    ``Replica.admit`` for this one run."""
     from simserve.replica import Replica
     from simserve.router import RayRouter
     from simserve.simulation import Simulation, simulate
@@ -112,6 +141,7 @@ def sim_sends(clients: int) -> tuple[float, int, list]:
     burst: collections.Counter = collections.Counter()
     sends: list = []
     by_request: dict = {}
+    checks: list = []  # (simulated seconds, the request, accepted)
     send_writers = ("_sent", "_submit_soon")  # the send's bump, written out in both
 
     class Cache(dict):
@@ -139,6 +169,7 @@ def sim_sends(clients: int) -> tuple[float, int, list]:
 
     def logged_admit(self, req):
         ok = admit(self, req)
+        checks.append((self.env._now, req, ok))
         if not ok:
             sends[by_request[req.id]][2] = 1
         return ok
@@ -147,16 +178,25 @@ def sim_sends(clients: int) -> tuple[float, int, list]:
                   (Simulation, "send"): logged_send, (Replica, "admit"): logged_admit}):
         s = simulate(cfg).summary
     # The summary counts the requests made after the warm-up: their sends alone.
-    return s["throughput_rps"], s["completed"], [x[:3] for x in sends if x[3] >= cfg.workload.warmup_s]
+    warm = cfg.workload.warmup_s
+    # A slot still held at the end has no release (NaN): None, as on Ray's side a call not ended.
+    calls = [(t, ok, (None if req.released_s != req.released_s else req.released_s) if ok else t)
+             for t, req, ok in checks if req.created_s >= warm]
+    return s["throughput_rps"], s["completed"], [x[:3] for x in sends if x[3] >= warm], calls
 
 
-def sends_lines(label: str, rps: float, requests: int, sends: list) -> list[str]:
+def sends_lines(label: str, rps: float, requests: int, sends: list, calls: list) -> list[str]:
     """One side summed up: its rate, sends and rejections per request, the gaps between the
-    sends of a burst, and per place in a burst its sends and the share rejected."""
+    sends of a burst and between the replica's checks, an accepted call's hold of its slot,
+    and per place in a burst its sends and the share rejected."""
     rejected = sum(s[2] for s in sends)
     gaps = [1e3 * (b[0] - a[0]) for a, b in zip(sends, sends[1:]) if b[1] > 0]
+    checks = [1e3 * (b[0] - a[0]) for a, b in zip(calls, calls[1:])]
+    held = [1e3 * (end - t) for t, ok, end in calls if ok and end is not None]
     out = [f"{label}: {rps:.1f} rps, {len(sends) / requests:.2f} sends and {rejected / requests:.2f} rejected "
-           f"per request; gap to the send before within a burst {quantiles(gaps)} ms ({len(gaps)})"]
+           f"per request; gap to the send before within a burst {quantiles(gaps)} ms ({len(gaps)})",
+           f"  the replica's checks apart {quantiles(checks)} ms ({len(calls)}); an accepted call holds its slot "
+           f"{quantiles(held)} ms"]
     by_place = collections.defaultdict(lambda: [0, 0])
     for _, place, rej in sends:
         row = by_place[min(place, PLACES)]
