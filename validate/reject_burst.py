@@ -12,7 +12,7 @@ shows room in (validate/README.md, item 57). Printed per row and then as the med
 count in flight: rejections per second and each role's CPU per rejection (``calibrate.
 derive_reject``: the replica's Python and C++ threads, the driver's C++ threads, the router
 thread beyond a routing attempt's ``router_cpu_s``, the background processes), and the
-ratio of each to one in flight's. simserve charges a rejection ``replica_reject_cpu_s`` and
+ratio of each to the first count's (one in flight's by default). simserve charges a rejection ``replica_reject_cpu_s`` and
 the rest as measured one in flight, times ``batched_cpu_factor`` where a cost meets work
 already running in its process.
 """
@@ -61,6 +61,8 @@ def main(argv=None) -> int:
                           if f in FIELDS}}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
+                for w in warnings:  # a cost that came out negative, clamped to 0
+                    print(f"warning: {w}", file=sys.stderr)
     base = {f: statistics.median(r[f] for r in rows if r["in_flight"] == counts[0]) for f in FIELDS}
     for k in counts:
         med = {f: statistics.median(r[f] for r in rows if r["in_flight"] == k) for f in ("per_s", *FIELDS)}
