@@ -111,9 +111,9 @@ def main(argv=None) -> int:
             with open(path) as f:
                 raws.append(json.load(f))
     else:
-        from validate.harness import RealCluster
+        from validate.calibrate import calibrated_cluster
 
-        with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+        with calibrated_cluster(cal) as cl:
             raw = attempt_phase(cl, args.windows)
         save_raw(raw, "attempt")
         raws = [raw]

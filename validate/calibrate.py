@@ -1128,6 +1128,12 @@ def _per_request(load_cpu, load_wall, idle_cpu, idle_wall, n) -> float:
     return (load_cpu - idle_cpu / idle_wall * load_wall) / n
 
 
+def calibrated_cluster(cal: dict) -> RealCluster:
+    """A Ray cluster of 2 logical CPUs as the calibration ``cal`` was made on, with its host
+    speed and native work unit: the diagnoses' cluster."""
+    return RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s"))
+
+
 @contextlib.contextmanager
 def noop_deployment(http: bool = False):
     """For the diagnoses (``pause_cpu``, ``loaded_cpu``): a Ray cluster of 2 logical CPUs
@@ -1136,7 +1142,7 @@ def noop_deployment(http: bool = False):
     cal = load_calibration(None)
     cfg = scenario(name="noop", work=[("io", 0.0)], num_replicas=1, num_cpus=1, max_ongoing_requests=5,
                    cluster_cpus=2, rps=1.0)
-    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+    with calibrated_cluster(cal) as cl:
         handle, _ = cl.deploy(cfg, "noop")
         yield f"http://127.0.0.1:{cl.http_port}/noop" if http else handle, ProcessCPU()
         cl.delete("noop")

@@ -45,12 +45,11 @@ def main(argv=None) -> int:
     if args.rounds < 1:
         print(f"rounds: must be at least 1, got {args.rounds}", file=sys.stderr)
         return 2
-    from validate.calibrate import ProcessCPU, _reject_phase, derive_reject
-    from validate.harness import RealCluster
+    from validate.calibrate import ProcessCPU, _reject_phase, calibrated_cluster, derive_reject
 
     cal = load_calibration(None)
     rows = []
-    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+    with calibrated_cluster(cal) as cl:
         pc = ProcessCPU()
         for _ in range(args.rounds):
             for k in counts:

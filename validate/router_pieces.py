@@ -276,10 +276,9 @@ def main(argv=None) -> int:
     if not args.seconds > 0.0:
         print(f"--seconds: {args.seconds} must be positive", file=sys.stderr)
         return 2
-    cal = load_calibration()
-    from validate.harness import RealCluster
+    from validate.calibrate import calibrated_cluster
 
-    with RealCluster(num_cpus=2, ns_per_loop=cal["host_ns_per_loop"], native_unit=cal.get("native_unit_s")) as cl:
+    with calibrated_cluster(load_calibration()) as cl:
         raws = measure(cl, args.clients, args.hold_s, args.max_ongoing, args.seconds, args.runs)
     save_raw({"runs": raws}, "pieces")
     for raw in raws:

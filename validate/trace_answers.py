@@ -35,6 +35,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 from validate.scenario import load_calibration
 from validate.trace_router import Calls, handle_scenario, patched, quantiles, rate_and_p50
@@ -72,25 +73,46 @@ def _timed_init(original, directory: str):
     return init
 
 
-def real_legs(cfg) -> tuple[dict, dict]:
-    """(the run's summary, legs in ms by accepted/rejected) of one real run of ``cfg``."""
+@contextmanager
+def timed_replicas():
+    """Inside the block, replicas deployed from the harness's model classes time each call
+    (``_timed_init``); yields a list that, after the block, holds every call they logged as
+    (request id, accepted, started, answered, ended), perf_counter seconds. The classes'
+    own ``__init__`` again after it."""
     import ray.cloudpickle
 
     from validate import harness
 
     directory = tempfile.mkdtemp(prefix="trace-answers-")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    for model in (harness.AsyncModel, harness.SyncModel):
-        model.__init__ = _timed_init(model.__init__, directory)
-    with harness.RealCluster(cfg.cluster.num_cpus) as cl:
-        Calls.install()
-        summary = cl.run(cfg)
-    calls = collections.defaultdict(list)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the replica cannot import validate
+    models = (harness.AsyncModel, harness.SyncModel)
+    inits = [m.__init__ for m in models]
+    calls: list = []
+    try:
+        for model in models:
+            model.__init__ = _timed_init(model.__init__, directory)
+        yield calls
+    finally:
+        for model, init in zip(models, inits):
+            model.__init__ = init
     for path in glob.glob(os.path.join(directory, "replica-*.txt")):
         with open(path) as f:
             for line in f:
-                rid, accepted, started, answered, _ = line.split()
-                calls[rid].append((float(started), float(answered), accepted == "1"))
+                rid, accepted, started, answered, ended = line.split()
+                calls.append((rid, accepted == "1", float(started), float(answered), float(ended)))
+
+
+def real_legs(cfg) -> tuple[dict, dict]:
+    """(the run's summary, legs in ms by accepted/rejected) of one real run of ``cfg``."""
+    from validate import harness
+
+    with timed_replicas() as logged:
+        with harness.RealCluster(cfg.cluster.num_cpus) as cl:
+            Calls.install()
+            summary = cl.run(cfg)
+    calls = collections.defaultdict(list)
+    for rid, accepted, started, answered, _ in logged:
+        calls[rid].append((started, answered, accepted))
     submitted = collections.defaultdict(list)
     for rid, at in Calls.submitted:
         submitted[rid].append(at)

@@ -6,9 +6,9 @@ simserve (a diagnosis, not a validation).
 One no-op replica with five slots (``calibrate.noop_deployment``) and C closed-loop clients
 through a handle (default 12: more than the slots, so the router polls), ``loaded_cpu``'s
 10 s rows, N of them; then simserve on the same scenario with the committed calibration.
-Every write to the router's queue-length cache is logged with what made it (a send's own
-bump, an acceptance's or rejection's answer, a probe, a done callback), and every send with
-its outcome. A routing step that finds room in the cache hands the replica to every request
+Every write to the router's queue-length cache is noted with what made it (a send's own
+bump, or anything else: an answer, a probe, a done callback), and every send with its
+outcome. A routing step that finds room in the cache hands the replica to every request
 waiting, one after another, before any of their sends bumps the cache (Ray's
 ``_fulfill_pending_requests`` does not suspend between them; simserve's ``RayRouter._drain``
 the same), so the sends leave in bursts; each send's place in its burst is the number of
@@ -29,11 +29,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import glob
-import os
 import statistics
 import sys
-import tempfile
 import time
 
 from validate.trace_router import patched, quantiles
@@ -43,14 +40,13 @@ SIM_DURATION_S = 30.0
 
 
 class Sends:
-    """Ray's side: the cache writes and sends of the driver's router, from wrappers of its
+    """Ray's side: the sends of the driver's router and their places in bursts, from wrappers of its
     2.60 methods installed before the deployment. Serve restores the router classes'
     attributes from a copy made at the deployment (validate/router_counters.py), so the
     wrappers go in before it, and keep their state here, looked up on the class at each
     call, never captured."""
 
-    last: dict = {}  # replica id -> (perf_counter, writer) of its cache's last write not a send's
-    burst: collections.Counter = collections.Counter()  # replica id -> sends since that write
+    burst: collections.Counter = collections.Counter()  # replica id -> sends since its cache's last other write
     sends: list = []  # [perf_counter, place in its burst, rejected]
     by_task: dict = {}  # the request's own task -> its last send's index in sends
 
@@ -63,9 +59,7 @@ class Sends:
         choose = RequestRouter._choose_replica_for_request
 
         def logged_update(self, replica_id, queue_len):
-            writer = sys._getframe(1).f_code.co_name
-            if writer != "on_send_request":
-                Sends.last[replica_id] = (time.perf_counter(), writer)
+            if sys._getframe(1).f_code.co_name != "on_send_request":  # not a send's own bump
                 Sends.burst[replica_id] = 0
             return update(self, replica_id, queue_len)
 
@@ -91,38 +85,21 @@ class Sends:
 def ray_sends(clients: int, runs: int) -> tuple[float, int, list, list]:
     """Ray's rows: (median requests per second, requests, sends as ``Sends.sends``, the
     replica's calls as (check, accepted, end) in perf_counter seconds)."""
-    import ray.cloudpickle
-
-    from validate import harness, trace_answers
     from validate.calibrate import _by_role, _window, noop_deployment
     from validate.loaded_cpu import IDLE_S, LOAD_S, WARMUP, _load
+    from validate.trace_answers import timed_replicas
 
-    directory = tempfile.mkdtemp(prefix="trace-sends-")
-    ray.cloudpickle.register_pickle_by_value(trace_answers)  # the replica cannot import validate
-    models = (harness.AsyncModel, harness.SyncModel)
-    inits = [m.__init__ for m in models]
-    for model in models:
-        model.__init__ = trace_answers._timed_init(model.__init__, directory)
     Sends.install()
-    try:
+    with timed_replicas() as logged:
         with noop_deployment() as (handle, pc):
             d, wall, _ = asyncio.run(_window(pc, IDLE_S))
             first, t0 = len(Sends.sends), time.perf_counter()
             rows = [asyncio.run(_load(handle, pc, 0, (_by_role(d), wall), nice=19, concurrency=clients))
                     for _ in range(runs)]
-    finally:
-        for model, init in zip(models, inits):
-            model.__init__ = init
-    calls = []
-    for path in glob.glob(os.path.join(directory, "replica-*.txt")):
-        with open(path) as f:
-            for line in f:
-                _, accepted, started, _, ended = line.split()
-                if float(started) >= t0:
-                    calls.append((float(started), accepted == "1", float(ended)))
+    calls = sorted((started, accepted, ended) for _, accepted, started, _, ended in logged if started >= t0)
     # Each row's warm-up calls (one at a time) are among the sends, so among the requests too.
     return (statistics.median(r["requests"] / LOAD_S for r in rows), sum(r["requests"] + WARMUP for r in rows),
-            Sends.sends[first:], sorted(calls))
+            Sends.sends[first:], calls)
 
 
 def sim_sends(clients: int) -> tuple[float, int, list, list]:
